@@ -1,0 +1,432 @@
+//! The `VmwareCloudFoundationMigration` custom resource.
+//!
+//! Everything an administrator may change lives in the spec (including
+//! approvals, which earlier designs wrongly kept in status where only the
+//! controller can write); everything the controller learns lives in status.
+//! No secret material is ever part of either: backups are referenced, not copied.
+
+use crate::phase::{MigrationPhase, PhaseName};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API group of the migration resource.
+pub const GROUP: &str = "migration.openshift.io";
+/// API version of the migration resource.
+pub const VERSION: &str = "v1alpha1";
+/// Most log entries kept per phase-history entry; older ones are dropped first.
+pub const MAX_LOGS_PER_PHASE: usize = 50;
+/// Longest message kept in a status field; longer text is truncated.
+pub const MAX_MESSAGE_LEN: usize = 4096;
+
+/// Moves this OpenShift cluster from its current vCenter to the target vCenter(s)
+/// by recreating its machines there, phase by phase.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "migration.openshift.io",
+    version = "v1alpha1",
+    kind = "VmwareCloudFoundationMigration",
+    plural = "vmwarecloudfoundationmigrations",
+    singular = "vmwarecloudfoundationmigration",
+    shortname = "vcfm",
+    namespaced,
+    status = "MigrationStatus",
+    derive = "PartialEq",
+    doc = "A migration of this OpenShift cluster to another vCenter. Create one per cluster; vcfm walks it through fifteen phases.",
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Current migration phase"}"#,
+    printcolumn = r#"{"name": "State", "type": "string", "jsonPath": ".spec.state", "description": "Requested state"}"#,
+    printcolumn = r#"{"name": "Approval", "type": "string", "jsonPath": ".spec.approvalMode", "description": "Approval mode"}"#,
+    printcolumn = r#"{"name": "Progress", "type": "integer", "jsonPath": ".status.currentPhaseState.progress", "description": "Progress of the current phase in percent"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("self.failureDomains.all(f, self.failureDomains.exists_one(g, g.name == f.name))").message("failure domain names must be unique"),
+    validation = Rule::new("!has(self.machineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain)").message("machineSetConfig.failureDomain must name one of spec.failureDomains").field_path(".machineSetConfig.failureDomain"),
+    validation = Rule::new("!has(self.controlPlaneMachineSetConfig) || !has(self.controlPlaneMachineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.controlPlaneMachineSetConfig.failureDomain)").message("controlPlaneMachineSetConfig.failureDomain must name one of spec.failureDomains").field_path(".controlPlaneMachineSetConfig.failureDomain")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationSpec {
+    /// What the administrator asks for: Pending (do nothing yet), Running, Paused
+    /// (stop at the next safe point) or Rollback (undo completed phases, once).
+    #[serde(default)]
+    pub state: MigrationState,
+
+    /// Automatic runs phase after phase; Manual waits before each phase until
+    /// its name is listed in approvedPhases.
+    #[serde(default)]
+    pub approval_mode: ApprovalMode,
+
+    /// Phases the administrator has approved (Manual mode). `vcfm approve` appends here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 15))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub approved_phases: Vec<PhaseName>,
+
+    /// Secret holding `<server>.username` and `<server>.password` for every target vCenter.
+    #[serde(rename = "targetVCenterCredentialsSecret")]
+    pub target_vcenter_credentials_secret: SecretReference,
+
+    /// Target failure domains, in OpenShift's vSphere failure-domain shape.
+    #[schemars(length(min = 1, max = 32))]
+    pub failure_domains: Vec<FailureDomain>,
+
+    /// How the new worker machines are created on the target.
+    pub machine_set_config: MachineSetConfig,
+
+    /// Where the control plane goes; all target failure domains when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_machine_set_config: Option<ControlPlaneMachineSetConfig>,
+
+    /// Roll back automatically when a phase before the point of no return fails.
+    #[serde(default = "default_true")]
+    pub rollback_on_failure: bool,
+
+    /// Per-phase deadlines overriding the defaults, as durations like `45m` or `1h30m`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(
+        validation = Rule::new("self.all(k, k in ['Preflight','Backup','DisableCVO','UpdateSecrets','CreateTags','CreateFolder','UpdateInfrastructure','UpdateConfig','RestartPods','MonitorHealth','CreateWorkers','RecreateCPMS','ScaleOldMachines','Cleanup','Verify'])").message("phaseTimeouts keys must be phase names"),
+        validation = Rule::new("self.all(k, self[k].matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self[k] != '')").message("phaseTimeouts values must be durations such as 45m or 1h30m")
+    )]
+    #[schemars(extend("maxProperties" = 15))]
+    pub phase_timeouts: BTreeMap<String, String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The administrator's request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MigrationState {
+    #[default]
+    Pending,
+    Running,
+    Paused,
+    Rollback,
+}
+
+/// Whether phases need an explicit approval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApprovalMode {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+/// A Secret by name; the namespace defaults to the migration's own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretReference {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+/// A target failure domain, as OpenShift's Infrastructure describes one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FailureDomain {
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Value of the `openshift-region` tag on the target datacenter.
+    #[schemars(length(min = 1, max = 80))]
+    pub region: String,
+    /// Value of the `openshift-zone` tag on the target compute cluster.
+    #[schemars(length(min = 1, max = 80))]
+    pub zone: String,
+    /// Target vCenter host name as it will appear in the Infrastructure and in
+    /// Secret keys, so only letters, digits, `-` and `.`.
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
+    )]
+    pub server: String,
+    pub topology: Topology,
+}
+
+/// Inventory paths of the target placement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Topology {
+    #[schemars(length(min = 1, max = 80))]
+    pub datacenter: String,
+    #[schemars(length(max = 2048), regex(pattern = r"^/.*?/host/.*?"))]
+    pub compute_cluster: String,
+    #[schemars(length(max = 2048), regex(pattern = r"^/.*?/datastore/.*?"))]
+    pub datastore: String,
+    #[schemars(length(min = 1, max = 10))]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^/.*?/host/.*?/Resources.*"))]
+    pub resource_pool: Option<String>,
+    /// VM folder for the cluster; `/<datacenter>/vm/<infraID>` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^/.*?/vm/.*?"))]
+    pub folder: Option<String>,
+    /// RHCOS template on the target; required because the source template path
+    /// means nothing on another vCenter.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^/.*?/vm/.*?"))]
+    pub template: String,
+}
+
+/// New worker machines on the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineSetConfig {
+    /// Worker replicas per created MachineSet.
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+    /// Put the workers only in this failure domain; one MachineSet per target
+    /// failure domain when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub failure_domain: Option<String>,
+}
+
+/// The control plane on the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneMachineSetConfig {
+    /// Put every master in this failure domain; spread over all target
+    /// failure domains when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub failure_domain: Option<String>,
+}
+
+/// What the controller has observed and done. Written only through the status subresource.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<MigrationPhase>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phase_history: Vec<PhaseHistoryEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_phase_state: Option<PhaseState>,
+    /// Where each backed-up object is kept; the data itself is in a Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backup_manifests: Vec<BackupManifest>,
+    /// The vCenter being left, recorded by Preflight so that later phases never
+    /// infer it from list order.
+    #[serde(
+        rename = "sourceVCenter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_vcenter: Option<SourceVCenter>,
+    /// Objects this migration created in vCenter, so rollback removes only those.
+    #[serde(
+        rename = "createdVSphereObjects",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub created_vsphere_objects: Vec<CreatedVSphereObject>,
+    /// Prerequisites vcfm cannot check from inside the cluster, for the administrator to confirm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Progress of a rollback; present once one has started, so it runs at most once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}
+
+/// Outcome of one phase attempt (or of its rollback).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PhaseStatus {
+    Pending,
+    WaitingForApproval,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+    RolledBack,
+    RollbackFailed,
+}
+
+/// One entry of `status.phaseHistory`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseHistoryEntry {
+    pub phase: PhaseName,
+    pub status: PhaseStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub logs: Vec<LogEntry>,
+}
+
+/// Severity of a phase log entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+/// A line of a phase's log, kept in status for `vcfm status` and `oc describe`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    pub timestamp: Time,
+    pub level: LogLevel,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub component: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// The phase being worked on now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseState {
+    pub name: PhaseName,
+    pub status: PhaseStatus,
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub progress: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// What the phase is waiting for, one item per object or condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+    #[serde(default)]
+    pub requires_approval: bool,
+    #[serde(default)]
+    pub approved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<Time>,
+}
+
+/// Where one backed-up object is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupManifest {
+    /// `<group>/<version>/<Kind>`, e.g. `config.openshift.io/v1/Infrastructure`.
+    pub resource_type: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Secret (in the migration's namespace) holding the serialized object.
+    pub secret_name: String,
+    pub key: String,
+    /// Hex SHA-256 of the stored bytes, verified before any restore.
+    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    pub backup_time: Time,
+}
+
+/// The source vCenter as Preflight found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceVCenter {
+    pub server: String,
+    pub datacenter: String,
+    /// The Infrastructure's failure domains on the source server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_domains: Vec<String>,
+}
+
+/// A vCenter object created by this migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedVSphereObject {
+    pub phase: PhaseName,
+    pub server: String,
+    /// TagCategory, Tag, TagAttachment or Folder.
+    pub kind: String,
+    /// Tag/category id, folder managed-object id, or `<tag>@<object>` for an attachment.
+    pub id: String,
+    /// Human-readable name or inventory path.
+    pub name: String,
+}
+
+/// Who asked for a rollback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RollbackTrigger {
+    /// `spec.state: Rollback`.
+    Requested,
+    /// A phase failed and `rollbackOnFailure` was set.
+    PhaseFailure,
+}
+
+/// Progress of the one rollback a migration may run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    pub trigger: RollbackTrigger,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub start_time: Time,
+    /// Phases rolled back so far, in the order they were undone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled_back_phases: Vec<PhaseName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}
+
+impl VmwareCloudFoundationMigration {
+    /// Namespace of the target credentials Secret (the migration's own unless set).
+    pub fn target_secret_namespace(&self) -> Option<&str> {
+        self.spec
+            .target_vcenter_credentials_secret
+            .namespace
+            .as_deref()
+            .or(self.metadata.namespace.as_deref())
+    }
+
+    /// The target failure domains that receive workers.
+    pub fn worker_failure_domains(&self) -> Vec<&FailureDomain> {
+        select_domains(
+            &self.spec.failure_domains,
+            self.spec.machine_set_config.failure_domain.as_deref(),
+        )
+    }
+
+    /// The target failure domains that receive the control plane.
+    pub fn control_plane_failure_domains(&self) -> Vec<&FailureDomain> {
+        let only = self
+            .spec
+            .control_plane_machine_set_config
+            .as_ref()
+            .and_then(|c| c.failure_domain.as_deref());
+        select_domains(&self.spec.failure_domains, only)
+    }
+
+    /// Distinct target vCenter servers, in failure-domain order.
+    pub fn target_servers(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for fd in &self.spec.failure_domains {
+            if !out.contains(&fd.server.as_str()) {
+                out.push(&fd.server);
+            }
+        }
+        out
+    }
+}
+
+fn select_domains<'a>(all: &'a [FailureDomain], only: Option<&str>) -> Vec<&'a FailureDomain> {
+    all.iter()
+        .filter(|fd| only.is_none_or(|n| n == fd.name))
+        .collect()
+}
