@@ -96,6 +96,9 @@ func main() {
 	}
 	authz.grant(root, perms)
 
+	pcRef := model.ServiceContent.PropertyCollector
+	simulator.Map.Put(&pagingCollector{PropertyCollector: *simulator.Map.Get(pcRef).(*simulator.PropertyCollector)})
+
 	ctx := context.Background()
 	client, err := vim25.NewClient(ctx, model.Service)
 	if err != nil {
@@ -296,6 +299,57 @@ func (m *authzManager) userPrivileges(user string, ref types.ManagedObjectRefere
 			return func(string) bool { return false }, nil
 		}
 	}
+}
+
+// pagingCollector adds RetrievePropertiesEx paging (maxObjects + token) and
+// ContinueRetrievePropertiesEx, which vcsim 0.24 lacks, so clients' continuation handling is
+// exercised as against a real vCenter. vcsim creates one zero-valued copy per session (by
+// reflection), so tokens are per session, as in vCenter.
+type pagingCollector struct {
+	simulator.PropertyCollector
+	pages  map[string][]types.ObjectContent
+	size   map[string]int
+	nextID int
+}
+
+func (p *pagingCollector) RetrievePropertiesEx(ctx *simulator.Context, r *types.RetrievePropertiesEx) soap.HasFault {
+	body := p.PropertyCollector.RetrievePropertiesEx(ctx, r).(*methods.RetrievePropertiesExBody)
+	max := int(r.Options.MaxObjects)
+	if body.Res == nil || body.Res.Returnval == nil || max <= 0 || len(body.Res.Returnval.Objects) <= max {
+		return body
+	}
+	if p.pages == nil {
+		p.pages, p.size = map[string][]types.ObjectContent{}, map[string]int{}
+	}
+	p.nextID++
+	token := fmt.Sprintf("page-%d", p.nextID)
+	all := body.Res.Returnval.Objects
+	p.pages[token], p.size[token] = all[max:], max
+	body.Res.Returnval.Objects, body.Res.Returnval.Token = all[:max], token
+	return body
+}
+
+func (p *pagingCollector) ContinueRetrievePropertiesEx(ctx *simulator.Context, r *types.ContinueRetrievePropertiesEx) soap.HasFault {
+	body := &methods.ContinueRetrievePropertiesExBody{}
+	rest, ok := p.pages[r.Token]
+	if !ok {
+		body.Fault_ = simulator.Fault("invalid token", &types.InvalidArgument{InvalidProperty: "token"})
+		return body
+	}
+	max := p.size[r.Token]
+	delete(p.pages, r.Token)
+	res := types.RetrieveResult{Objects: rest}
+	if len(rest) > max {
+		p.pages[r.Token] = rest[max:]
+		res = types.RetrieveResult{Objects: rest[:max], Token: r.Token}
+	}
+	body.Res = &types.ContinueRetrievePropertiesExResponse{Returnval: res}
+	return body
+}
+
+func (p *pagingCollector) CancelRetrievePropertiesEx(ctx *simulator.Context, r *types.CancelRetrievePropertiesEx) soap.HasFault {
+	delete(p.pages, r.Token)
+	return &methods.CancelRetrievePropertiesExBody{Res: &types.CancelRetrievePropertiesExResponse{}}
 }
 
 // credentialGate checks SOAP Login and REST session credentials against a user table.

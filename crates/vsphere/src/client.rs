@@ -333,6 +333,23 @@ impl Client {
         result
     }
 
+    /// Test support: the live SOAP cookie value and REST token, so redaction tests can
+    /// assert these exact values never reach a log. Only with the `sim` feature.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub fn session_secrets_for_test(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(s) = rw(&self.inner.soap).as_ref() {
+            if let Some((_, v)) = s.cookie.split_once('=') {
+                out.push(v.trim_matches('"').to_string());
+            }
+        }
+        if let Some(r) = rw(&self.inner.rest).as_ref() {
+            out.push(r.token.clone());
+        }
+        out
+    }
+
     // ---------------------------------------------------------------- SOAP
 
     /// The `ServiceContent`, fetched once per client.
@@ -873,7 +890,17 @@ impl Client {
             src = s.source();
         }
         if let Some(url) = e.url() {
-            message = message.replace(url.as_str(), "");
+            message = message.replace(&format!(" for url ({url})"), "");
+        }
+        // rustls errors may reach us only as text (wrapped in boxed connector errors).
+        if let Some(i) = message
+            .find("invalid peer certificate")
+            .or_else(|| message.find("certificate thumbprint"))
+        {
+            return Error::Tls {
+                server,
+                message: message[i..].to_string(),
+            };
         }
         Error::Transport {
             server,

@@ -75,6 +75,8 @@ pub struct VcsimOptions {
     pub template_name: String,
     /// Expire idle sessions after this long (exercise re-login on expiry).
     pub session_idle_timeout: Option<Duration>,
+    /// Simulator binary; default [`binary_path`].
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for VcsimOptions {
@@ -92,6 +94,7 @@ impl Default for VcsimOptions {
             api_version: "8.0.2.0".into(),
             template_name: "rhcos-template".into(),
             session_idle_timeout: None,
+            binary: None,
         }
     }
 }
@@ -177,7 +180,7 @@ fn next_addr() -> Ipv4Addr {
 impl Vcsim {
     /// Starts one instance (blocks until it serves, typically well under a second).
     pub fn start(opts: VcsimOptions) -> Result<Self, SimError> {
-        let bin = binary_path();
+        let bin = opts.binary.clone().unwrap_or_else(binary_path);
         if !bin.is_file() {
             return Err(SimError::BinaryMissing(bin));
         }
@@ -227,7 +230,7 @@ impl Vcsim {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
         let o = &self.opts;
-        let mut cmd = Command::new(binary_path());
+        let mut cmd = Command::new(o.binary.clone().unwrap_or_else(binary_path));
         cmd.arg("-listen")
             .arg(format!("{}:443", self.addr))
             .args(["-username", &o.username, "-password", &o.password])
@@ -395,6 +398,15 @@ impl Vcsim {
     /// The CA certificate PEM.
     pub fn ca_pem(&self) -> std::io::Result<Vec<u8>> {
         std::fs::read(self.ca_pem_path())
+    }
+
+    /// SHA-256 thumbprint of the current server certificate (changes on restart).
+    pub fn server_thumbprint(&self) -> std::io::Result<String> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let pem = std::fs::read(self.dir.join("server.pem"))?;
+        let der = CertificateDer::from_pem_slice(&pem)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(crate::thumbprint_sha256(&der))
     }
 
     /// Inventory paths of the template VMs (one per datacenter).

@@ -100,6 +100,16 @@ impl Client {
         Ok(parent)
     }
 
+    /// `Folder.CreateFolder`: one level; [`Error::DuplicateName`] when the name is taken.
+    pub async fn create_folder(&self, parent: &MoRef, name: &str) -> Result<MoRef> {
+        let res = self
+            .soap("CreateFolder", parent, &xml::el("name", name), false)
+            .await?;
+        res.child("returnval")
+            .and_then(Node::as_moref)
+            .ok_or_else(|| self.protocol("CreateFolder", "no folder returned"))
+    }
+
     fn expect_folder(&self, path: &str, found: MoRef) -> Result<MoRef> {
         if found.kind == "Folder" {
             Ok(found)

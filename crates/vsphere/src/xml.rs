@@ -154,9 +154,13 @@ fn start_node(e: &quick_xml::events::BytesStart<'_>) -> Result<Node, String> {
         let value = attr
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
             .map_err(|e| format!("bad XML attribute value: {e}"))?;
+        // Any prefix bound to the XML Schema instance namespace: vCenter writes `xsi:type`,
+        // Go's encoder (vcsim) writes `XMLSchema-instance:type`.
         match key {
-            "xsi:type" => node.xsi_type = Some(strip_prefix(&value).to_string()),
             "type" => node.mo_type = Some(value.into_owned()),
+            k if k.ends_with(":type") && !k.starts_with("xmlns") => {
+                node.xsi_type = Some(strip_prefix(&value).to_string());
+            }
             _ => {}
         }
     }
@@ -195,7 +199,7 @@ mod tests {
         let doc = r#"<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="x" xmlns:xsi="y"><soapenv:Body>
             <R><returnval type="Folder">group-d1</returnval><name>a &amp; b &#65;</name>
             <val xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="VirtualMachine">vm-1</ManagedObjectReference><ManagedObjectReference type="Folder">group-2</ManagedObjectReference></val>
-            <e/></R></soapenv:Body></soapenv:Envelope>"#;
+            <e/><f xmlns:XMLSchema-instance="y" XMLSchema-instance:type="InvalidArgument"/></R></soapenv:Body></soapenv:Envelope>"#;
         let root = parse(doc).unwrap();
         assert_eq!(root.name, "Envelope");
         let r = root.path(&["Body", "R"]).unwrap();
@@ -211,6 +215,10 @@ mod tests {
         );
         assert_eq!(val.as_morefs().len(), 2);
         assert!(r.child("e").is_some());
+        assert_eq!(
+            r.child("f").unwrap().xsi_type.as_deref(),
+            Some("InvalidArgument")
+        );
     }
 
     #[test]
