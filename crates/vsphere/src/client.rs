@@ -285,6 +285,10 @@ impl Client {
         self.inner.poll
     }
 
+    pub(crate) fn add_secret(&self, s: &str) {
+        self.inner.secrets.add(s);
+    }
+
     pub(crate) fn redact(&self, s: &str) -> String {
         self.inner.secrets.redact(s)
     }

@@ -345,6 +345,9 @@ impl Client {
     /// fault injection; a session cannot terminate itself).
     pub async fn terminate_sessions(&self, keys: &[String]) -> Result<()> {
         let sm = self.service_content().await?.session_manager.clone();
+        for k in keys {
+            self.add_secret(k);
+        }
         let args: String = keys.iter().map(|k| xml::el("sessionId", k)).collect();
         self.soap("TerminateSession", &sm, &args, false)
             .await
