@@ -343,10 +343,10 @@ impl Client {
     #[doc(hidden)]
     pub fn session_secrets_for_test(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(s) = rw(&self.inner.soap).as_ref() {
-            if let Some((_, v)) = s.cookie.split_once('=') {
-                out.push(v.trim_matches('"').to_string());
-            }
+        if let Some(s) = rw(&self.inner.soap).as_ref()
+            && let Some((_, v)) = s.cookie.split_once('=')
+        {
+            out.push(v.trim_matches('"').to_string());
         }
         if let Some(r) = rw(&self.inner.rest).as_ref() {
             out.push(r.token.clone());
@@ -388,10 +388,10 @@ impl Client {
     /// Logs in unless another task already replaced the session identified by `stale`.
     async fn soap_relogin(&self, stale: Option<u64>) -> Result<Arc<SoapSession>> {
         let mut generation = self.inner.soap_login.lock().await;
-        if let Some(cur) = rw(&self.inner.soap).clone() {
-            if stale != Some(cur.generation) {
-                return Ok(cur);
-            }
+        if let Some(cur) = rw(&self.inner.soap).clone()
+            && stale != Some(cur.generation)
+        {
+            return Ok(cur);
         }
         let sm = self.service_content().await?.session_manager.clone();
         let c = &self.inner.credentials;
@@ -514,11 +514,11 @@ impl Client {
                 }
                 Err(e) => Err(self.transport_error(method, e)),
             };
-            if let Ok((_, _, Some(c))) = &outcome {
-                if let Some((_, v)) = c.split_once('=') {
-                    self.inner.secrets.add(v);
-                    self.inner.secrets.add(v.trim_matches('"'));
-                }
+            if let Ok((_, _, Some(c))) = &outcome
+                && let Some((_, v)) = c.split_once('=')
+            {
+                self.inner.secrets.add(v);
+                self.inner.secrets.add(v.trim_matches('"'));
             }
             let result = match outcome {
                 Ok((status, text, set_cookie)) => {
@@ -664,10 +664,10 @@ impl Client {
 
     async fn rest_relogin(&self, stale: Option<u64>) -> Result<Arc<RestSession>> {
         let mut generation = self.inner.rest_login.lock().await;
-        if let Some(cur) = rw(&self.inner.rest).clone() {
-            if stale != Some(cur.generation) {
-                return Ok(cur);
-            }
+        if let Some(cur) = rw(&self.inner.rest).clone()
+            && stale != Some(cur.generation)
+        {
+            return Ok(cur);
         }
         let token = match self
             .rest_exchange(
@@ -785,10 +785,8 @@ impl Client {
             let (parsed, resp_len) = match outcome {
                 Ok((status, text)) => {
                     let parsed = self.parse_rest(&endpoint, status, &text);
-                    if is_session {
-                        if let Ok(Value::String(t)) = &parsed {
-                            self.inner.secrets.add(t);
-                        }
+                    if is_session && let Ok(Value::String(t)) = &parsed {
+                        self.inner.secrets.add(t);
                     }
                     self.trace_body(Api::Rest, &endpoint, &body_text, &text);
                     (parsed, text.len())
@@ -983,10 +981,10 @@ fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return Some(r.to_string());
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return Some(r.to_string());
-            }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(r.to_string());
         }
         cur = err.source();
     }
@@ -1033,16 +1031,16 @@ impl Drop for Inner {
                     .send()
                     .await;
             }
-            if let Some(r) = rest {
-                if let Ok(mut v) = HeaderValue::from_str(&r.token) {
-                    v.set_sensitive(true);
-                    let _ = http
-                        .delete(format!("{base}/rest/com/vmware/cis/session"))
-                        .timeout(Duration::from_secs(5))
-                        .header(REST_TOKEN_HEADER, v)
-                        .send()
-                        .await;
-                }
+            if let Some(r) = rest
+                && let Ok(mut v) = HeaderValue::from_str(&r.token)
+            {
+                v.set_sensitive(true);
+                let _ = http
+                    .delete(format!("{base}/rest/com/vmware/cis/session"))
+                    .timeout(Duration::from_secs(5))
+                    .header(REST_TOKEN_HEADER, v)
+                    .send()
+                    .await;
             }
             tracing::debug!(target: "vcfm_vsphere::session", server = %server, "best-effort logout on drop done");
         });

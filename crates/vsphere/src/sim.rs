@@ -286,11 +286,9 @@ impl Vcsim {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(json) = line.strip_prefix("VCSIM_READY ") {
-                        let _ = tx.send(json.to_string());
-                        sent = true;
-                    }
+                if !sent && let Some(json) = line.strip_prefix("VCSIM_READY ") {
+                    let _ = tx.send(json.to_string());
+                    sent = true;
                 }
             }
         });

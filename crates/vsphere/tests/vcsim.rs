@@ -430,7 +430,11 @@ async fn reports_exactly_which_privileges_a_user_lacks_where() {
         .unwrap();
     assert!(full.is_complete(), "{full:?}");
     let nobody = admin
-        .check_user_privileges("nobody@vsphere.local", &[vm_folder.clone()], &privs)
+        .check_user_privileges(
+            "nobody@vsphere.local",
+            std::slice::from_ref(&vm_folder),
+            &privs,
+        )
         .await
         .unwrap();
     assert_eq!(nobody.missing_on(&vm_folder).len(), privs.len());
@@ -438,7 +442,7 @@ async fn reports_exactly_which_privileges_a_user_lacks_where() {
     // The limited user can log in and check itself (as preflight does with the target creds).
     let own = vcfm_vsphere::Client::new(vc.client_config_for(limited.clone()).unwrap()).unwrap();
     let self_report = own
-        .check_user_privileges(limited.username(), &[vm_folder.clone()], &privs)
+        .check_user_privileges(limited.username(), std::slice::from_ref(&vm_folder), &privs)
         .await
         .unwrap();
     assert_eq!(
