@@ -685,18 +685,8 @@ impl Core {
                 (n, true)
             }
             PatchType::Json => {
-                let ops: json_patch::Patch = serde_json::from_value(body.clone())
-                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
                 let mut n = cur;
-                json_patch::patch(&mut n, &ops).map_err(|e| {
-                    ApiError::new(
-                        422,
-                        "Invalid",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
-                    )
-                })?;
+                patch::json_patch(&mut n, body)?;
                 (n, true)
             }
             PatchType::Strategic => {

@@ -602,10 +602,7 @@ async fn resource(
                 let mut n = cur.clone();
                 match ptype {
                     PatchType::Json => {
-                        let ops: json_patch::Patch = serde_json::from_value(body)
-                            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                        json_patch::patch(&mut n, &ops)
-                            .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
+                        crate::patch::json_patch(&mut n, &body)?;
                     }
                     PatchType::Strategic => crate::patch::strategic_merge(&mut n, &body),
                     _ => json_patch::merge(&mut n, &body),

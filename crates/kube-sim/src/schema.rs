@@ -68,6 +68,11 @@ fn prune_inner(schema: &Value, v: &mut Value, root: bool, path: &str, dropped: &
                 }
                 let cp = child(path, &k);
                 if let Some(sub) = props.and_then(|p| p.get(&k)) {
+                    // Nulls of non-nullable fields are dropped (then defaulted), like the apiserver.
+                    if map.get(&k).is_some_and(Value::is_null) && sub.get("nullable").and_then(Value::as_bool) != Some(true) {
+                        map.remove(&k);
+                        continue;
+                    }
                     if let Some(c) = map.get_mut(&k) {
                         prune_inner(sub, c, false, &cp, dropped);
                     }
