@@ -53,7 +53,8 @@ func main() {
 	limitedUser := flag.String("limited-user", "", "extra user with a role lacking -limited-missing privileges")
 	limitedPass := flag.String("limited-password", "", "password of -limited-user")
 	limitedMissing := flag.String("limited-missing", "Folder.Create", "comma-separated privileges the limited role lacks")
-	certDir := flag.String("cert-dir", "", "directory for ca.pem/ca-key.pem (reused when present) and server cert; empty = no TLS")
+	certDir := flag.String("cert-dir", "", "directory for ca.pem/ca-key.pem (reused when present) and server.pem (default: <tmp>/vcsim-<listen>)")
+	noTLS := flag.Bool("no-tls", false, "serve plain HTTP (TLS is on by default)")
 	dc := flag.Int("dc", 1, "datacenters")
 	clusters := flag.Int("cluster", 1, "clusters per datacenter")
 	hosts := flag.Int("host", 3, "hosts per cluster")
@@ -110,7 +111,10 @@ func main() {
 	model.Service.Listen = &url.URL{Host: *listen}
 	scheme := "http"
 	var caFile string
-	if *certDir != "" {
+	if *certDir == "" {
+		*certDir = filepath.Join(os.TempDir(), "vcsim-"+strings.NewReplacer(":", "_", "/", "_").Replace(*listen))
+	}
+	if !*noTLS {
 		cfg, ca, err := tlsConfig(*certDir, *listen)
 		if err != nil {
 			log.Fatal(err)
@@ -138,6 +142,7 @@ func main() {
 	}
 	line, _ := json.Marshal(ready)
 	fmt.Printf("VCSIM_READY %s\n", line)
+	log.Printf("vcsim %s (vCenter %s, API %s) user %s; CA %s; templates %v", ready["url"], *version, *apiVersion, *username, caFile, templates)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)

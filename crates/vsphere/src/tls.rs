@@ -142,9 +142,84 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<rustls::ClientConfig, E
                 ));
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| Error::Config(format!("TLS verifier: {e}")))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Annotating { inner: webpki }))
+            .with_no_client_auth()
     };
     Ok(config)
+}
+
+/// Standard WebPKI verification whose failures name the presented certificate's thumbprint,
+/// so an administrator can check it and pin it or fetch the right CA.
+#[derive(Debug)]
+struct Annotating {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+#[derive(Debug)]
+struct Annotated(String);
+
+impl std::fmt::Display for Annotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Annotated {}
+
+impl ServerCertVerifier for Annotating {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .map_err(|e| {
+                let inner = match &e {
+                    rustls::Error::InvalidCertificate(c) => c.to_string(),
+                    other => other.to_string(),
+                };
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(Annotated(format!(
+                        "{inner} (server certificate SHA-256 thumbprint {})",
+                        thumbprint_sha256(end_entity)
+                    )))),
+                ))
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Verifier for thumbprint pinning (`pin: Some`) and the insecure opt-in (`pin: None`).

@@ -683,6 +683,12 @@ async fn wrong_ca_fails_tls_and_thumbprint_pinning_works() {
         "{err:?}"
     );
     assert!(err.to_string().contains("CA bundle"), "{err}");
+    // The message names the presented certificate so an administrator can verify and pin it.
+    assert!(
+        err.to_string().contains(&a.server_thumbprint().unwrap()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     // System roots do not trust vcsim either.
     let err = vcfm_vsphere::Client::new(ClientConfig::new(a.server(), a.credentials()))
         .unwrap()
