@@ -86,6 +86,29 @@ impl ResourceDef {
     }
 }
 
+/// Kubernetes version ordering (v1 > v1beta2 > v1beta1 > v1alpha1 > others), as sort key.
+fn version_priority(v: &str) -> (u8, i64, i64, String) {
+    let parse = |s: &str| -> Option<(u8, i64, i64)> {
+        let rest = s.strip_prefix('v')?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major: i64 = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        if tail.is_empty() {
+            return Some((0, -major, 0));
+        }
+        for (rank, pre) in [(1u8, "beta"), (2u8, "alpha")] {
+            if let Some(n) = tail.strip_prefix(pre) {
+                return Some((rank, -major, -n.parse::<i64>().ok()?));
+            }
+        }
+        None
+    };
+    match parse(v) {
+        Some((r, a, b)) => (r, a, b, String::new()),
+        None => (3, 0, 0, v.to_string()),
+    }
+}
+
 pub(crate) fn res_key(group: &str, plural: &str) -> String {
     format!("{group}/{plural}")
 }
@@ -334,6 +357,7 @@ impl Registry {
                 }
             }
             if !versions.is_empty() {
+                versions.sort_by_key(|v| version_priority(v));
                 out.push((g, versions));
             }
         }
