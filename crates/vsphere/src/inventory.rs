@@ -354,6 +354,18 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `SessionManager.SessionIsActive`: whether session `key` of `user` is still valid.
+    pub async fn session_is_active(&self, key: &str, user: &str) -> Result<bool> {
+        let sm = self.service_content().await?.session_manager.clone();
+        self.add_secret(key);
+        let args = format!("{}{}", xml::el("sessionID", key), xml::el("userName", user));
+        let res = self.soap("SessionIsActive", &sm, &args, true).await?;
+        Ok(res
+            .child("returnval")
+            .and_then(Node::as_bool)
+            .unwrap_or(false))
+    }
+
     /// The key of this client's current SOAP session (`SessionManager.currentSession.key`).
     /// Treated as a secret: it is redacted from all logs.
     pub async fn current_session_key(&self) -> Result<String> {

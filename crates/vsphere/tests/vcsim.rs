@@ -341,6 +341,29 @@ async fn logout_ends_the_server_side_session() {
 }
 
 #[tokio::test]
+async fn dropping_the_last_handle_logs_out_in_the_background() {
+    let vc = sim();
+    let admin = vc.client().unwrap();
+    let c = vc.client().unwrap();
+    c.login().await.unwrap();
+    let key = c.current_session_key().await.unwrap();
+    let clone = c.clone();
+    drop(c);
+    assert!(
+        admin.session_is_active(&key, vc.username()).await.unwrap(),
+        "a clone still holds the session"
+    );
+    drop(clone);
+    for _ in 0..100 {
+        if !admin.session_is_active(&key, vc.username()).await.unwrap() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("session still active 2s after the last handle was dropped");
+}
+
+#[tokio::test]
 async fn survives_a_vcsim_restart_for_soap_and_rest() {
     let mut vc = sim();
     let c = vc.client().unwrap();
