@@ -229,7 +229,12 @@ impl Core {
             }
         }
         match (def.group.as_str(), def.plural.as_str()) {
-            ("", "secrets") => fold_secret(obj, &mut causes)?,
+            ("", "secrets") => {
+                fold_secret(obj, &mut causes)?;
+                if obj.get("type").is_none_or(Value::is_null) {
+                    obj["type"] = json!("Opaque");
+                }
+            }
             ("", "configmaps") => {
                 for field in ["data", "binaryData"] {
                     check_keys(obj, field, &mut causes);

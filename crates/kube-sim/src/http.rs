@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub core: Mutex<Core>,
     pub tokens: RwLock<Tokens>,
     pub rbac: bool,
+    /// Identity of token-less requests (plain-HTTP mode only).
+    pub plain_http_admin: Option<UserInfo>,
     pub faults: Faults,
     pub stats: Stats,
     pub bookmark_interval: Duration,
@@ -183,13 +185,12 @@ pub(crate) async fn handle(
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(|s| s.trim().to_string());
-    let user = token.and_then(|t| {
-        shared
-            .tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .lookup(&t)
-    });
+    let user = match token {
+        Some(t) => shared.tokens.read().unwrap_or_else(|p| p.into_inner()).lookup(&t),
+        // client-go never sends bearer tokens over plain HTTP; like the old insecure
+        // port, an unauthenticated plain-HTTP request is the admin.
+        None => shared.plain_http_admin.clone(),
+    };
     let r = route(&path);
     if matches!(r, Route::Health) {
         return Ok(Response::new(full("ok")));
@@ -403,6 +404,13 @@ async fn read_body(req: Request<Incoming>) -> Result<(Bytes, String), ApiError> 
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {ct}"),
+        ));
+    }
     let limited = http_body_util::Limited::new(req.into_body(), 3 * 1024 * 1024);
     let bytes = limited
         .collect()

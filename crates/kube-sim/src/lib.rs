@@ -120,17 +120,16 @@ impl KubeSimBuilder {
             .admin_token
             .unwrap_or_else(|| format!("admin-{}", uuid::Uuid::new_v4().simple()));
         let mut tokens = rbac::Tokens::default();
-        tokens.insert(
-            admin_token.clone(),
-            UserInfo {
-                name: "kube-sim-admin".into(),
-                groups: vec!["system:masters".into(), "system:authenticated".into()],
-            },
-        );
+        let admin = UserInfo {
+            name: "kube-sim-admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        };
+        tokens.insert(admin_token.clone(), admin.clone());
         let shared = Arc::new(Shared {
             core: Mutex::new(Core::new(Store::new(self.history, tx))),
             tokens: RwLock::new(tokens),
             rbac: self.rbac,
+            plain_http_admin: if self.tls { None } else { Some(admin) },
             faults: Faults::default(),
             stats: Stats::default(),
             bookmark_interval: self.bookmark_interval,

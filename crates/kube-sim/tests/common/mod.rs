@@ -98,16 +98,25 @@ pub fn shared_dir() -> PathBuf {
     std::fs::canonicalize(dir).expect("canonical shared dir")
 }
 
-/// Run kubectl against `kubeconfig` with a hard timeout.
-pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-    kubectl_stdin(kubeconfig, args, None)
+/// Run kubectl against `kubeconfig` with a hard timeout (off the async runtime).
+pub async fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+    kubectl_stdin(kubeconfig, args, None).await
 }
 
-pub fn kubectl_stdin(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+pub async fn kubectl_stdin(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let kc = kubeconfig.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let stdin = stdin.map(String::from);
+    tokio::task::spawn_blocking(move || run_kubectl(&kc, &args, stdin.as_deref())).await.expect("kubectl task")
+}
+
+fn run_kubectl(kubeconfig: &Path, args: &[String], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut cmd = std::process::Command::new("timeout");
     cmd.arg("30").arg("kubectl").args(args);
-    cmd.env("KUBECONFIG", kubeconfig).env("HOME", std::env::temp_dir());
+    // A private HOME keeps kubectl's discovery cache per test.
+    let home = tempfile::tempdir().expect("home");
+    cmd.env("KUBECONFIG", kubeconfig).env("HOME", home.path());
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     if stdin.is_some() {
         cmd.stdin(std::process::Stdio::piped());
