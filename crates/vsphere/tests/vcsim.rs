@@ -813,3 +813,80 @@ fn missing_binary_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn source_and_target_vcenters_stay_independent_through_one_cache() {
+    let sims = Vcsim::start_many(2, &VcsimOptions::default()).unwrap();
+    let cache = SessionCache::default();
+    let source = cache.client(sims[0].client_config().unwrap()).unwrap();
+    let target = cache.client(sims[1].client_config().unwrap()).unwrap();
+
+    // What a migration does on the target: folder, topology tags, a machine clone.
+    let folder = target.ensure_folder("/DC0/vm/infra-abc12").await.unwrap();
+    let zone = target
+        .ensure_category(&zone_spec("openshift-zone"))
+        .await
+        .unwrap();
+    let tag = target.ensure_tag(&zone.id, "zone-a", "").await.unwrap();
+    let cluster = target.find_cluster("/DC0/host/DC0_C0").await.unwrap();
+    target.attach_tag(&tag.id, &cluster).await.unwrap();
+    let pool = target
+        .find_resource_pool("/DC0/host/DC0_C0/Resources")
+        .await
+        .unwrap();
+    let template = target.find_vm(&sims[1].template_paths()[0]).await.unwrap();
+    let vm = target
+        .clone_vm(
+            &template,
+            "infra-abc12-worker-0",
+            &CloneSpec::new(folder.clone(), Some(pool)),
+        )
+        .await
+        .unwrap();
+
+    // The source saw none of it.
+    assert!(
+        source
+            .find_by_inventory_path("/DC0/vm/infra-abc12")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        source
+            .find_category("openshift-zone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let source_cluster = source.find_cluster("/DC0/host/DC0_C0").await.unwrap();
+    assert!(
+        source
+            .list_attached_tags(&source_cluster)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_ne!(
+        source.about().await.unwrap().instance_uuid,
+        target.about().await.unwrap().instance_uuid
+    );
+
+    // Rollback on the target.
+    target.destroy_vm(&vm).await.unwrap();
+    target.destroy_empty_folder(&folder).await.unwrap();
+    target.detach_tag(&tag.id, &cluster).await.unwrap();
+    target.delete_tag(&tag.id).await.unwrap();
+    target.delete_category(&zone.id).await.unwrap();
+    assert!(
+        target
+            .find_category("openshift-zone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        (source.stats().soap_logins, target.stats().soap_logins),
+        (1, 1)
+    );
+}
