@@ -98,7 +98,9 @@ func main() {
 	authz.grant(root, perms)
 
 	pcRef := model.ServiceContent.PropertyCollector
-	simulator.Map.Put(&pagingCollector{PropertyCollector: *simulator.Map.Get(pcRef).(*simulator.PropertyCollector)})
+	paging := &pagingCollector{}
+	paging.PropertyCollector.PropertyCollector = simulator.Map.Get(pcRef).(*simulator.PropertyCollector).PropertyCollector
+	simulator.Map.Put(paging)
 
 	ctx := context.Background()
 	client, err := vim25.NewClient(ctx, model.Service)
