@@ -38,6 +38,16 @@ impl CloneSpec {
 /// Deadline for the short tasks (power off, destroy).
 const SHORT_TASK: Duration = Duration::from_secs(600);
 
+/// Inventory paths escape `%`, `/` and `\` in names as `%25`, `%2f`, `%5c`; `CreateFolder`
+/// takes the plain name.
+fn unescape_path_component(s: &str) -> String {
+    s.replace("%2f", "/")
+        .replace("%2F", "/")
+        .replace("%5c", "\\")
+        .replace("%5C", "\\")
+        .replace("%25", "%")
+}
+
 impl Client {
     /// Creates every missing folder of a VM-folder path (`/<dc>/vm/a/b`) and returns the last
     /// one. Idempotent: an existing path is returned as is, and a concurrent creator's
@@ -73,13 +83,10 @@ impl Client {
                 None => {
                     known_missing = true;
                     match self
-                        .soap("CreateFolder", &parent, &xml::el("name", name), false)
+                        .create_folder(&parent, &unescape_path_component(name))
                         .await
                     {
-                        Ok(res) => res
-                            .child("returnval")
-                            .and_then(Node::as_moref)
-                            .ok_or_else(|| self.protocol("CreateFolder", "no folder returned"))?,
+                        Ok(created) => created,
                         Err(Error::DuplicateName { .. }) => {
                             known_missing = false;
                             let found =
@@ -264,5 +271,13 @@ impl Client {
             tokio::time::sleep(interval.min(deadline - waited)).await;
             interval = (interval * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_components_are_unescaped_for_create_folder() {
+        assert_eq!(super::unescape_path_component("a%2fb%5Cc%25d"), "a/b\\c%d");
     }
 }
