@@ -180,6 +180,8 @@ fn next_addr() -> Ipv4Addr {
 impl Vcsim {
     /// Starts one instance (blocks until it serves, typically well under a second).
     pub fn start(opts: VcsimOptions) -> Result<Self, SimError> {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(remove_stale_dirs);
         let bin = opts.binary.clone().unwrap_or_else(binary_path);
         if !bin.is_file() {
             return Err(SimError::BinaryMissing(bin));
@@ -456,6 +458,26 @@ impl Drop for Vcsim {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes work directories left by test processes that were killed before their fixtures
+/// could clean up (the simulators themselves exit when their parent dies).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("vcfm-vcsim-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
