@@ -92,6 +92,16 @@ async fn no_secret_reaches_the_logs() {
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     // The capture is real: calls, bodies and redaction markers are there.
+    for field in [
+        "server=",
+        "method=",
+        "target_object=",
+        "duration_ms=",
+        "outcome=",
+        "fault=",
+    ] {
+        assert!(logs.contains(field), "call events lack {field}");
+    }
     for expected in [
         "Login",
         "CreateFolder",

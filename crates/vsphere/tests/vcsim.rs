@@ -676,6 +676,13 @@ async fn unreachable_server_fails_within_its_timeout() {
         took < Duration::from_secs(10),
         "gave up after {took:?}, far beyond 2 x 400ms"
     );
+    // A per-handle timeout overrides the configured one.
+    let quick = c.with_timeout(Duration::from_millis(150));
+    let err = quick.about().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(150)),
+        "{err:?}"
+    );
     hold.abort();
 
     // Connection refused is a transport error, also retried.
