@@ -494,10 +494,11 @@ impl Core {
         if self.store.get(&def.key(), url_ns, &name).is_some() {
             return Err(ApiError::already_exists(&def.group, &def.plural, &name));
         }
-        if def.custom && def.has_status(version) {
-            if let Some(m) = body.as_object_mut() {
-                m.remove("status");
-            }
+        if def.custom
+            && def.has_status(version)
+            && let Some(m) = body.as_object_mut()
+        {
+            m.remove("status");
         }
         if def.group.is_empty() && def.plural == "namespaces" {
             body["status"] = json!({"phase": "Active"});
@@ -841,13 +842,13 @@ impl Core {
                     && l > 0
                     && items.len() >= l
                 {
-                    if next.is_none() {
-                        if let Some(last) = items.last() {
-                            next = Some((
-                                meta_str(last, "namespace").to_string(),
-                                meta_str(last, "name").to_string(),
-                            ));
-                        }
+                    if next.is_none()
+                        && let Some(last) = items.last()
+                    {
+                        next = Some((
+                            meta_str(last, "namespace").to_string(),
+                            meta_str(last, "name").to_string(),
+                        ));
                     }
                     remaining += 1;
                     continue;
@@ -1053,14 +1054,12 @@ impl Core {
             for (key, m) in self.store.all_maps() {
                 for ((ns, name), o) in m {
                     if o.pointer("/metadata/deletionTimestamp").is_some() {
-                        if foreground.contains(meta_str(o, "uid"))
-                            && !self.has_dependents(meta_str(o, "uid"))
-                        {
-                            release.push((key.clone(), ns.clone(), name.clone()));
-                        } else if key == "/namespaces"
+                        let fg_done = foreground.contains(meta_str(o, "uid"))
+                            && !self.has_dependents(meta_str(o, "uid"));
+                        let ns_done = key == "/namespaces"
                             && finalizers(o).is_empty()
-                            && !self.namespace_has_content(name)
-                        {
+                            && !self.namespace_has_content(name);
+                        if fg_done || ns_done {
                             release.push((key.clone(), ns.clone(), name.clone()));
                         }
                         continue;

@@ -186,7 +186,11 @@ pub(crate) async fn handle(
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(|s| s.trim().to_string());
     let user = match token {
-        Some(t) => shared.tokens.read().unwrap_or_else(|p| p.into_inner()).lookup(&t),
+        Some(t) => shared
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(&t),
         // client-go never sends bearer tokens over plain HTTP; like the old insecure
         // port, an unauthenticated plain-HTTP request is the admin.
         None => shared.plain_http_admin.clone(),
@@ -211,13 +215,6 @@ pub(crate) async fn handle(
         }
         return Ok(sim_admin(&shared, &method, rest, req).await);
     }
-    if shared.faults.in_outage() {
-        return Ok(error_response(&ApiError::new(
-            503,
-            "ServiceUnavailable",
-            "the server is currently unable to handle the request",
-        )));
-    }
     let attrs = attributes(&method, &path, &r, &query);
     shared.stats.record(StatKey {
         user: user.name.clone(),
@@ -236,6 +233,13 @@ pub(crate) async fn handle(
             s
         },
     });
+    if shared.faults.in_outage() {
+        return Ok(error_response(&ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        )));
+    }
     let target = Target {
         verb: attrs.verb.clone(),
         resource: if attrs.subresource.is_empty() {
@@ -251,12 +255,7 @@ pub(crate) async fn handle(
             FaultAction::Delay { millis } => {
                 tokio::time::sleep(Duration::from_millis(millis)).await
             }
-            FaultAction::Drop => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "fault: dropped",
-                ));
-            }
+            FaultAction::Drop => return Ok(dropped_response()),
             FaultAction::Conflict => {
                 return Ok(error_response(&ApiError::stale(
                     &attrs.group,
@@ -408,7 +407,9 @@ async fn read_body(req: Request<Incoming>) -> Result<(Bytes, String), ApiError> 
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {ct}"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {ct}"
+            ),
         ));
     }
     let limited = http_body_util::Limited::new(req.into_body(), 3 * 1024 * 1024);
@@ -869,8 +870,10 @@ fn watch(
                 msg = sub.recv() => match msg {
                     Ok(c) => {
                         last_rv = c.rv;
-                        if let Some(ty) = filter.translate(&c) {
-                            if tx.send(enc.encode_change(ty, &c)).await.is_err() { break; }
+                        if let Some(ty) = filter.translate(&c)
+                            && tx.send(enc.encode_change(ty, &c)).await.is_err()
+                        {
+                            break;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -884,6 +887,23 @@ fn watch(
         }
     });
     Ok(stream_response(rx))
+}
+
+/// Headers, then a body that fails: the connection dies mid-response, which clients
+/// cannot transparently retry (unlike a refused request).
+fn dropped_response() -> Response<Body> {
+    let stream = futures::stream::once(async {
+        Err::<Frame<Bytes>, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "fault: connection dropped",
+        ))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {

@@ -298,14 +298,23 @@ impl KubeSim {
         self.client_for_token(&self.admin_token).await
     }
 
-    /// A kube client authenticated with `token`.
-    pub async fn client_for_token(&self, token: &str) -> Result<kube::Client, SimError> {
+    /// The kube client configuration for `token` (e.g. to turn off kube's default retries).
+    pub async fn config_for_token(&self, token: &str) -> Result<kube::Config, SimError> {
         let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_for_token(token))
             .map_err(|e| SimError::Kube(e.to_string()))?;
-        let cfg =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| SimError::Kube(e.to_string()))?;
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| SimError::Kube(e.to_string()))
+    }
+
+    /// The admin kube client configuration.
+    pub async fn config(&self) -> Result<kube::Config, SimError> {
+        self.config_for_token(&self.admin_token).await
+    }
+
+    /// A kube client authenticated with `token`.
+    pub async fn client_for_token(&self, token: &str) -> Result<kube::Client, SimError> {
+        let cfg = self.config_for_token(token).await?;
         kube::Client::try_from(cfg).map_err(|e| SimError::Kube(e.to_string()))
     }
 

@@ -13,9 +13,13 @@ use crate::util::now_rfc3339;
 /// RFC 6902 patch with the apiserver's leniency: `test` of `null` passes on a missing
 /// path (kube-rs' finalizer helper relies on it).
 pub(crate) fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), ApiError> {
-    let list = ops.as_array().ok_or_else(|| ApiError::bad_request("invalid JSON patch: expected an array"))?;
+    let list = ops
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("invalid JSON patch: expected an array"))?;
     for op in list {
-        if op.get("op").and_then(Value::as_str) == Some("test") && op.get("value").is_some_and(Value::is_null) {
+        if op.get("op").and_then(Value::as_str) == Some("test")
+            && op.get("value").is_some_and(Value::is_null)
+        {
             let path = op.get("path").and_then(Value::as_str).unwrap_or("");
             if doc.pointer(path).is_none_or(Value::is_null) {
                 continue;
@@ -24,7 +28,11 @@ pub(crate) fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), ApiError> {
         let one: json_patch::Patch = serde_json::from_value(Value::Array(vec![op.clone()]))
             .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
         json_patch::patch(doc, &one).map_err(|e| {
-            ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the server rejected our request due to an error in our request: {e}"),
+            )
         })?;
     }
     Ok(())

@@ -69,7 +69,9 @@ fn prune_inner(schema: &Value, v: &mut Value, root: bool, path: &str, dropped: &
                 let cp = child(path, &k);
                 if let Some(sub) = props.and_then(|p| p.get(&k)) {
                     // Nulls of non-nullable fields are dropped (then defaulted), like the apiserver.
-                    if map.get(&k).is_some_and(Value::is_null) && sub.get("nullable").and_then(Value::as_bool) != Some(true) {
+                    if map.get(&k).is_some_and(Value::is_null)
+                        && sub.get("nullable").and_then(Value::as_bool) != Some(true)
+                    {
                         map.remove(&k);
                         continue;
                     }
@@ -459,10 +461,9 @@ fn validate_object(
         if root && k == "metadata" {
             // Only name-related constraints of metadata are honoured, as in the real server.
             if let (Some(ms), Some(name)) = (props.and_then(|p| p.get("metadata")), val.get("name"))
+                && let Some(ns) = ms.pointer("/properties/name")
             {
-                if let Some(ns) = ms.pointer("/properties/name") {
-                    validate_inner(ns, name, "metadata.name", causes, false);
-                }
+                validate_inner(ns, name, "metadata.name", causes, false);
             }
             continue;
         }

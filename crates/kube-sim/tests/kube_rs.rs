@@ -1,5 +1,6 @@
 //! Conformance tests driven through kube-rs over HTTPS: CRUD semantics, errors,
 //! list/watch, CRD validation, subresources, patches, finalizers, GC.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on purpose.
 
 mod common;
 
@@ -8,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use kube_sim::KubeSim;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
+use kube_sim::KubeSim;
 use serde_json::{Value, json};
 
 fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
@@ -26,7 +29,10 @@ fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
 }
 
 fn widget_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
     Api::namespaced_with(client, ns, &ar)
 }
 
@@ -35,7 +41,9 @@ fn widget(name: &str, spec: Value) -> DynamicObject {
 }
 
 /// The next non-bookmark watch event.
-async fn next_event<K>(s: &mut futures::stream::BoxStream<'_, kube::Result<WatchEvent<K>>>) -> WatchEvent<K> {
+async fn next_event<K>(
+    s: &mut futures::stream::BoxStream<'_, kube::Result<WatchEvent<K>>>,
+) -> WatchEvent<K> {
     loop {
         match s.try_next().await.unwrap().unwrap() {
             WatchEvent::Bookmark(_) => continue,
@@ -45,17 +53,29 @@ async fn next_event<K>(s: &mut futures::stream::BoxStream<'_, kube::Result<Watch
 }
 
 fn rv(o: &impl kube::Resource) -> u64 {
-    o.meta().resource_version.as_deref().unwrap().parse().unwrap()
+    o.meta()
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn crud_errors_and_optimistic_concurrency() {
     let sim = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(sim.client().await.unwrap(), "default");
-    let created = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
 
-    let dup = status(api.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err());
+    let dup = status(
+        api.create(&PostParams::default(), &cm("a", &[]))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(dup.message, "configmaps \"a\" already exists");
 
@@ -69,11 +89,22 @@ async fn crud_errors_and_optimistic_concurrency() {
     let updated = api.replace("a", &PostParams::default(), &c).await.unwrap();
     assert!(rv(&updated) > rv(&created));
     // A stale resourceVersion is a 409 Conflict.
-    let stale = status(api.replace("a", &PostParams::default(), &c).await.unwrap_err());
+    let stale = status(
+        api.replace("a", &PostParams::default(), &c)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
-    assert!(stale.message.contains("the object has been modified"), "{}", stale.message);
+    assert!(
+        stale.message.contains("the object has been modified"),
+        "{}",
+        stale.message
+    );
     // A no-op update does not change the resourceVersion (no spurious watch events).
-    let same = api.replace("a", &PostParams::default(), &updated).await.unwrap();
+    let same = api
+        .replace("a", &PostParams::default(), &updated)
+        .await
+        .unwrap();
     assert_eq!(rv(&same), rv(&updated));
 
     // generateName.
@@ -85,21 +116,41 @@ async fn crud_errors_and_optimistic_concurrency() {
     assert!(gname.starts_with("gen-") && gname.len() == 9, "{gname}");
 
     // Invalid names are 422 with a cause on metadata.name.
-    let bad = status(api.create(&PostParams::default(), &cm("Bad_Name", &[])).await.unwrap_err());
+    let bad = status(
+        api.create(&PostParams::default(), &cm("Bad_Name", &[]))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
     assert_eq!(bad.details.unwrap().causes[0].field, "metadata.name");
 
     // Creating in a missing namespace is 404 for the namespace.
     let other: Api<ConfigMap> = Api::namespaced(sim.client().await.unwrap(), "ghost");
-    let e = status(other.create(&PostParams::default(), &cm("x", &[])).await.unwrap_err());
-    assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"ghost\" not found"));
+    let e = status(
+        other
+            .create(&PostParams::default(), &cm("x", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (404, "namespaces \"ghost\" not found")
+    );
 
     api.delete("a", &DeleteParams::default()).await.unwrap();
     assert_eq!(status(api.get("a").await.unwrap_err()).code, 404);
-    assert_eq!(status(api.delete("a", &DeleteParams::default()).await.unwrap_err()).code, 404);
+    assert_eq!(
+        status(api.delete("a", &DeleteParams::default()).await.unwrap_err()).code,
+        404
+    );
 
     let bad_token = sim.client_for_token("wrong").await.unwrap();
-    let e = status(Api::<ConfigMap>::namespaced(bad_token, "default").list(&ListParams::default()).await.unwrap_err());
+    let e = status(
+        Api::<ConfigMap>::namespaced(bad_token, "default")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized"));
     sim.shutdown().await;
 }
@@ -115,12 +166,19 @@ async fn secrets_fold_string_data_and_validate_keys() {
     assert_eq!(data["user.name"].0, b"admin");
     assert_eq!(data["pw"].0, b"secret");
 
-    let bad: Secret = serde_json::from_value(json!({"metadata": {"name": "bad"}, "stringData": {"10.0.0.1:443.password": "x"}})).unwrap();
+    let bad: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "bad"}, "stringData": {"10.0.0.1:443.password": "x"}}),
+    )
+    .unwrap();
     let e = status(api.create(&PostParams::default(), &bad).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     let cause = &e.details.unwrap().causes[0];
     assert_eq!(cause.field, "data[10.0.0.1:443.password]");
-    assert!(cause.message.contains("[-._a-zA-Z0-9]+"), "{}", cause.message);
+    assert!(
+        cause.message.contains("[-._a-zA-Z0-9]+"),
+        "{}",
+        cause.message
+    );
     sim.shutdown().await;
 }
 
@@ -130,22 +188,46 @@ async fn list_paging_and_selectors() {
     let api: Api<ConfigMap> = Api::namespaced(sim.client().await.unwrap(), "default");
     for i in 0..5 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
-        api.create(&PostParams::default(), &cm(&format!("c{i}"), &[("tier", tier)])).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("c{i}"), &[("tier", tier)]),
+        )
+        .await
+        .unwrap();
     }
     let first = api.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(first.items.len(), 2);
     assert_eq!(first.metadata.remaining_item_count, Some(3));
     let token = first.metadata.continue_.clone().unwrap();
-    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
-    let names: Vec<_> = second.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+    let second = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    let names: Vec<_> = second
+        .items
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
     assert_eq!(names, ["c2", "c3"]);
-    assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
 
-    let even = api.list(&ListParams::default().labels("tier=even")).await.unwrap();
+    let even = api
+        .list(&ListParams::default().labels("tier=even"))
+        .await
+        .unwrap();
     assert_eq!(even.items.len(), 3);
-    let set = api.list(&ListParams::default().labels("tier in (odd),tier!=even")).await.unwrap();
+    let set = api
+        .list(&ListParams::default().labels("tier in (odd),tier!=even"))
+        .await
+        .unwrap();
     assert_eq!(set.items.len(), 2);
-    let by_name = api.list(&ListParams::default().fields("metadata.name=c4")).await.unwrap();
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=c4"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items.len(), 1);
     let not_ns = Api::<ConfigMap>::all(sim.client().await.unwrap())
         .list(&ListParams::default().fields("metadata.namespace!=default"))
@@ -157,12 +239,36 @@ async fn list_paging_and_selectors() {
 
 #[tokio::test]
 async fn watch_streams_resumes_and_expires() {
-    let sim = KubeSim::builder().event_history(32).bookmark_interval(Duration::from_millis(100)).start().await.unwrap();
+    let sim = KubeSim::builder()
+        .event_history(32)
+        .bookmark_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
     let api: Api<ConfigMap> = Api::namespaced(sim.client().await.unwrap(), "default");
-    let start = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let mut stream = api.watch(&WatchParams::default().timeout(5), &start).await.unwrap().boxed();
-    let created = api.create(&PostParams::default(), &cm("w", &[("a", "1")])).await.unwrap();
-    api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "x"}}))).await.unwrap();
+    let start = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &start)
+        .await
+        .unwrap()
+        .boxed();
+    let created = api
+        .create(&PostParams::default(), &cm("w", &[("a", "1")]))
+        .await
+        .unwrap();
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "x"}})),
+    )
+    .await
+    .unwrap();
     api.delete("w", &DeleteParams::default()).await.unwrap();
     let mut kinds = Vec::new();
     while kinds.len() < 3 {
@@ -174,39 +280,90 @@ async fn watch_streams_resumes_and_expires() {
             WatchEvent::Error(e) => panic!("{e:?}"),
         }
     }
-    assert_eq!(kinds, [("ADDED", "w".into()), ("MODIFIED", "w".into()), ("DELETED", "w".into())]);
+    assert_eq!(
+        kinds,
+        [
+            ("ADDED", "w".into()),
+            ("MODIFIED", "w".into()),
+            ("DELETED", "w".into())
+        ]
+    );
 
     // Resuming from the create's resourceVersion replays what followed it.
-    let mut resumed = api.watch(&WatchParams::default().timeout(2), &created.metadata.resource_version.unwrap()).await.unwrap().boxed();
-    assert!(matches!(next_event(&mut resumed).await, WatchEvent::Modified(_)));
-    assert!(matches!(next_event(&mut resumed).await, WatchEvent::Deleted(_)));
+    let mut resumed = api
+        .watch(
+            &WatchParams::default().timeout(2),
+            &created.metadata.resource_version.unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    assert!(matches!(
+        next_event(&mut resumed).await,
+        WatchEvent::Modified(_)
+    ));
+    assert!(matches!(
+        next_event(&mut resumed).await,
+        WatchEvent::Deleted(_)
+    ));
 
     // Bookmarks arrive when allowed.
-    let now = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let now = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     let mut wp = WatchParams::default().timeout(5);
     wp.bookmarks = true;
     let mut bm = api.watch(&wp, &now).await.unwrap().boxed();
-    assert!(matches!(bm.try_next().await.unwrap().unwrap(), WatchEvent::Bookmark(_)));
+    assert!(matches!(
+        bm.try_next().await.unwrap().unwrap(),
+        WatchEvent::Bookmark(_)
+    ));
 
     // Label-selected watches see objects leave the selection as DELETED.
-    let mut sel = api.watch(&WatchParams::default().labels("a=1").timeout(5), &now).await.unwrap().boxed();
-    api.create(&PostParams::default(), &cm("s", &[("a", "1")])).await.unwrap();
-    api.patch("s", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "2"}}}))).await.unwrap();
+    let mut sel = api
+        .watch(&WatchParams::default().labels("a=1").timeout(5), &now)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("s", &[("a", "1")]))
+        .await
+        .unwrap();
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"a": "2"}}})),
+    )
+    .await
+    .unwrap();
     assert!(matches!(next_event(&mut sel).await, WatchEvent::Added(_)));
     assert!(matches!(next_event(&mut sel).await, WatchEvent::Deleted(_)));
 
     // Beyond the bounded history: 410 Gone as an ERROR event.
     for i in 0..40 {
-        api.create(&PostParams::default(), &cm(&format!("h{i}"), &[])).await.unwrap();
+        api.create(&PostParams::default(), &cm(&format!("h{i}"), &[]))
+            .await
+            .unwrap();
     }
-    let mut old = api.watch(&WatchParams::default().timeout(2), &start).await.unwrap().boxed();
+    let mut old = api
+        .watch(&WatchParams::default().timeout(2), &start)
+        .await
+        .unwrap()
+        .boxed();
     match old.try_next().await.unwrap().unwrap() {
         WatchEvent::Error(e) => assert_eq!(e.code, 410),
         other => panic!("expected 410, got {other:?}"),
     }
     // timeoutSeconds ends the stream.
     let t0 = std::time::Instant::now();
-    let mut short = api.watch(&WatchParams::default().timeout(1), "0").await.unwrap().boxed();
+    let mut short = api
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .boxed();
     while short.try_next().await.unwrap().is_some() {}
     assert!(t0.elapsed() < Duration::from_secs(5));
     sim.shutdown().await;
@@ -218,36 +375,113 @@ async fn crd_schema_validation_defaulting_pruning_and_cel() {
     let client = sim.client().await.unwrap();
     let api = widget_api(client.clone(), "default");
     let w = api
-        .create(&PostParams::default(), &widget("w", json!({"size": "small", "unknown": 1, "extra": {"free": "form"}})))
+        .create(
+            &PostParams::default(),
+            &widget(
+                "w",
+                json!({"size": "small", "unknown": 1, "extra": {"free": "form"}}),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(w.data["spec"]["replicas"], 1, "default applied");
-    assert!(w.data["spec"].get("unknown").is_none(), "unknown field pruned");
-    assert_eq!(w.data["spec"]["extra"]["free"], "form", "preserve-unknown-fields kept");
+    assert!(
+        w.data["spec"].get("unknown").is_none(),
+        "unknown field pruned"
+    );
+    assert_eq!(
+        w.data["spec"]["extra"]["free"], "form",
+        "preserve-unknown-fields kept"
+    );
     assert_eq!(w.metadata.generation, Some(1));
 
     let cases = [
-        (json!({"size": "huge"}), "spec.size", "Unsupported value: \"huge\""),
+        (
+            json!({"size": "huge"}),
+            "spec.size",
+            "Unsupported value: \"huge\"",
+        ),
         (json!({}), "spec.size", "Required value"),
-        (json!({"size": "small", "replicas": "two"}), "spec.replicas", "must be of type integer"),
-        (json!({"size": "small", "replicas": -1}), "spec.replicas", "should be greater than or equal to 0"),
-        (json!({"size": "small", "label": "UPPER"}), "spec.label", "should match '^[a-z]+$'"),
-        (json!({"size": "small", "label": "waytoolong"}), "spec.label", "Too long"),
-        (json!({"size": "small", "tags": ["a", "a"]}), "spec.tags[1]", "Duplicate value"),
-        (json!({"size": "small", "tags": ["a", "b", "c", "d"]}), "spec.tags", "Too many"),
-        (json!({"size": "small", "replicas": 11}), "spec", "too many replicas"),
+        (
+            json!({"size": "small", "replicas": "two"}),
+            "spec.replicas",
+            "must be of type integer",
+        ),
+        (
+            json!({"size": "small", "replicas": -1}),
+            "spec.replicas",
+            "should be greater than or equal to 0",
+        ),
+        (
+            json!({"size": "small", "label": "UPPER"}),
+            "spec.label",
+            "should match '^[a-z]+$'",
+        ),
+        (
+            json!({"size": "small", "label": "waytoolong"}),
+            "spec.label",
+            "Too long",
+        ),
+        (
+            json!({"size": "small", "tags": ["a", "a"]}),
+            "spec.tags[1]",
+            "Duplicate value",
+        ),
+        (
+            json!({"size": "small", "tags": ["a", "b", "c", "d"]}),
+            "spec.tags",
+            "Too many",
+        ),
+        (
+            json!({"size": "small", "replicas": 11}),
+            "spec",
+            "too many replicas",
+        ),
     ];
     for (i, (spec, field, msg)) in cases.into_iter().enumerate() {
-        let e = status(api.create(&PostParams::default(), &widget(&format!("bad{i}"), spec)).await.unwrap_err());
-        assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{}", e.message);
+        let e = status(
+            api.create(&PostParams::default(), &widget(&format!("bad{i}"), spec))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(
+            (e.code, e.reason.as_str()),
+            (422, "Invalid"),
+            "{}",
+            e.message
+        );
         let causes = e.details.unwrap().causes;
-        assert!(causes.iter().any(|c| c.field == field && c.message.contains(msg)), "case {i}: {causes:?}");
-        assert!(e.message.starts_with(&format!("Widget.example.com \"bad{i}\" is invalid: ")), "{}", e.message);
+        assert!(
+            causes
+                .iter()
+                .any(|c| c.field == field && c.message.contains(msg)),
+            "case {i}: {causes:?}"
+        );
+        assert!(
+            e.message
+                .starts_with(&format!("Widget.example.com \"bad{i}\" is invalid: ")),
+            "{}",
+            e.message
+        );
     }
 
     // Transition rule with oldSelf.
-    api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"owner": "ann"}}))).await.unwrap();
-    let e = status(api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"owner": "bob"}}))).await.unwrap_err());
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"owner": "ann"}})),
+    )
+    .await
+    .unwrap();
+    let e = status(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"owner": "bob"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
     assert!(e.message.contains("owner is immutable"), "{}", e.message);
 
     // Lifting a CEL rule takes effect at once, and restoring it too.
@@ -258,22 +492,56 @@ async fn crd_schema_validation_defaulting_pruning_and_cel() {
         .as_object_mut()
         .unwrap()
         .remove("x-kubernetes-validations");
-    crds.replace("widgets.example.com", &PostParams::default(), &serde_json::from_value(lifted).unwrap()).await.unwrap();
-    api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 11}}))).await.unwrap();
+    crds.replace(
+        "widgets.example.com",
+        &PostParams::default(),
+        &serde_json::from_value(lifted).unwrap(),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 11}})),
+    )
+    .await
+    .unwrap();
     let mut restored = crds.get("widgets.example.com").await.unwrap();
     restored.spec = original.spec.clone();
-    crds.replace("widgets.example.com", &PostParams::default(), &restored).await.unwrap();
-    let e = status(api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 12}}))).await.unwrap_err());
+    crds.replace("widgets.example.com", &PostParams::default(), &restored)
+        .await
+        .unwrap();
+    let e = status(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 12}})),
+        )
+        .await
+        .unwrap_err(),
+    );
     assert!(e.message.contains("too many replicas"));
 
     // The CRD reports Established and NamesAccepted.
-    let conds = crds.get("widgets.example.com").await.unwrap().status.unwrap().conditions.unwrap();
+    let conds = crds
+        .get("widgets.example.com")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions
+        .unwrap();
     for t in ["Established", "NamesAccepted"] {
-        assert!(conds.iter().any(|c| c.type_ == t && c.status == "True"), "{t}");
+        assert!(
+            conds.iter().any(|c| c.type_ == t && c.status == "True"),
+            "{t}"
+        );
     }
 
     // Deleting the CRD removes the resource from discovery and its objects.
-    crds.delete("widgets.example.com", &DeleteParams::default()).await.unwrap();
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
     let e = status(api.list(&ListParams::default()).await.unwrap_err());
     assert_eq!(e.code, 404);
     sim.shutdown().await;
@@ -287,11 +555,20 @@ async fn status_and_scale_subresources() {
     let mut w = widget("w", json!({"size": "small", "replicas": 2}));
     w.data["status"] = json!({"phase": "Ignored"});
     let created = api.create(&PostParams::default(), &w).await.unwrap();
-    assert!(created.data.get("status").is_none(), "status is dropped on create");
+    assert!(
+        created.data.get("status").is_none(),
+        "status is dropped on create"
+    );
 
     // /status changes status only and does not bump generation.
     let st = api
-        .patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Ready", "replicas": 2}, "spec": {"replicas": 5}})))
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Ready", "replicas": 2}, "spec": {"replicas": 5}}),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(st.data["status"]["phase"], "Ready");
@@ -299,19 +576,36 @@ async fn status_and_scale_subresources() {
     assert_eq!(st.metadata.generation, Some(1));
     // The main endpoint ignores status, and spec changes bump generation.
     let main = api
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Hacked"}, "spec": {"replicas": 3}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Hacked"}, "spec": {"replicas": 3}})),
+        )
         .await
         .unwrap();
     assert_eq!(main.data["status"]["phase"], "Ready");
     assert_eq!(main.metadata.generation, Some(2));
     // Metadata-only changes do not bump generation.
-    let lbl = api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.unwrap();
+    let lbl = api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(lbl.metadata.generation, Some(2));
 
     let scale = api.get_scale("w").await.unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(3));
     assert_eq!(scale.status.unwrap().replicas, 2);
-    api.patch_scale("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 7}}))).await.unwrap();
+    api.patch_scale(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 7}})),
+    )
+    .await
+    .unwrap();
     assert_eq!(api.get("w").await.unwrap().data["spec"]["replicas"], 7);
 
     let deploys: Api<Deployment> = Api::namespaced(client, "default");
@@ -322,7 +616,14 @@ async fn status_and_scale_subresources() {
     }))
     .unwrap();
     deploys.create(&PostParams::default(), &d).await.unwrap();
-    let s = deploys.patch_scale("d", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}}))).await.unwrap();
+    let s = deploys
+        .patch_scale(
+            "d",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(s.spec.unwrap().replicas, Some(4));
     assert_eq!(s.status.unwrap().selector.as_deref(), Some("app=d"));
     assert_eq!(deploys.get("d").await.unwrap().spec.replicas, Some(4));
@@ -342,43 +643,122 @@ async fn patches_strategic_json_and_server_side_apply() {
     .unwrap();
     deploys.create(&PostParams::default(), &d).await.unwrap();
     // Strategic merge: containers merge by name.
-    let p = json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}});
-    let out = deploys.patch("d", &PatchParams::default(), &Patch::Strategic(p)).await.unwrap();
+    let p =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}});
+    let out = deploys
+        .patch("d", &PatchParams::default(), &Patch::Strategic(p))
+        .await
+        .unwrap();
     let cs = out.spec.template.spec.unwrap().containers;
-    assert_eq!(cs.iter().map(|c| (c.name.as_str(), c.image.as_deref().unwrap())).collect::<Vec<_>>(), [("a", "a:1"), ("b", "b:2")]);
+    assert_eq!(
+        cs.iter()
+            .map(|c| (c.name.as_str(), c.image.as_deref().unwrap()))
+            .collect::<Vec<_>>(),
+        [("a", "a:1"), ("b", "b:2")]
+    );
     // JSON patch with a failing test op is rejected.
-    let jp: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/metadata/name", "value": "other"}])).unwrap();
-    let e = status(deploys.patch("d", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap_err());
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/metadata/name", "value": "other"}]))
+            .unwrap();
+    let e = status(
+        deploys
+            .patch("d", &PatchParams::default(), &Patch::<()>::Json(jp))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 422);
     // JSON patch carrying a stale resourceVersion is a conflict.
-    let jp: json_patch::Patch = serde_json::from_value(json!([{"op": "replace", "path": "/metadata/resourceVersion", "value": "1"}])).unwrap();
-    let e = status(deploys.patch("d", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap_err());
+    let jp: json_patch::Patch = serde_json::from_value(
+        json!([{"op": "replace", "path": "/metadata/resourceVersion", "value": "1"}]),
+    )
+    .unwrap();
+    let e = status(
+        deploys
+            .patch("d", &PatchParams::default(), &Patch::<()>::Json(jp))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
 
     // Server-side apply: create, then conflict between managers, then force.
     let api = widget_api(client, "default");
     let cfg = |replicas: i64| json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "sa"}, "spec": {"size": "small", "replicas": replicas}});
-    let created = api.patch("sa", &PatchParams::apply("alice"), &Patch::Apply(cfg(2))).await.unwrap();
+    let created = api
+        .patch("sa", &PatchParams::apply("alice"), &Patch::Apply(cfg(2)))
+        .await
+        .unwrap();
     assert_eq!(created.data["spec"]["replicas"], 2);
-    let managers: Vec<_> = created.metadata.managed_fields.unwrap().iter().map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap())).collect();
-    assert!(managers.contains(&("alice".into(), "Apply".into())), "{managers:?}");
+    let managers: Vec<_> = created
+        .metadata
+        .managed_fields
+        .unwrap()
+        .iter()
+        .map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap()))
+        .collect();
+    assert!(
+        managers.contains(&("alice".into(), "Apply".into())),
+        "{managers:?}"
+    );
     // Same value from another manager: shared ownership, no conflict.
-    api.patch("sa", &PatchParams::apply("bob"), &Patch::Apply(cfg(2))).await.unwrap();
+    api.patch("sa", &PatchParams::apply("bob"), &Patch::Apply(cfg(2)))
+        .await
+        .unwrap();
     // Different value from a third manager: conflict naming both owners' field.
-    let e = status(api.patch("sa", &PatchParams::apply("carol"), &Patch::Apply(cfg(5))).await.unwrap_err());
+    let e = status(
+        api.patch("sa", &PatchParams::apply("carol"), &Patch::Apply(cfg(5)))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
-    assert!(e.message.contains("conflict with \"alice\"") && e.message.contains(".spec.replicas"), "{}", e.message);
-    let forced = api.patch("sa", &PatchParams::apply("carol").force(), &Patch::Apply(cfg(5))).await.unwrap();
+    assert!(
+        e.message.contains("conflict with \"alice\"") && e.message.contains(".spec.replicas"),
+        "{}",
+        e.message
+    );
+    let forced = api
+        .patch(
+            "sa",
+            &PatchParams::apply("carol").force(),
+            &Patch::Apply(cfg(5)),
+        )
+        .await
+        .unwrap();
     assert_eq!(forced.data["spec"]["replicas"], 5);
     // An update by a non-apply manager takes ownership; re-applying the old value conflicts.
-    api.patch("sa", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 6}}))).await.unwrap();
-    let e = status(api.patch("sa", &PatchParams::apply("carol"), &Patch::Apply(cfg(5))).await.unwrap_err());
+    api.patch(
+        "sa",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 6}})),
+    )
+    .await
+    .unwrap();
+    let e = status(
+        api.patch("sa", &PatchParams::apply("carol"), &Patch::Apply(cfg(5)))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 409);
     // Apply of status via the status subresource, keyed list merge by type.
     let st = |t: &str| json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "sa"}, "status": {"conditions": [{"type": t, "status": "True"}]}});
-    api.patch_status("sa", &PatchParams::apply("ctl-a"), &Patch::Apply(st("Ready"))).await.unwrap();
-    let both = api.patch_status("sa", &PatchParams::apply("ctl-b"), &Patch::Apply(st("Synced"))).await.unwrap();
-    assert_eq!(both.data["status"]["conditions"].as_array().unwrap().len(), 2);
+    api.patch_status(
+        "sa",
+        &PatchParams::apply("ctl-a"),
+        &Patch::Apply(st("Ready")),
+    )
+    .await
+    .unwrap();
+    let both = api
+        .patch_status(
+            "sa",
+            &PatchParams::apply("ctl-b"),
+            &Patch::Apply(st("Synced")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        both.data["status"]["conditions"].as_array().unwrap().len(),
+        2
+    );
     sim.shutdown().await;
 }
 
@@ -389,18 +769,37 @@ async fn finalizers_keep_objects_until_removed() {
     let mut c = cm("f", &[]);
     c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     api.create(&PostParams::default(), &c).await.unwrap();
-    let mut events = api.watch(&WatchParams::default().timeout(5), "0").await.unwrap().boxed();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(5), "0")
+        .await
+        .unwrap()
+        .boxed();
     api.delete("f", &DeleteParams::default()).await.unwrap();
     let held = api.get("f").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
     let e = status(
-        api.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "new"]}})))
-            .await
-            .unwrap_err(),
+        api.patch(
+            "f",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "new"]}})),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(e.code, 422);
-    assert!(e.message.contains("no new finalizers can be added if the object is being deleted"), "{}", e.message);
-    api.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    assert!(
+        e.message
+            .contains("no new finalizers can be added if the object is being deleted"),
+        "{}",
+        e.message
+    );
+    api.patch(
+        "f",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     assert_eq!(status(api.get("f").await.unwrap_err()).code, 404);
     let mut seen = Vec::new();
     while seen.len() < 3 {
@@ -420,28 +819,55 @@ async fn garbage_collection_and_namespace_termination() {
     let sim = sim().await;
     let client = sim.client().await.unwrap();
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "gc"}})).unwrap()).await.unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "gc"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "gc");
-    let owner = api.create(&PostParams::default(), &cm("owner", &[])).await.unwrap();
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[]))
+        .await
+        .unwrap();
     let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.clone().unwrap()}]);
     for name in ["dep1", "dep2"] {
         let mut d = serde_json::to_value(cm(name, &[])).unwrap();
         d["metadata"]["ownerReferences"] = oref.clone();
-        api.create(&PostParams::default(), &serde_json::from_value(d).unwrap()).await.unwrap();
+        api.create(&PostParams::default(), &serde_json::from_value(d).unwrap())
+            .await
+            .unwrap();
     }
     // Orphan: dependents stay, without the owner reference.
     let mut dep2 = api.get("dep2").await.unwrap();
     dep2.metadata.owner_references = None;
-    api.replace("dep2", &PostParams::default(), &dep2).await.unwrap();
-    let owner2 = api.create(&PostParams::default(), &cm("owner2", &[])).await.unwrap();
+    api.replace("dep2", &PostParams::default(), &dep2)
+        .await
+        .unwrap();
+    let owner2 = api
+        .create(&PostParams::default(), &cm("owner2", &[]))
+        .await
+        .unwrap();
     let mut o3 = serde_json::to_value(cm("dep3", &[])).unwrap();
     o3["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner2", "uid": owner2.metadata.uid.unwrap()}]);
-    api.create(&PostParams::default(), &serde_json::from_value(o3).unwrap()).await.unwrap();
+    api.create(&PostParams::default(), &serde_json::from_value(o3).unwrap())
+        .await
+        .unwrap();
     api.delete("owner2", &DeleteParams::orphan()).await.unwrap();
-    assert!(api.get("dep3").await.unwrap().metadata.owner_references.unwrap_or_default().is_empty());
+    assert!(
+        api.get("dep3")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
 
     // Background: dependents are collected.
-    api.delete("owner", &DeleteParams::background()).await.unwrap();
+    api.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     assert_eq!(status(api.get("dep1").await.unwrap_err()).code, 404);
     assert!(api.get("dep2").await.is_ok());
 
@@ -452,10 +878,20 @@ async fn garbage_collection_and_namespace_termination() {
     nss.delete("gc", &DeleteParams::default()).await.unwrap();
     let ns = nss.get("gc").await.unwrap();
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
-    let e = status(api.create(&PostParams::default(), &cm("late", &[])).await.unwrap_err());
+    let e = status(
+        api.create(&PostParams::default(), &cm("late", &[]))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 403);
     assert_eq!(status(api.get("dep2").await.unwrap_err()).code, 404);
-    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     assert_eq!(status(nss.get("gc").await.unwrap_err()).code, 404);
     sim.shutdown().await;
 }
@@ -470,7 +906,13 @@ mod controller {
     use serde::{Deserialize, Serialize};
 
     #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
-    #[kube(group = "example.com", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
+    #[kube(
+        group = "example.com",
+        version = "v1",
+        kind = "Widget",
+        namespaced,
+        status = "WidgetStatus"
+    )]
     pub struct WidgetSpec {
         pub size: String,
         pub replicas: Option<i64>,
@@ -490,7 +932,10 @@ mod controller {
         client: kube::Client,
     }
 
-    async fn reconcile(w: Arc<Widget>, ctx: Arc<Ctx>) -> Result<Action, kube::runtime::finalizer::Error<Err>> {
+    async fn reconcile(
+        w: Arc<Widget>,
+        ctx: Arc<Ctx>,
+    ) -> Result<Action, kube::runtime::finalizer::Error<Err>> {
         let ns = w.metadata.namespace.clone().unwrap();
         let api: Api<Widget> = Api::namespaced(ctx.client.clone(), &ns);
         let client = ctx.client.clone();
@@ -506,7 +951,10 @@ mod controller {
                     Ok(Action::await_change())
                 }
                 Event::Cleanup(w) => {
-                    let marker = cm(&format!("cleaned-{}", w.metadata.name.clone().unwrap()), &[]);
+                    let marker = cm(
+                        &format!("cleaned-{}", w.metadata.name.clone().unwrap()),
+                        &[],
+                    );
                     Api::<ConfigMap>::namespaced(client, &ns)
                         .create(&PostParams::default(), &marker)
                         .await
@@ -518,7 +966,11 @@ mod controller {
         .await
     }
 
-    fn error_policy(_: Arc<Widget>, _: &kube::runtime::finalizer::Error<Err>, _: Arc<Ctx>) -> Action {
+    fn error_policy(
+        _: Arc<Widget>,
+        _: &kube::runtime::finalizer::Error<Err>,
+        _: Arc<Ctx>,
+    ) -> Action {
         Action::requeue(Duration::from_millis(100))
     }
 
@@ -527,12 +979,27 @@ mod controller {
         let sim = sim_with_widgets().await;
         let client = sim.client().await.unwrap();
         let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
-        let ctl = Controller::new(Api::<Widget>::all(client.clone()), watcher::Config::default())
-            .run(reconcile, error_policy, Arc::new(Ctx { client: client.clone() }))
-            .for_each(|_| async {});
+        let ctl = Controller::new(
+            Api::<Widget>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(Ctx {
+                client: client.clone(),
+            }),
+        )
+        .for_each(|_| async {});
         let handle = tokio::spawn(ctl);
 
-        let w = Widget::new("w1", WidgetSpec { size: "large".into(), replicas: Some(3) });
+        let w = Widget::new(
+            "w1",
+            WidgetSpec {
+                size: "large".into(),
+                replicas: Some(3),
+            },
+        );
         widgets.create(&PostParams::default(), &w).await.unwrap();
         let ready = eventually(10, || async {
             let w = widgets.get("w1").await.ok()?;
@@ -542,10 +1009,19 @@ mod controller {
         assert_eq!(ready.status.unwrap().replicas, Some(3));
         assert_eq!(ready.metadata.finalizers.unwrap(), ["example.com/cleanup"]);
 
-        widgets.delete("w1", &DeleteParams::default()).await.unwrap();
-        eventually(10, || async { widgets.get("w1").await.is_err().then_some(()) }).await;
+        widgets
+            .delete("w1", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(10, || async {
+            widgets.get("w1").await.is_err().then_some(())
+        })
+        .await;
         let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-        assert!(cms.get("cleaned-w1").await.is_ok(), "cleanup ran before the object disappeared");
+        assert!(
+            cms.get("cleaned-w1").await.is_ok(),
+            "cleanup ran before the object disappeared"
+        );
         handle.abort();
         sim.shutdown().await;
     }
@@ -555,8 +1031,23 @@ mod controller {
         let sim = sim_with_widgets().await;
         let client = sim.client().await.unwrap();
         let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
-        widgets.create(&PostParams::default(), &Widget::new("pre", WidgetSpec { size: "small".into(), replicas: None })).await.unwrap();
-        for cfg in [watcher::Config::default(), watcher::Config::default().streaming_lists()] {
+        widgets
+            .create(
+                &PostParams::default(),
+                &Widget::new(
+                    "pre",
+                    WidgetSpec {
+                        size: "small".into(),
+                        replicas: None,
+                    },
+                ),
+            )
+            .await
+            .unwrap();
+        for cfg in [
+            watcher::Config::default(),
+            watcher::Config::default().streaming_lists(),
+        ] {
             let mut stream = watcher(widgets.clone(), cfg).boxed();
             let mut names = Vec::new();
             loop {
@@ -568,6 +1059,370 @@ mod controller {
             }
             assert_eq!(names, ["pre"]);
         }
+        sim.shutdown().await;
+    }
+}
+
+mod rbac {
+    use super::*;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use kube_sim::UserInfo;
+
+    async fn admin_apply(sim: &KubeSim, yaml: &str) {
+        sim.apply_yaml(yaml).unwrap();
+    }
+
+    #[tokio::test]
+    async fn rbac_enforces_rules_resource_names_subresources_and_wildcards() {
+        let sim = KubeSim::builder().rbac(true).start().await.unwrap();
+        sim.apply_yaml(WIDGET_CRD).unwrap();
+        admin_apply(
+            &sim,
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: ops}\n",
+        )
+        .await;
+        let admin = sim.client().await.unwrap();
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+        }))
+        .unwrap();
+        for name in ["web", "other"] {
+            let mut d = d.clone();
+            d.metadata.name = Some(name.into());
+            Api::<Deployment>::namespaced(admin.clone(), "ops")
+                .create(&PostParams::default(), &d)
+                .await
+                .unwrap();
+        }
+
+        let sa = sim.service_account_client("ops", "ctl").await.unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(sa.clone(), "ops");
+        let e = status(cms.list(&ListParams::default()).await.unwrap_err());
+        assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+        assert_eq!(
+            e.message,
+            "configmaps is forbidden: User \"system:serviceaccount:ops:ctl\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"ops\""
+        );
+        // Discovery is open to every authenticated user, as with the default bindings.
+        sa.apiserver_version().await.unwrap();
+
+        let roles = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: web-scaler}
+rules:
+- {apiGroups: [apps], resources: [deployments/scale], verbs: [get, patch]}
+- {apiGroups: [apps], resources: [deployments], resourceNames: [web], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ctl-web-scaler}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: web-scaler}
+subjects: [{kind: ServiceAccount, name: ctl, namespace: ops}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: cm-watch, namespace: ops}
+rules:
+- {apiGroups: [""], resources: [configmaps], verbs: [list, watch]}
+- {apiGroups: [example.com], resources: [widgets/status], verbs: [patch]}
+- {apiGroups: [example.com], resources: [widgets], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: sa-group, namespace: ops}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: cm-watch}
+subjects: [{kind: Group, name: "system:serviceaccounts:ops"}]
+"#;
+        admin_apply(&sim, roles).await;
+        let deploys: Api<Deployment> = Api::namespaced(sa.clone(), "ops");
+        deploys.get("web").await.unwrap();
+        assert_eq!(status(deploys.get("other").await.unwrap_err()).code, 403);
+        let e = status(deploys.list(&ListParams::default()).await.unwrap_err());
+        assert_eq!(e.code, 403, "resourceNames never grant list");
+        deploys
+            .patch_scale(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 2}})),
+            )
+            .await
+            .unwrap();
+        let e = status(
+            deploys
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": 3}})),
+                )
+                .await
+                .unwrap_err(),
+        );
+        assert!(
+            e.message
+                .contains("cannot patch resource \"deployments\" in API group \"apps\""),
+            "{}",
+            e.message
+        );
+
+        cms.list(&ListParams::default()).await.unwrap();
+        let _events = cms
+            .watch(&WatchParams::default().timeout(1), "0")
+            .await
+            .unwrap();
+        assert_eq!(
+            status(
+                Api::<ConfigMap>::namespaced(sa.clone(), "default")
+                    .list(&ListParams::default())
+                    .await
+                    .unwrap_err()
+            )
+            .code,
+            403
+        );
+        let e = status(
+            cms.create(&PostParams::default(), &cm("x", &[]))
+                .await
+                .unwrap_err(),
+        );
+        assert!(
+            e.message.contains("cannot create resource \"configmaps\""),
+            "{}",
+            e.message
+        );
+        let e = status(
+            cms.delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await
+                .unwrap_err(),
+        );
+        assert!(
+            e.message
+                .contains("cannot deletecollection resource \"configmaps\""),
+            "{}",
+            e.message
+        );
+
+        // Subresource rules: status may be patched, the main resource may not.
+        widget_api(admin.clone(), "ops")
+            .create(
+                &PostParams::default(),
+                &widget("w", json!({"size": "small"})),
+            )
+            .await
+            .unwrap();
+        let w = widget_api(sa.clone(), "ops");
+        w.patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            status(
+                w.patch(
+                    "w",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"size": "large"}}))
+                )
+                .await
+                .unwrap_err()
+            )
+            .code,
+            403
+        );
+
+        // Wildcards grant everything, for a plain user token.
+        sim.add_token(
+            "alice-token",
+            UserInfo {
+                name: "alice".into(),
+                groups: vec!["system:authenticated".into()],
+            },
+        );
+        let alice = sim.client_for_token("alice-token").await.unwrap();
+        assert_eq!(
+            status(
+                Api::<ConfigMap>::all(alice.clone())
+                    .list(&ListParams::default())
+                    .await
+                    .unwrap_err()
+            )
+            .code,
+            403
+        );
+        let cr: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "all"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})).unwrap();
+        Api::<ClusterRole>::all(admin.clone())
+            .create(&PostParams::default(), &cr)
+            .await
+            .unwrap();
+        let crb: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "alice-all"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "all"},
+            "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}]
+        }))
+        .unwrap();
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .create(&PostParams::default(), &crb)
+            .await
+            .unwrap();
+        Api::<ConfigMap>::all(alice.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        Api::<Namespace>::all(alice)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "alices"}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        // Bindings are read per request: deleting one revokes access at once.
+        Api::<RoleBinding>::namespaced(admin.clone(), "ops")
+            .delete("sa-group", &DeleteParams::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            status(cms.list(&ListParams::default()).await.unwrap_err()).code,
+            403
+        );
+        let _ = Api::<Role>::namespaced(admin, "ops");
+        sim.shutdown().await;
+    }
+}
+
+mod faults {
+    use super::*;
+    use kube_sim::{FaultAction, FaultRule};
+
+    #[tokio::test]
+    async fn injected_faults_and_request_accounting() {
+        let sim = sim().await;
+        // kube's default client retries 429/503/504 (honouring Retry-After); see them raw.
+        let mut cfg = sim.config().await.unwrap();
+        cfg.default_retry = false;
+        let client = kube::Client::try_from(cfg).unwrap();
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        api.create(&PostParams::default(), &cm("a", &[]))
+            .await
+            .unwrap();
+        let faults = sim.faults();
+
+        // With the default (retrying) client a transient 503 is invisible but costs a call.
+        faults.inject(
+            FaultRule::new(FaultAction::Error { code: 503 })
+                .verb("get")
+                .times(1),
+        );
+        Api::<ConfigMap>::namespaced(sim.client().await.unwrap(), "default")
+            .get("a")
+            .await
+            .unwrap();
+        assert_eq!(sim.stats().count("get", Some("configmaps")), 2);
+        sim.stats().reset();
+
+        faults.inject(
+            FaultRule::new(FaultAction::Error { code: 503 })
+                .verb("get")
+                .resource("configmaps")
+                .name("a")
+                .times(2),
+        );
+        for _ in 0..2 {
+            let e = status(api.get("a").await.unwrap_err());
+            assert_eq!((e.code, e.reason.as_str()), (503, "ServiceUnavailable"));
+        }
+        api.get("a").await.unwrap();
+        api.create(&PostParams::default(), &cm("b", &[]))
+            .await
+            .unwrap();
+
+        faults.inject(
+            FaultRule::new(FaultAction::Error { code: 429 })
+                .verb("list")
+                .times(1),
+        );
+        let e = status(api.list(&ListParams::default()).await.unwrap_err());
+        assert_eq!((e.code, e.reason.as_str()), (429, "TooManyRequests"));
+
+        faults.inject(
+            FaultRule::new(FaultAction::Conflict)
+                .verb("update")
+                .times(1),
+        );
+        let cur = api.get("a").await.unwrap();
+        let e = status(
+            api.replace("a", &PostParams::default(), &cur)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+
+        faults.inject(
+            FaultRule::new(FaultAction::Delay { millis: 300 })
+                .verb("get")
+                .times(1),
+        );
+        let t0 = std::time::Instant::now();
+        api.get("a").await.unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+
+        faults.inject(FaultRule::new(FaultAction::Drop).verb("get").times(1));
+        let err = api.get("a").await.unwrap_err();
+        assert!(
+            !matches!(err, kube::Error::Api(_)),
+            "dropped connection, not an API error: {err:?}"
+        );
+        api.get("a").await.unwrap();
+
+        faults.outage(Duration::from_millis(400));
+        assert_eq!(status(api.get("a").await.unwrap_err()).code, 503);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        api.get("a").await.unwrap();
+
+        faults.inject(
+            FaultRule::new(FaultAction::Error { code: 500 })
+                .resource("secrets")
+                .for_duration(Duration::from_millis(300)),
+        );
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+        assert_eq!(
+            status(secrets.list(&ListParams::default()).await.unwrap_err()).code,
+            500
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        secrets.list(&ListParams::default()).await.unwrap();
+        assert!(faults.active().is_empty());
+
+        // Accounting: counts by user, verb and resource.
+        let stats = sim.stats();
+        assert_eq!(stats.count("get", Some("configmaps")), 9);
+        assert_eq!(stats.count("create", Some("configmaps")), 1);
+        assert_eq!(stats.count("list", Some("secrets")), 2);
+        assert_eq!(stats.total_for_user("kube-sim-admin"), stats.total());
+
+        // The admin HTTP endpoints.
+        let rule = json!({"verb": "get", "resource": "configmaps", "name": "b", "action": {"type": "error", "code": 503}, "count": 1});
+        let req = http::Request::post("/_sim/faults")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&rule).unwrap())
+            .unwrap();
+        client.request_text(req).await.unwrap();
+        assert_eq!(status(api.get("b").await.unwrap_err()).code, 503);
+        let text = client
+            .request_text(http::Request::get("/_sim/stats").body(vec![]).unwrap())
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["total"].as_u64().unwrap(), stats.total());
+        let sa = sim.service_account_client("default", "x").await.unwrap();
+        let e = sa
+            .request_text(http::Request::get("/_sim/stats").body(vec![]).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(status(e).code, 403);
         sim.shutdown().await;
     }
 }

@@ -1,4 +1,5 @@
 //! Conformance tests driven by the real kubectl (v1.32) against kube-sim over HTTPS.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on purpose.
 
 mod common;
 
@@ -41,11 +42,27 @@ async fn discovery_crd_lifecycle_printer_columns_wait_and_scale() {
     assert!(version.contains("\"serverVersion\""), "{version}");
 
     let out = ok(&kubectl_stdin(kc, &["apply", "-f", "-"], Some(WIDGET_CRD)).await);
-    assert!(out.contains("customresourcedefinition.apiextensions.k8s.io/widgets.example.com created"), "{out}");
-    let out = ok(&kubectl(kc, &["wait", "--for", "condition=established", "crd/widgets.example.com", "--timeout=10s"]).await);
+    assert!(
+        out.contains("customresourcedefinition.apiextensions.k8s.io/widgets.example.com created"),
+        "{out}"
+    );
+    let out = ok(&kubectl(
+        kc,
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/widgets.example.com",
+            "--timeout=10s",
+        ],
+    )
+    .await);
     assert!(out.contains("condition met"), "{out}");
     let res = ok(&kubectl(kc, &["api-resources", "--api-group=example.com"]).await);
-    assert!(res.contains("widgets") && res.contains("wd") && res.contains("Widget"), "{res}");
+    assert!(
+        res.contains("widgets") && res.contains("wd") && res.contains("Widget"),
+        "{res}"
+    );
 
     // Apply works with kubectl's default (strict) validation; no --validate=false.
     let out = ok(&kubectl_stdin(kc, &["apply", "-f", "-"], Some(WIDGET)).await);
@@ -62,20 +79,76 @@ async fn discovery_crd_lifecycle_printer_columns_wait_and_scale() {
     assert!(out.contains("widget.example.com/w1 unchanged"), "{out}");
 
     ok(&kubectl(kc, &["scale", "widget", "w1", "--replicas=4"]).await);
-    assert_eq!(ok(&kubectl(kc, &["get", "wd", "w1", "-o", "jsonpath={.spec.replicas}"]).await), "4");
-    ok(&kubectl(kc, &["patch", "wd", "w1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#]).await);
-    let out = ok(&kubectl(kc, &["wait", "--for=condition=Ready", "widget/w1", "--timeout=10s"]).await);
+    assert_eq!(
+        ok(&kubectl(kc, &["get", "wd", "w1", "-o", "jsonpath={.spec.replicas}"]).await),
+        "4"
+    );
+    ok(&kubectl(
+        kc,
+        &[
+            "patch",
+            "wd",
+            "w1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+        ],
+    )
+    .await);
+    let out = ok(&kubectl(
+        kc,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "widget/w1",
+            "--timeout=10s",
+        ],
+    )
+    .await);
     assert!(out.contains("condition met"), "{out}");
     let row = ok(&kubectl(kc, &["get", "wd", "w1", "--no-headers"]).await);
-    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["w1", "small", "4", "True"]);
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["w1", "small", "4", "True"]
+    );
 
-    let err = fails(&kubectl(kc, &["patch", "wd", "w1", "--type=merge", "-p", r#"{"spec":{"size":"huge"}}"#]).await);
+    let err = fails(
+        &kubectl(
+            kc,
+            &[
+                "patch",
+                "wd",
+                "w1",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"size":"huge"}}"#,
+            ],
+        )
+        .await,
+    );
     assert!(
         err.contains(r#"The Widget "w1" is invalid: spec.size: Unsupported value: "huge": supported values: "small", "large""#),
         "{err}"
     );
-    let err = fails(&kubectl(kc, &["patch", "wd", "w1", "--type=merge", "-p", r#"{"spec":{"replicas":11}}"#]).await);
-    assert!(err.contains(r#"spec: Invalid value: "object": too many replicas"#), "{err}");
+    let err = fails(
+        &kubectl(
+            kc,
+            &[
+                "patch",
+                "wd",
+                "w1",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"replicas":11}}"#,
+            ],
+        )
+        .await,
+    );
+    assert!(
+        err.contains(r#"spec: Invalid value: "object": too many replicas"#),
+        "{err}"
+    );
     // Unknown fields are refused under kubectl's strict field validation.
     let bad = WIDGET.replace("replicas: 2", "replicas: 2, colour: red");
     let err = fails(&kubectl_stdin(kc, &["apply", "-f", "-"], Some(&bad)).await);
@@ -84,7 +157,10 @@ async fn discovery_crd_lifecycle_printer_columns_wait_and_scale() {
     let out = ok(&kubectl(kc, &["delete", "wd", "w1"]).await);
     assert!(out.contains("widget.example.com \"w1\" deleted"), "{out}");
     let err = fails(&kubectl(kc, &["get", "wd", "w1"]).await);
-    assert!(err.contains(r#"Error from server (NotFound): widgets.example.com "w1" not found"#), "{err}");
+    assert!(
+        err.contains(r#"Error from server (NotFound): widgets.example.com "w1" not found"#),
+        "{err}"
+    );
     sim.shutdown().await;
 }
 
@@ -93,35 +169,159 @@ async fn builtins_apply_patch_scale_delete() {
     let sim = sim().await;
     let kc = sim.kubeconfig_path();
     let out = ok(&kubectl_stdin(kc, &["apply", "-f", "-"], Some(APP)).await);
-    assert!(out.contains("namespace/app created") && out.contains("deployment.apps/web created"), "{out}");
-    let data = ok(&kubectl(kc, &["-n", "app", "get", "secret", "creds", "-o", "jsonpath={.data.vc1\\.example\\.com\\.username}"]).await);
+    assert!(
+        out.contains("namespace/app created") && out.contains("deployment.apps/web created"),
+        "{out}"
+    );
+    let data = ok(&kubectl(
+        kc,
+        &[
+            "-n",
+            "app",
+            "get",
+            "secret",
+            "creds",
+            "-o",
+            "jsonpath={.data.vc1\\.example\\.com\\.username}",
+        ],
+    )
+    .await);
     assert_eq!(data, "YWRtaW4=");
-    assert_eq!(ok(&kubectl(kc, &["-n", "app", "get", "secret", "creds", "-o", "jsonpath={.type}"]).await), "Opaque");
+    assert_eq!(
+        ok(&kubectl(
+            kc,
+            &[
+                "-n",
+                "app",
+                "get",
+                "secret",
+                "creds",
+                "-o",
+                "jsonpath={.type}"
+            ]
+        )
+        .await),
+        "Opaque"
+    );
 
     ok(&kubectl(kc, &["-n", "app", "scale", "deploy", "web", "--replicas=3"]).await);
-    assert_eq!(ok(&kubectl(kc, &["-n", "app", "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]).await), "3");
+    assert_eq!(
+        ok(&kubectl(
+            kc,
+            &[
+                "-n",
+                "app",
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.spec.replicas}"
+            ]
+        )
+        .await),
+        "3"
+    );
 
     // Strategic merge patch: the container list is merged by name.
     ok(&kubectl(kc, &["-n", "app", "patch", "deploy", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"side","image":"busybox:2"}]}}}}"#]).await);
-    let images = ok(&kubectl(kc, &["-n", "app", "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[*].image}"]).await);
+    let images = ok(&kubectl(
+        kc,
+        &[
+            "-n",
+            "app",
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].image}",
+        ],
+    )
+    .await);
     assert_eq!(images, "nginx:1 busybox:2");
-    let generation = ok(&kubectl(kc, &["-n", "app", "get", "deploy", "web", "-o", "jsonpath={.metadata.generation}"]).await);
+    let generation = ok(&kubectl(
+        kc,
+        &[
+            "-n",
+            "app",
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ],
+    )
+    .await);
     assert_eq!(generation, "3");
 
     // Client-side apply three-way merge: a changed image is patched in.
     let v2 = APP.replace("nginx:1", "nginx:2");
     let out = ok(&kubectl_stdin(kc, &["apply", "-f", "-"], Some(&v2)).await);
     assert!(out.contains("deployment.apps/web configured"), "{out}");
-    let images = ok(&kubectl(kc, &["-n", "app", "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[*].image}"]).await);
+    let images = ok(&kubectl(
+        kc,
+        &[
+            "-n",
+            "app",
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].image}",
+        ],
+    )
+    .await);
     assert_eq!(images, "nginx:2 busybox:1");
 
     // Server-side apply through kubectl, with a conflict against another manager.
-    let ssa = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, namespace: app}\ndata: {mode: a}\n";
-    ok(&kubectl_stdin(kc, &["apply", "--server-side", "--field-manager=one", "-f", "-"], Some(ssa)).await);
-    let err = fails(&kubectl_stdin(kc, &["apply", "--server-side", "--field-manager=two", "-f", "-"], Some(&ssa.replace("mode: a", "mode: b"))).await);
-    assert!(err.contains("conflict") && err.contains(".data.mode"), "{err}");
-    ok(&kubectl_stdin(kc, &["apply", "--server-side", "--force-conflicts", "--field-manager=two", "-f", "-"], Some(&ssa.replace("mode: a", "mode: b"))).await);
-    assert_eq!(ok(&kubectl(kc, &["-n", "app", "get", "cm", "cfg", "-o", "jsonpath={.data.mode}"]).await), "b");
+    let ssa =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, namespace: app}\ndata: {mode: a}\n";
+    ok(&kubectl_stdin(
+        kc,
+        &["apply", "--server-side", "--field-manager=one", "-f", "-"],
+        Some(ssa),
+    )
+    .await);
+    let err = fails(
+        &kubectl_stdin(
+            kc,
+            &["apply", "--server-side", "--field-manager=two", "-f", "-"],
+            Some(&ssa.replace("mode: a", "mode: b")),
+        )
+        .await,
+    );
+    assert!(
+        err.contains("conflict") && err.contains(".data.mode"),
+        "{err}"
+    );
+    ok(&kubectl_stdin(
+        kc,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=two",
+            "-f",
+            "-",
+        ],
+        Some(&ssa.replace("mode: a", "mode: b")),
+    )
+    .await);
+    assert_eq!(
+        ok(&kubectl(
+            kc,
+            &[
+                "-n",
+                "app",
+                "get",
+                "cm",
+                "cfg",
+                "-o",
+                "jsonpath={.data.mode}"
+            ]
+        )
+        .await),
+        "b"
+    );
 
     let err = fails(&kubectl_stdin(kc, &["create", "-f", "-"], Some(APP)).await);
     assert!(err.contains(r#"Error from server (AlreadyExists): error when creating "STDIN": namespaces "app" already exists"#), "{err}");
@@ -139,14 +339,30 @@ async fn watch_streams_changes_until_the_request_timeout() {
     sim.apply_yaml(WIDGET_CRD).unwrap();
     sim.apply_yaml(WIDGET).unwrap();
     let kc = sim.kubeconfig_path().to_path_buf();
-    let watcher = tokio::spawn(async move { kubectl(&kc, &["get", "wd", "--watch", "--request-timeout=4s"]).await });
+    let watcher = tokio::spawn(async move {
+        kubectl(&kc, &["get", "wd", "--watch", "--request-timeout=4s"]).await
+    });
     let kc = sim.kubeconfig_path();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    ok(&kubectl(kc, &["patch", "wd", "w1", "--type=merge", "-p", r#"{"spec":{"replicas":7}}"#]).await);
+    ok(&kubectl(
+        kc,
+        &[
+            "patch",
+            "wd",
+            "w1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":7}}"#,
+        ],
+    )
+    .await);
     ok(&kubectl_stdin(kc, &["apply", "-f", "-"], Some(&WIDGET.replace("w1", "w2"))).await);
     let out = watcher.await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(rows[0], ["NAME", "SIZE", "REPLICAS", "READY"], "{text}");
     assert!(rows.contains(&vec!["w1", "small", "2"]), "{text}");
     assert!(rows.contains(&vec!["w1", "small", "7"]), "{text}");
@@ -182,8 +398,27 @@ subjects:
 "#;
     ok(&kubectl_stdin(sim.kubeconfig_path(), &["apply", "-f", "-"], Some(rbac)).await);
     ok(&kubectl(&sa_kc, &["get", "configmaps"]).await);
-    let err = fails(&kubectl(&sa_kc, &["create", "configmap", "x", "--from-literal=a=b", "-o", "json", "--dry-run=client"]).await.then_create(&sa_kc).await);
-    assert!(err.contains("cannot create resource \"configmaps\""), "{err}");
+    let err = fails(
+        &kubectl(
+            &sa_kc,
+            &[
+                "create",
+                "configmap",
+                "x",
+                "--from-literal=a=b",
+                "-o",
+                "json",
+                "--dry-run=client",
+            ],
+        )
+        .await
+        .then_create(&sa_kc)
+        .await,
+    );
+    assert!(
+        err.contains("cannot create resource \"configmaps\""),
+        "{err}"
+    );
     sim.shutdown().await;
 }
 
@@ -206,7 +441,13 @@ async fn binary_serves_plain_http_with_loaded_manifests() {
     std::fs::write(dir.path().join("w.yaml"), WIDGET).unwrap();
     let kc = dir.path().join("kubeconfig");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--plain-http", "--kubeconfig-out"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--plain-http",
+            "--kubeconfig-out",
+        ])
         .arg(&kc)
         .arg("--load")
         .arg(dir.path())
@@ -217,8 +458,15 @@ async fn binary_serves_plain_http_with_loaded_manifests() {
     let started = std::time::Instant::now();
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
-    assert!(first.starts_with("kube-sim serving at http://127.0.0.1:"), "{first}");
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.starts_with("kube-sim serving at http://127.0.0.1:"),
+        "{first}"
+    );
     eprintln!("kube-sim binary ready in {:?}", started.elapsed());
     let row = ok(&kubectl(&kc, &["get", "wd", "w1", "--no-headers"]).await);
     assert!(row.starts_with("w1"), "{row}");

@@ -1,5 +1,6 @@
 //! The real OpenShift CRDs (Default and multi-vCenter day-2 feature sets) are served,
 //! and their CEL rules behave as on a real cluster for the vCenter migration.
+#![allow(clippy::unwrap_used)] // Test helpers outside #[test] fns panic on purpose.
 
 mod common;
 
@@ -36,15 +37,26 @@ fn two_vcenters() -> Value {
 }
 
 fn infra_api(client: kube::Client) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("config.openshift.io", "v1", "Infrastructure"), "infrastructures");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("config.openshift.io", "v1", "Infrastructure"),
+        "infrastructures",
+    );
     Api::all_with(client, &ar)
 }
 
 fn crd_files(set: &str) -> Vec<std::path::PathBuf> {
     let dir = shared_dir().join("openshift-crds").join(set);
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
-    assert_eq!(files.len(), 10, "expected the 10 OpenShift CRDs in {}", dir.display());
+    assert_eq!(
+        files.len(),
+        10,
+        "expected the 10 OpenShift CRDs in {}",
+        dir.display()
+    );
     files
 }
 
@@ -52,7 +64,9 @@ fn crd_files(set: &str) -> Vec<std::path::PathBuf> {
 async fn serves_every_openshift_crd_of_both_feature_sets() {
     for set in ["default", "multi-vcenter-day2"] {
         let sim = sim().await;
-        let n = sim.apply_yaml_dir(&shared_dir().join("openshift-crds").join(set)).unwrap();
+        let n = sim
+            .apply_yaml_dir(&shared_dir().join("openshift-crds").join(set))
+            .unwrap();
         assert_eq!(n, 10);
         let client = sim.client().await.unwrap();
         let discovery = Discovery::new(client.clone()).run().await.unwrap();
@@ -68,13 +82,30 @@ async fn serves_every_openshift_crd_of_both_feature_sets() {
                 .unwrap_or_else(|| panic!("{kind}.{group} not discovered ({set})"));
             assert_eq!(ar.plural, plural);
             let namespaced = crd["spec"]["scope"] == "Namespaced";
-            assert_eq!(caps.scope == kube::discovery::Scope::Namespaced, namespaced, "{kind}");
+            assert_eq!(
+                caps.scope == kube::discovery::Scope::Namespaced,
+                namespaced,
+                "{kind}"
+            );
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());
+            assert!(
+                api.list(&ListParams::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .is_empty()
+            );
         }
         // MachineSets declare the scale subresource.
-        let ms = discovery.groups().flat_map(|g| g.resources_by_stability()).find(|(ar, _)| ar.kind == "MachineSet").unwrap();
-        assert!(ms.1.subresources.iter().any(|(ar, _)| ar.plural == "scale"), "machinesets/scale served");
+        let ms = discovery
+            .groups()
+            .flat_map(|g| g.resources_by_stability())
+            .find(|(ar, _)| ar.kind == "MachineSet")
+            .unwrap();
+        assert!(
+            ms.1.subresources.iter().any(|(ar, _)| ar.plural == "scale"),
+            "machinesets/scale served"
+        );
         sim.shutdown().await;
     }
 }
@@ -83,29 +114,64 @@ async fn serves_every_openshift_crd_of_both_feature_sets() {
 async fn adding_a_vcenter_is_rejected_by_default_and_accepted_on_day2() {
     // Default feature set: OpenShift's own message.
     let default_sim = sim().await;
-    default_sim.apply_yaml_dir(&shared_dir().join("openshift-crds/default")).unwrap();
+    default_sim
+        .apply_yaml_dir(&shared_dir().join("openshift-crds/default"))
+        .unwrap();
     default_sim.apply_yaml(INFRA).unwrap();
     let api = infra_api(default_sim.client().await.unwrap());
-    let e = status(api.patch("cluster", &PatchParams::default(), &Patch::Merge(two_vcenters())).await.unwrap_err());
+    let e = status(
+        api.patch(
+            "cluster",
+            &PatchParams::default(),
+            &Patch::Merge(two_vcenters()),
+        )
+        .await
+        .unwrap_err(),
+    );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert_eq!(
         e.message,
         "Infrastructure.config.openshift.io \"cluster\" is invalid: spec.platformSpec.vsphere.vcenters: Invalid value: \"array\": vcenters cannot be added or removed once set"
     );
-    assert_eq!(e.details.unwrap().causes[0].field, "spec.platformSpec.vsphere.vcenters");
+    assert_eq!(
+        e.details.unwrap().causes[0].field,
+        "spec.platformSpec.vsphere.vcenters"
+    );
     default_sim.shutdown().await;
 
     // Day-2 gate set: the same update is accepted.
     let sim = sim().await;
-    sim.apply_yaml_dir(&shared_dir().join("openshift-crds/multi-vcenter-day2")).unwrap();
+    sim.apply_yaml_dir(&shared_dir().join("openshift-crds/multi-vcenter-day2"))
+        .unwrap();
     sim.apply_yaml(INFRA).unwrap();
     let api = infra_api(sim.client().await.unwrap());
-    let out = api.patch("cluster", &PatchParams::default(), &Patch::Merge(two_vcenters())).await.unwrap();
-    assert_eq!(out.data["spec"]["platformSpec"]["vsphere"]["vcenters"].as_array().unwrap().len(), 2);
+    let out = api
+        .patch(
+            "cluster",
+            &PatchParams::default(),
+            &Patch::Merge(two_vcenters()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.data["spec"]["platformSpec"]["vsphere"]["vcenters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     // ...but emptying the list is still refused by the day-2 rule.
     let empty = json!({"spec": {"platformSpec": {"vsphere": {"vcenters": []}}}});
-    let e = status(api.patch("cluster", &PatchParams::default(), &Patch::Merge(empty)).await.unwrap_err());
-    assert!(e.message.contains("vcenters must have at least 1 item"), "{}", e.message);
+    let e = status(
+        api.patch("cluster", &PatchParams::default(), &Patch::Merge(empty))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.contains("vcenters must have at least 1 item"),
+        "{}",
+        e.message
+    );
     sim.shutdown().await;
 }
 
@@ -113,12 +179,16 @@ async fn adding_a_vcenter_is_rejected_by_default_and_accepted_on_day2() {
 async fn lifting_and_restoring_the_infrastructure_rule_takes_effect_immediately() {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let sim = sim().await;
-    sim.apply_yaml_dir(&shared_dir().join("openshift-crds/default")).unwrap();
+    sim.apply_yaml_dir(&shared_dir().join("openshift-crds/default"))
+        .unwrap();
     sim.apply_yaml(INFRA).unwrap();
     let client = sim.client().await.unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let api = infra_api(client);
-    let original = crds.get("infrastructures.config.openshift.io").await.unwrap();
+    let original = crds
+        .get("infrastructures.config.openshift.io")
+        .await
+        .unwrap();
 
     // Lift the rule (as the migration controller does) with a JSON patch.
     let mut v = serde_json::to_value(&original).unwrap();
@@ -127,18 +197,54 @@ async fn lifting_and_restoring_the_infrastructure_rule_takes_effect_immediately(
         .unwrap()
         .as_array_mut()
         .unwrap();
-    let idx = rules.iter().position(|r| r["message"] == "vcenters cannot be added or removed once set").unwrap();
-    let ptr = format!("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters/x-kubernetes-validations/{idx}");
-    let jp: json_patch::Patch = serde_json::from_value(json!([{"op": "remove", "path": ptr}])).unwrap();
-    crds.patch("infrastructures.config.openshift.io", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap();
-    api.patch("cluster", &PatchParams::default(), &Patch::Merge(two_vcenters())).await.unwrap();
+    let idx = rules
+        .iter()
+        .position(|r| r["message"] == "vcenters cannot be added or removed once set")
+        .unwrap();
+    let ptr = format!(
+        "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters/x-kubernetes-validations/{idx}"
+    );
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "remove", "path": ptr}])).unwrap();
+    crds.patch(
+        "infrastructures.config.openshift.io",
+        &PatchParams::default(),
+        &Patch::<()>::Json(jp),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "cluster",
+        &PatchParams::default(),
+        &Patch::Merge(two_vcenters()),
+    )
+    .await
+    .unwrap();
 
     // Restore it: removing a vCenter is now refused again.
-    let mut current = crds.get("infrastructures.config.openshift.io").await.unwrap();
+    let mut current = crds
+        .get("infrastructures.config.openshift.io")
+        .await
+        .unwrap();
     current.spec = original.spec;
-    crds.replace("infrastructures.config.openshift.io", &PostParams::default(), &current).await.unwrap();
+    crds.replace(
+        "infrastructures.config.openshift.io",
+        &PostParams::default(),
+        &current,
+    )
+    .await
+    .unwrap();
     let one = json!({"spec": {"platformSpec": {"vsphere": {"vcenters": [{"server": "vc1.example.com", "port": 443, "datacenters": ["dc1"]}]}}}});
-    let e = status(api.patch("cluster", &PatchParams::default(), &Patch::Merge(one)).await.unwrap_err());
-    assert!(e.message.contains("vcenters cannot be added or removed once set"), "{}", e.message);
+    let e = status(
+        api.patch("cluster", &PatchParams::default(), &Patch::Merge(one))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message
+            .contains("vcenters cannot be added or removed once set"),
+        "{}",
+        e.message
+    );
     sim.shutdown().await;
 }

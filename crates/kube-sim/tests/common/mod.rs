@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -107,7 +107,9 @@ pub async fn kubectl_stdin(kubeconfig: &Path, args: &[&str], stdin: Option<&str>
     let kc = kubeconfig.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let stdin = stdin.map(String::from);
-    tokio::task::spawn_blocking(move || run_kubectl(&kc, &args, stdin.as_deref())).await.expect("kubectl task")
+    tokio::task::spawn_blocking(move || run_kubectl(&kc, &args, stdin.as_deref()))
+        .await
+        .expect("kubectl task")
 }
 
 fn run_kubectl(kubeconfig: &Path, args: &[String], stdin: Option<&str>) -> Output {
@@ -117,13 +119,19 @@ fn run_kubectl(kubeconfig: &Path, args: &[String], stdin: Option<&str>) -> Outpu
     // A private HOME keeps kubectl's discovery cache per test.
     let home = tempfile::tempdir().expect("home");
     cmd.env("KUBECONFIG", kubeconfig).env("HOME", home.path());
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     if stdin.is_some() {
         cmd.stdin(std::process::Stdio::piped());
     }
     let mut child = cmd.spawn().expect("run kubectl");
     if let Some(s) = stdin {
-        child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(s.as_bytes())
+            .expect("write stdin");
     }
     child.wait_with_output().expect("kubectl output")
 }
@@ -140,7 +148,11 @@ pub fn ok(o: &Output) -> String {
 }
 
 pub fn fails(o: &Output) -> String {
-    assert!(!o.status.success(), "kubectl unexpectedly succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "kubectl unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -155,7 +167,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {secs}s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
