@@ -223,6 +223,10 @@ pub struct MigrationStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub source_vcenter: Option<SourceVCenter>,
+    /// What Preflight established about the cluster, so later phases decide on
+    /// recorded facts instead of re-deriving them mid-migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterFacts>,
     /// Objects this migration created in vCenter, so rollback removes only those.
     #[serde(
         rename = "createdVSphereObjects",
@@ -345,6 +349,20 @@ pub struct SourceVCenter {
     /// The Infrastructure's failure domains on the source server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failure_domains: Vec<String>,
+}
+
+/// Cluster facts recorded by Preflight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterFacts {
+    /// `Infrastructure.status.infrastructureName`.
+    pub infra_id: String,
+    /// `ClusterVersion.status.desired.version`.
+    pub version: String,
+    /// Whether the `VSphereMultiVCenterDay2` gate is on: when it is, vCenters may
+    /// be added without lifting the Infrastructure CRD rule, and the CVO stays up.
+    #[serde(rename = "multiVCenterDay2")]
+    pub multi_vcenter_day2: bool,
 }
 
 /// A vCenter object created by this migration.

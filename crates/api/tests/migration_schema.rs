@@ -155,6 +155,7 @@ fn schema_declares_every_status_field_so_nothing_is_pruned() {
         "currentPhaseState",
         "backupManifests",
         "sourceVCenter",
+        "cluster",
         "createdVSphereObjects",
         "warnings",
         "rollback",

@@ -1,0 +1,24 @@
+//! The vcfm controller: a kube-runtime reconciler over
+//! `VmwareCloudFoundationMigration` that walks each migration through its
+//! phases with approvals, pause/resume, backups and a rollback that runs at
+//! most once and never past the point of no return.
+//!
+//! Layout: [`state`] decides (pure), [`reconciler`] acts one step at a time,
+//! [`phases`] hold the per-phase work, [`backup`] keeps what rollback needs,
+//! [`runtime`] wires watches, leader election and the metrics endpoint.
+
+pub mod backup;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod openshift;
+pub mod phases;
+pub mod reconciler;
+pub mod runtime;
+pub mod state;
+pub mod status;
+
+pub use context::ControllerConfig;
+pub use runtime::{LeaderElection, RunOptions, run};

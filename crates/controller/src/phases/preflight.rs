@@ -1,0 +1,566 @@
+//! Phase 1: check everything that can be checked before anything changes, and
+//! record the facts later phases rely on (the source vCenter above all).
+//!
+//! Every problem found is collected, so the administrator fixes them all in one
+//! round; nothing is written anywhere but the migration's status.
+
+use super::{Phase, RollbackSupport};
+use crate::context::PhaseCtx;
+use crate::error::{PhaseError, is_not_found};
+use crate::openshift::{self, creds, health};
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{PersistentVolume, Secret};
+use kube::api::{Api, ListParams};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use vcfm_api::openshift::{
+    CLUSTER, ClusterCSIDriver, ClusterVersion, FeatureGate, Infrastructure,
+    MULTI_VCENTER_DAY2_GATE, VERSION_NAME, VSPHERE_CSI_DRIVER,
+};
+use vcfm_api::{ClusterFacts, FailureDomain, LogLevel, SourceVCenter};
+
+pub struct Preflight;
+
+/// Oldest target vCenter accepted (7.0 Update 2).
+const MIN_TARGET_VERSION: (u32, u32, u32) = (7, 0, 2);
+
+/// Privileges the target user needs, and where (domain reference §3).
+const ROOT_PRIVILEGES: &[&str] = &[
+    "InventoryService.Tagging.CreateCategory",
+    "InventoryService.Tagging.CreateTag",
+];
+const DATACENTER_PRIVILEGES: &[&str] =
+    &["InventoryService.Tagging.ObjectAttachable", "Folder.Create"];
+const CLUSTER_PRIVILEGES: &[&str] = &[
+    "InventoryService.Tagging.ObjectAttachable",
+    "Resource.AssignVMToPool",
+];
+const DATASTORE_PRIVILEGES: &[&str] = &["Datastore.AllocateSpace"];
+const NETWORK_PRIVILEGES: &[&str] = &["Network.Assign"];
+const TEMPLATE_PRIVILEGES: &[&str] = &[
+    "VirtualMachine.Provisioning.Clone",
+    "VirtualMachine.Inventory.CreateFromExisting",
+];
+
+/// What preflight concluded; also what `vcfm plan` prints.
+#[derive(Debug, Default, Clone)]
+pub struct PreflightReport {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+    pub source: Option<SourceVCenter>,
+    pub cluster: Option<ClusterFacts>,
+}
+
+/// Prerequisites that cannot be verified from inside the cluster.
+fn standing_warnings(targets: &[&str]) -> Vec<String> {
+    vec![
+        "Confirm the target port groups carry the cluster's machine network and the API and Ingress VIPs (keepalived moves them between nodes): vcfm cannot check layer-2 reachability.".into(),
+        "Confirm DHCP (or your static IP reservations) serve the new machines on the target network.".into(),
+        "Confirm DNS for api, api-int and *.apps keeps resolving to the VIPs.".into(),
+        format!(
+            "Confirm the nodes can reach the target vCenter(s) {} and their ESXi hosts on TCP 443.",
+            targets.join(", ")
+        ),
+    ]
+}
+
+impl Phase for Preflight {
+    fn name(&self) -> vcfm_api::PhaseName {
+        vcfm_api::PhaseName::Preflight
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::NothingToUndo
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(async move {
+            let report = run(ctx).await?;
+            for w in &report.warnings {
+                ctx.log(LogLevel::Warning, "preflight", w.clone());
+            }
+            let (source, cluster, warnings) = (
+                report.source.clone(),
+                report.cluster.clone(),
+                report.warnings.clone(),
+            );
+            ctx.record(|u| {
+                u.warnings = Some(warnings);
+                if report.problems.is_empty() {
+                    u.source_vcenter = source;
+                    u.cluster = cluster;
+                }
+            });
+            if report.problems.is_empty() {
+                return Ok(Outcome::Completed {
+                    message: "all checks passed".into(),
+                });
+            }
+            for p in &report.problems {
+                ctx.log(LogLevel::Error, "preflight", p.clone());
+            }
+            let list: Vec<String> = report
+                .problems
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("({}) {p}", i + 1))
+                .collect();
+            Ok(Outcome::Failed {
+                message: format!(
+                    "preflight found {} problem(s): {}",
+                    report.problems.len(),
+                    list.join(" ")
+                ),
+            })
+        })
+    }
+}
+
+/// Runs every check. Transient errors (API unavailable) abort the run so it is
+/// retried; everything else becomes a problem in the report.
+pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
+    let mut r = PreflightReport::default();
+    let spec = &ctx.migration.spec;
+    let client = ctx.client();
+    let targets = ctx.migration.target_servers();
+
+    check_spec(spec, &mut r.problems);
+
+    // Target credentials.
+    let target_secret = match ctx.target_secret().await {
+        Ok(s) => Some(s),
+        Err(PhaseError::Fatal(m)) => {
+            r.problems.push(m);
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(s) = &target_secret {
+        for server in &targets {
+            let missing = creds::missing_keys(s, server);
+            if !missing.is_empty() {
+                r.problems.push(format!(
+                    "target credentials Secret {}/{} lacks key(s) {} for target vCenter {server}: add them",
+                    s.metadata.namespace.as_deref().unwrap_or(""),
+                    s.metadata.name.as_deref().unwrap_or(""),
+                    missing.join(", ")
+                ));
+            }
+        }
+    }
+
+    // Infrastructure: the source vCenter, the infraID.
+    let infra = match Api::<Infrastructure>::all(client.clone())
+        .get(CLUSTER)
+        .await
+    {
+        Ok(i) => Some(i),
+        Err(e) if is_not_found(&e) => {
+            r.problems
+                .push("Infrastructure 'cluster' not found: is this an OpenShift cluster?".into());
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut source_server = None;
+    if let Some(infra) = &infra {
+        let vcenters = infra.vcenters();
+        let already: Vec<&str> = vcenters
+            .iter()
+            .map(|v| v.server.as_str())
+            .filter(|s| targets.contains(s))
+            .collect();
+        if !already.is_empty() {
+            r.problems.push(format!(
+                "target vCenter(s) {} already appear in Infrastructure spec.platformSpec.vsphere.vcenters: the target must be a vCenter the cluster does not use yet",
+                already.join(", ")
+            ));
+        }
+        let sources: Vec<_> = vcenters
+            .iter()
+            .filter(|v| !targets.contains(&v.server.as_str()))
+            .collect();
+        match sources.as_slice() {
+            [] => r.problems.push(
+                "Infrastructure lists no source vCenter in spec.platformSpec.vsphere.vcenters (clusters installed before 4.13 must first be migrated to the failure-domain configuration)".into(),
+            ),
+            [one] => {
+                if one.datacenters.len() != 1 {
+                    r.problems.push(format!(
+                        "source vCenter {} lists {} datacenters ({}); vcfm supports exactly one source datacenter",
+                        one.server,
+                        one.datacenters.len(),
+                        one.datacenters.join(", ")
+                    ));
+                } else {
+                    let fds = infra.failure_domains().iter().filter(|f| f.server == one.server).map(|f| f.name.clone()).collect();
+                    r.source = Some(SourceVCenter { server: one.server.clone(), datacenter: one.datacenters[0].clone(), failure_domains: fds });
+                    source_server = Some(one.server.clone());
+                }
+            }
+            many => r.problems.push(format!(
+                "Infrastructure lists {} source vCenters ({}); vcfm moves a cluster off exactly one",
+                many.len(),
+                many.iter().map(|v| v.server.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+        if infra.infra_id().is_none_or(str::is_empty) {
+            r.problems
+                .push("Infrastructure status.infrastructureName (the infraID) is empty".into());
+        }
+    }
+
+    // Source credentials.
+    let creds_secret = match Api::<Secret>::namespaced(client.clone(), creds::CREDS_NAMESPACE)
+        .get(creds::CREDS_NAME)
+        .await
+    {
+        Ok(s) => Some(s),
+        Err(e) if is_not_found(&e) => {
+            r.problems.push("Secret kube-system/vsphere-creds not found: the cluster's own vCenter credentials are missing".into());
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let (Some(s), Some(server)) = (&creds_secret, &source_server)
+        && let m = creds::missing_keys(s, server)
+        && !m.is_empty()
+    {
+        r.problems.push(format!(
+            "kube-system/vsphere-creds lacks key(s) {} for the source vCenter",
+            m.join(", ")
+        ));
+    }
+
+    // Version, upgrade, feature gate.
+    let mut version = None;
+    match Api::<ClusterVersion>::all(client.clone())
+        .get(VERSION_NAME)
+        .await
+    {
+        Ok(cv) => {
+            if cv.is_progressing() {
+                r.problems.push("ClusterVersion reports Progressing=True: an upgrade is running; start the migration after it completes".into());
+            }
+            version = cv.desired_version().map(str::to_string);
+            if version.is_none() {
+                r.problems
+                    .push("ClusterVersion status.desired.version is empty".into());
+            }
+        }
+        Err(e) if is_not_found(&e) => r.problems.push("ClusterVersion 'version' not found".into()),
+        Err(e) => return Err(e.into()),
+    }
+    let mut gate = false;
+    if let Some(v) = &version {
+        match Api::<FeatureGate>::all(client.clone()).get(CLUSTER).await {
+            Ok(fg) => match fg.is_enabled(v, MULTI_VCENTER_DAY2_GATE) {
+                Some(on) => gate = on,
+                None => ctx.log(LogLevel::Info, "preflight", format!("FeatureGate has no {MULTI_VCENTER_DAY2_GATE} entry for {v}: treating it as off (the CRD rule will be lifted while the CVO is down)")),
+            },
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let (Some(infra), Some(version)) = (&infra, &version)
+        && let Some(id) = infra.infra_id()
+    {
+        r.cluster = Some(ClusterFacts {
+            infra_id: id.to_string(),
+            version: version.clone(),
+            multi_vcenter_day2: gate,
+        });
+    }
+
+    // Health.
+    for u in health::unstable_operators(client.clone(), &[]).await? {
+        r.problems.push(format!("{u}: wait until every cluster operator is Available and neither Progressing nor Degraded"));
+    }
+    for n in health::unready_nodes(client.clone()).await? {
+        r.problems.push(format!(
+            "{n}: every node must be Ready before machines are replaced"
+        ));
+    }
+
+    check_blockers(ctx, &mut r.problems).await?;
+
+    // vCenters.
+    if let (Some(server), Some(s)) = (&source_server, &creds_secret)
+        && creds::missing_keys(s, server).is_empty()
+    {
+        match ctx.source_vcenter(server).await {
+            Ok(vc) => {
+                if let Err(e) = vc.login().await {
+                    transient_or(
+                        &mut r.problems,
+                        e.into(),
+                        &format!("source vCenter {server}"),
+                    )?;
+                }
+            }
+            Err(e) => transient_or(&mut r.problems, e, &format!("source vCenter {server}"))?,
+        }
+    }
+    if let Some(s) = &target_secret {
+        for server in &targets {
+            if !creds::missing_keys(s, server).is_empty() {
+                continue;
+            }
+            let fds: Vec<&FailureDomain> = spec
+                .failure_domains
+                .iter()
+                .filter(|f| f.server == *server)
+                .collect();
+            if let Err(e) = check_target(ctx, server, &fds, &mut r.problems).await {
+                transient_or(&mut r.problems, e, &format!("target vCenter {server}"))?;
+            }
+        }
+    }
+
+    r.warnings = standing_warnings(&targets);
+    Ok(r)
+}
+
+/// Transient errors abort (retry later); fatal ones become a problem.
+fn transient_or(problems: &mut Vec<String>, e: PhaseError, what: &str) -> Result<(), PhaseError> {
+    match e {
+        PhaseError::Fatal(m) => {
+            problems.push(format!("{what}: {m}"));
+            Ok(())
+        }
+        PhaseError::Transient(m) => {
+            problems.push(format!("{what} is unreachable or failing: {m}: check the server name, the network path from the cluster and the CA bundle"));
+            Ok(())
+        }
+    }
+}
+
+fn check_spec(spec: &vcfm_api::MigrationSpec, problems: &mut Vec<String>) {
+    if spec.failure_domains.is_empty() {
+        problems
+            .push("spec.failureDomains is empty: name at least one target failure domain".into());
+    }
+    let mut seen = BTreeSet::new();
+    for fd in &spec.failure_domains {
+        if !seen.insert(fd.name.as_str()) {
+            problems.push(format!("failure domain name {:?} is used twice in spec.failureDomains: names must be unique", fd.name));
+        }
+        if fd.topology.template.trim().is_empty() {
+            problems.push(format!("failure domain {:?} has no topology.template: name the RHCOS template on the target", fd.name));
+        }
+        if fd.server.contains(':') || fd.server.contains('/') {
+            problems.push(format!("failure domain {:?} server {:?} must be a plain host name (it becomes a Secret key prefix)", fd.name, fd.server));
+        }
+    }
+    let names: Vec<&str> = spec
+        .failure_domains
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    if let Some(n) = &spec.machine_set_config.failure_domain
+        && !names.contains(&n.as_str())
+    {
+        problems.push(format!(
+            "machineSetConfig.failureDomain {n:?} names no entry of spec.failureDomains"
+        ));
+    }
+    if let Some(n) = spec
+        .control_plane_machine_set_config
+        .as_ref()
+        .and_then(|c| c.failure_domain.as_ref())
+        && !names.contains(&n.as_str())
+    {
+        problems.push(format!(
+            "controlPlaneMachineSetConfig.failureDomain {n:?} names no entry of spec.failureDomains"
+        ));
+    }
+}
+
+/// CSI volumes, health checks and autoscalers that would interfere.
+async fn check_blockers(ctx: &PhaseCtx, problems: &mut Vec<String>) -> Result<(), PhaseError> {
+    let client = ctx.client();
+    let pvs = Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let vsphere_pvs: Vec<String> = pvs
+        .items
+        .iter()
+        .filter(|pv| {
+            pv.spec
+                .as_ref()
+                .and_then(|s| s.csi.as_ref())
+                .is_some_and(|c| c.driver == VSPHERE_CSI_DRIVER)
+        })
+        .filter_map(|pv| pv.metadata.name.clone())
+        .collect();
+    if !vsphere_pvs.is_empty() {
+        let removed = match Api::<ClusterCSIDriver>::all(client.clone())
+            .get(VSPHERE_CSI_DRIVER)
+            .await
+        {
+            Ok(d) => d.spec.management_state.as_deref() == Some("Removed"),
+            Err(e) if is_not_found(&e) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !removed {
+            let shown: Vec<&str> = vsphere_pvs.iter().take(5).map(String::as_str).collect();
+            problems.push(format!(
+                "{} PersistentVolume(s) use the vSphere CSI driver ({}{}): their disks live on source datastores and do not follow a VM recreation; migrate or back up that data and delete the volumes, or set ClusterCSIDriver {VSPHERE_CSI_DRIVER} managementState to Removed",
+                vsphere_pvs.len(),
+                shown.join(", "),
+                if vsphere_pvs.len() > 5 { ", …" } else { "" }
+            ));
+        }
+    }
+    let mhcs = openshift::list_dynamic(
+        client.clone(),
+        "machine.openshift.io",
+        "v1beta1",
+        "MachineHealthCheck",
+        "machinehealthchecks",
+    )
+    .await?;
+    let blocking: Vec<String> = mhcs
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o.metadata.namespace.as_deref().unwrap_or(""),
+                o.metadata.name.as_deref().unwrap_or("")
+            )
+        })
+        .filter(|n| n != "openshift-machine-api/machine-api-termination-handler")
+        .collect();
+    if !blocking.is_empty() {
+        problems.push(format!(
+            "MachineHealthCheck(s) {} would remediate machines during the controlled rollout: delete them (recreate them afterwards)",
+            blocking.join(", ")
+        ));
+    }
+    let cas = openshift::list_dynamic(
+        client.clone(),
+        "autoscaling.openshift.io",
+        "v1",
+        "ClusterAutoscaler",
+        "clusterautoscalers",
+    )
+    .await?;
+    if !cas.is_empty() {
+        problems.push("a ClusterAutoscaler exists: delete it for the duration of the migration so it does not fight the machine rollout".into());
+    }
+    let mas = openshift::list_dynamic(
+        client,
+        "autoscaling.openshift.io",
+        "v1beta1",
+        "MachineAutoscaler",
+        "machineautoscalers",
+    )
+    .await?;
+    if !mas.is_empty() {
+        let names: Vec<String> = mas.iter().filter_map(|o| o.metadata.name.clone()).collect();
+        problems.push(format!(
+            "MachineAutoscaler(s) {} exist: delete them for the duration of the migration",
+            names.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Logs in to one target vCenter and checks version, topology and privileges.
+async fn check_target(
+    ctx: &PhaseCtx,
+    server: &str,
+    fds: &[&FailureDomain],
+    problems: &mut Vec<String>,
+) -> Result<(), PhaseError> {
+    let vc = ctx.target_vcenter(server).await?;
+    vc.login().await?;
+    let about = vc.about().await?;
+    if let Some(v) = about.version_tuple()
+        && v < MIN_TARGET_VERSION
+    {
+        problems.push(format!(
+            "target vCenter {server} runs version {} (API {}); OpenShift needs vCenter 7.0 Update 2 or later",
+            about.version, about.api_version
+        ));
+    }
+    let mut check = |what: String,
+                     res: Result<vcfm_vsphere::MoRef, vcfm_vsphere::Error>|
+     -> Result<Option<vcfm_vsphere::MoRef>, PhaseError> {
+        match res {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.is_not_found() => {
+                problems.push(format!(
+                    "target vCenter {server}: {what} not found: fix the path in spec.failureDomains"
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    let mut entities: Vec<(vcfm_vsphere::MoRef, &[&str])> = vec![];
+    for fd in fds {
+        let t = &fd.topology;
+        let dc_path = format!("/{}", t.datacenter.trim_start_matches('/'));
+        let dc = check(
+            format!("datacenter {dc_path} (failure domain {})", fd.name),
+            vc.find_datacenter(&dc_path).await,
+        )?;
+        if let Some(dc) = dc {
+            entities.push((dc, DATACENTER_PRIVILEGES));
+        }
+        if let Some(c) = check(
+            format!("compute cluster {}", t.compute_cluster),
+            vc.find_cluster(&t.compute_cluster).await,
+        )? {
+            entities.push((c, CLUSTER_PRIVILEGES));
+        }
+        if let Some(d) = check(
+            format!("datastore {}", t.datastore),
+            vc.find_datastore(&t.datastore).await,
+        )? {
+            entities.push((d, DATASTORE_PRIVILEGES));
+        }
+        for n in &t.networks {
+            if let Some(n) = check(format!("network {n}"), vc.find_network(&dc_path, n).await)? {
+                entities.push((n, NETWORK_PRIVILEGES));
+            }
+        }
+        if let Some(rp) = &t.resource_pool {
+            check(
+                format!("resource pool {rp}"),
+                vc.find_resource_pool(rp).await,
+            )?;
+        }
+        if let Some(tpl) = check(
+            format!("template {}", t.template),
+            vc.find_vm(&t.template).await,
+        )? {
+            entities.push((tpl, TEMPLATE_PRIVILEGES));
+        }
+        check(
+            format!("VM folder {dc_path}/vm"),
+            vc.find_folder(&format!("{dc_path}/vm")).await,
+        )?;
+    }
+    let root = vc.service_content().await?.root_folder.clone();
+    entities.push((root, ROOT_PRIVILEGES));
+    let user = vc.username().to_string();
+    for (entity, privs) in &entities {
+        let report = vc
+            .check_user_privileges(&user, std::slice::from_ref(entity), privs)
+            .await?;
+        if !report.is_complete() {
+            problems.push(format!(
+                "target vCenter {server}: user {user} lacks privileges {}: grant them to the user's role on that object (or on a parent, propagating)",
+                report.describe()
+            ));
+        }
+    }
+    Ok(())
+}

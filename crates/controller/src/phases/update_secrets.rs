@@ -1,0 +1,97 @@
+//! Phase 4: add the target vCenter credentials to `kube-system/vsphere-creds`,
+//! from where the cloud-credential operator hands them to the components.
+//! An existing pair is never overwritten.
+
+use super::{Phase, RollbackOutcome, RollbackSupport};
+use crate::backup::{BackupStore, manifest, restore_field};
+use crate::context::PhaseCtx;
+use crate::error::PhaseError;
+use crate::openshift::creds;
+use crate::phases::backup::keys;
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vcfm_api::LogLevel;
+
+pub struct UpdateSecrets;
+
+impl Phase for UpdateSecrets {
+    fn name(&self) -> vcfm_api::PhaseName {
+        vcfm_api::PhaseName::UpdateSecrets
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::Supported
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(async move {
+            let target = ctx.target_secret().await?;
+            let api = Api::<Secret>::namespaced(ctx.client(), creds::CREDS_NAMESPACE);
+            let live = api.get(creds::CREDS_NAME).await?;
+            let live_data = live.data.clone().unwrap_or_default();
+            let mut add: BTreeMap<String, ByteString> = BTreeMap::new();
+            for server in ctx.migration.target_servers() {
+                let (uk, pk) = (creds::username_key(server), creds::password_key(server));
+                if live_data.contains_key(&uk) && live_data.contains_key(&pk) {
+                    ctx.log(LogLevel::Info, "secrets", format!("kube-system/vsphere-creds already holds credentials for {server}; kept as they are"));
+                    continue;
+                }
+                // Validates presence without exposing values.
+                creds::credentials_for(&target, server).map_err(PhaseError::Fatal)?;
+                for k in [&uk, &pk] {
+                    if let Some(v) = target.data.as_ref().and_then(|d| d.get(k)) {
+                        add.insert(k.clone(), v.clone());
+                    }
+                }
+                ctx.log(
+                    LogLevel::Info,
+                    "secrets",
+                    format!("adding keys {uk}, {pk} to kube-system/vsphere-creds"),
+                );
+            }
+            if !add.is_empty() {
+                let patch = serde_json::json!({ "data": add });
+                api.patch(
+                    creds::CREDS_NAME,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            }
+            Ok(Outcome::Completed {
+                message: format!(
+                    "kube-system/vsphere-creds holds credentials for {}",
+                    ctx.migration.target_servers().join(", ")
+                ),
+            })
+        })
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a PhaseCtx,
+    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
+        Box::pin(async move {
+            let m = manifest(ctx.backups(), keys::VSPHERE_CREDS)?;
+            let backup = BackupStore::new(ctx.client(), &ctx.migration)
+                .load(m)
+                .await?;
+            let api = Api::<Secret>::namespaced(ctx.client(), creds::CREDS_NAMESPACE);
+            let changed = restore_field(&api, creds::CREDS_NAME, &backup, "data").await?;
+            Ok(RollbackOutcome::Done(if changed {
+                "kube-system/vsphere-creds restored from backup".into()
+            } else {
+                "kube-system/vsphere-creds already matched the backup".into()
+            }))
+        })
+    }
+}

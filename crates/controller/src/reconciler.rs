@@ -1,0 +1,633 @@
+//! The reconcile function: read the migration, ask the state machine what to
+//! do, do one step of it, persist the result, and requeue. It never sleeps
+//! waiting for the cluster: waiting is a requeue or a watch event.
+
+use crate::conditions::{self, ConditionType};
+use crate::context::{PhaseCtx, Shared, StatusUpdates};
+use crate::error::{Error, PhaseError, is_not_found};
+use crate::events::Events;
+use crate::phases::{self, RollbackOutcome};
+use crate::state::{self, Decision, Outcome};
+use crate::status;
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use std::sync::Arc;
+use std::time::Duration;
+use vcfm_api::{ApprovalMode, MigrationStatus, PhaseName, VmwareCloudFoundationMigration};
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub events: Events,
+}
+
+type Vcfm = VmwareCloudFoundationMigration;
+
+/// How soon to look again after a step that moved the migration forward.
+const NEXT_STEP: Duration = Duration::from_millis(200);
+
+pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_else(|| "default".into());
+    let name = obj.name_any();
+    let api: Api<Vcfm> = Api::namespaced(ctx.shared.client.clone(), &ns);
+    // The cache may lag our own last write; decisions use the latest object.
+    let m = match api.get(&name).await {
+        Ok(m) => m,
+        Err(e) if is_not_found(&e) => return Ok(Action::await_change()),
+        Err(e) => return Err(e.into()),
+    };
+    let result = step(&api, &m, &ctx).await;
+    ctx.shared
+        .metrics
+        .reconciled(if result.is_ok() { "ok" } else { "error" });
+    result
+}
+
+async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error> {
+    let name = m.name_any();
+    let now = Timestamp::now();
+    let status = m.status.clone().unwrap_or_default();
+
+    if let Some(other) = competing_migration(&ctx.shared.client, m).await? {
+        let msg = format!(
+            "another migration, {other}, is active in this cluster; only one may run at a time: wait for it to finish or delete it"
+        );
+        let mut changed = false;
+        status::update(api, &name, |st, g| {
+            changed = conditions::set(
+                &mut st.conditions,
+                ConditionType::Blocked,
+                true,
+                "AnotherMigrationActive",
+                &msg,
+                g,
+                now,
+            );
+        })
+        .await?;
+        if changed {
+            ctx.events.publish(m, true, "Blocked", "Wait", msg).await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+
+    let decision = state::decide(&m.spec, &status, m.metadata.generation, now, |p| {
+        phases::timeout_for(&m.spec, p)
+    });
+    tracing::debug!(migration = %name, ?decision, "decided");
+    match decision {
+        Decision::Idle { reason } => {
+            status::update(api, &name, |st, g| {
+                conditions::remove(&mut st.conditions, ConditionType::Blocked);
+                if st.phase.is_none() {
+                    st.phase = Some(vcfm_api::MigrationPhase::Pending);
+                    conditions::set(
+                        &mut st.conditions,
+                        ConditionType::Progressing,
+                        false,
+                        "Pending",
+                        &reason,
+                        g,
+                        now,
+                    );
+                }
+            })
+            .await?;
+            Ok(Action::await_change())
+        }
+        Decision::AwaitApproval(phase) => {
+            let mut changed = false;
+            status::update(api, &name, |st, g| {
+                conditions::remove(&mut st.conditions, ConditionType::Blocked);
+                conditions::remove(&mut st.conditions, ConditionType::Paused);
+                let showing = st
+                    .current_phase_state
+                    .as_ref()
+                    .is_some_and(|c| c.name == phase && c.requires_approval && !c.approved);
+                if !showing {
+                    state::set_waiting(st, phase, true, now);
+                }
+                let msg =
+                    format!("phase {phase} waits for approval: `vcfm approve {name} {phase}`");
+                changed = conditions::set(
+                    &mut st.conditions,
+                    ConditionType::WaitingForApproval,
+                    true,
+                    "ApprovalRequired",
+                    &msg,
+                    g,
+                    now,
+                );
+                conditions::set(
+                    &mut st.conditions,
+                    ConditionType::Progressing,
+                    false,
+                    "WaitingForApproval",
+                    &msg,
+                    g,
+                    now,
+                );
+            })
+            .await?;
+            if changed {
+                ctx.events.publish(m, false, "ApprovalRequired", "Wait", format!("phase {phase} waits for approval (Manual mode): run `vcfm approve {name} {phase}`")).await;
+            }
+            Ok(Action::await_change())
+        }
+        Decision::Paused { at } => {
+            let mut changed = false;
+            status::update(api, &name, |st, g| {
+                let msg = match at {
+                    Some(p) => format!(
+                        "paused at phase {p}; set spec.state to Running (`vcfm resume`) to continue"
+                    ),
+                    None => "paused before the first phase".to_string(),
+                };
+                changed = conditions::set(
+                    &mut st.conditions,
+                    ConditionType::Paused,
+                    true,
+                    "PausedBySpec",
+                    &msg,
+                    g,
+                    now,
+                );
+                conditions::set(
+                    &mut st.conditions,
+                    ConditionType::Progressing,
+                    false,
+                    "Paused",
+                    &msg,
+                    g,
+                    now,
+                );
+            })
+            .await?;
+            if changed {
+                ctx.events
+                    .publish(
+                        m,
+                        false,
+                        "Paused",
+                        "Pause",
+                        format!(
+                            "migration paused{}",
+                            at.map(|p| format!(" at {p}")).unwrap_or_default()
+                        ),
+                    )
+                    .await;
+            }
+            Ok(Action::await_change())
+        }
+        Decision::Execute(phase) => execute(api, m, ctx, phase, now).await,
+        Decision::TimedOut { phase, after } => {
+            let last = status
+                .current_phase_state
+                .as_ref()
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            let outcome = Outcome::Failed {
+                message: format!(
+                    "did not finish within its deadline of {}s (spec.phaseTimeouts.{phase} to change it); last state: {last}",
+                    after.as_secs()
+                ),
+            };
+            finish_step(api, m, ctx, phase, outcome, Default::default(), vec![], now).await
+        }
+        Decision::StartRollback { trigger, reason } => {
+            status::update(api, &name, |st, g| {
+                state::start_rollback(st, trigger, &reason, g, now)
+            })
+            .await?;
+            ctx.events
+                .publish(
+                    m,
+                    true,
+                    "RollbackStarted",
+                    "Rollback",
+                    format!("rolling back: {reason}"),
+                )
+                .await;
+            Ok(Action::requeue(NEXT_STEP))
+        }
+        Decision::RollBack(phase) => rollback(api, m, ctx, phase, now).await,
+        Decision::FinishRollback => {
+            let done =
+                status::update(api, &name, |st, g| state::finish_rollback(st, g, now)).await?;
+            let rb = done
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, ConditionType::RolledBack).cloned());
+            let ok = rb.as_ref().is_some_and(|c| c.status == "True");
+            ctx.events
+                .publish(
+                    m,
+                    !ok,
+                    "RollbackCompleted",
+                    "Rollback",
+                    rb.map(|c| c.message).unwrap_or_default(),
+                )
+                .await;
+            Ok(Action::await_change())
+        }
+        Decision::RefuseRollback { reason } => {
+            let mut changed = false;
+            status::update(api, &name, |st, g| {
+                changed = conditions::set(
+                    &mut st.conditions,
+                    ConditionType::RollbackRefused,
+                    true,
+                    "PointOfNoReturn",
+                    &reason,
+                    g,
+                    now,
+                );
+            })
+            .await?;
+            if changed {
+                ctx.events
+                    .publish(m, true, "RollbackRefused", "Rollback", reason)
+                    .await;
+            }
+            Ok(Action::await_change())
+        }
+        Decision::Complete => {
+            status::update(api, &name, |st, g| {
+                st.phase = Some(vcfm_api::MigrationPhase::Completed);
+                st.completion_time
+                    .get_or_insert(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+                conditions::set(
+                    &mut st.conditions,
+                    ConditionType::Completed,
+                    true,
+                    "AllPhasesCompleted",
+                    "the cluster now runs on the target vCenter",
+                    g,
+                    now,
+                );
+            })
+            .await?;
+            Ok(Action::await_change())
+        }
+        Decision::RetryPreflight => {
+            status::update(api, &name, |st, g| {
+                state::reset_for_preflight_retry(st, g, now)
+            })
+            .await?;
+            ctx.events
+                .publish(
+                    m,
+                    false,
+                    "PreflightRetry",
+                    "Preflight",
+                    "the spec changed after a failed Preflight: checking again".into(),
+                )
+                .await;
+            Ok(Action::requeue(NEXT_STEP))
+        }
+    }
+}
+
+fn apply_updates(st: &mut MigrationStatus, u: &StatusUpdates) {
+    if let Some(s) = &u.source_vcenter {
+        st.source_vcenter = Some(s.clone());
+    }
+    if let Some(c) = &u.cluster {
+        st.cluster = Some(c.clone());
+    }
+    if let Some(w) = &u.warnings {
+        st.warnings = w.clone();
+    }
+    for b in &u.backups {
+        st.backup_manifests.retain(|x| x.key != b.key);
+        st.backup_manifests.push(b.clone());
+    }
+    for c in &u.created {
+        if !st
+            .created_vsphere_objects
+            .iter()
+            .any(|x| x.server == c.server && x.kind == c.kind && x.id == c.id)
+        {
+            st.created_vsphere_objects.push(c.clone());
+        }
+    }
+}
+
+async fn execute(
+    api: &Api<Vcfm>,
+    m: &Vcfm,
+    ctx: &Context,
+    phase: PhaseName,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let name = m.name_any();
+    let Some(imp) = phases::lookup(phase) else {
+        let msg = format!(
+            "phase {phase} is not available in this version of vcfm; the migration stops here, before changing anything more"
+        );
+        let mut changed = false;
+        status::update(api, &name, |st, g| {
+            state::set_waiting(st, phase, false, now);
+            if let Some(c) = st.current_phase_state.as_mut() {
+                c.message = msg.clone();
+            }
+            changed = conditions::set(
+                &mut st.conditions,
+                ConditionType::Progressing,
+                false,
+                "PhaseNotImplemented",
+                &msg,
+                g,
+                now,
+            );
+        })
+        .await?;
+        if changed {
+            ctx.events
+                .publish(m, true, "PhaseNotImplemented", "Stop", msg)
+                .await;
+        }
+        return Ok(Action::await_change());
+    };
+
+    // Persist "started" before touching anything, so a crash mid-phase leaves
+    // a record that rollback will see.
+    let running = m
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .is_some_and(|c| c.name == phase && c.status == vcfm_api::PhaseStatus::Running);
+    let m = if running {
+        Arc::new(m.clone())
+    } else {
+        let manual = m.spec.approval_mode == ApprovalMode::Manual;
+        let fresh = status::update(api, &name, |st, g| {
+            state::begin_phase(st, phase, manual, now);
+            conditions::remove(&mut st.conditions, ConditionType::WaitingForApproval);
+            conditions::remove(&mut st.conditions, ConditionType::Paused);
+            conditions::remove(&mut st.conditions, ConditionType::Blocked);
+            conditions::set(
+                &mut st.conditions,
+                ConditionType::Progressing,
+                true,
+                "PhaseRunning",
+                &format!("running {phase}"),
+                g,
+                now,
+            );
+        })
+        .await?;
+        ctx.events
+            .publish(
+                &fresh,
+                false,
+                "PhaseStarted",
+                phase.as_str(),
+                format!("phase {} ({phase}) started", phase.number()),
+            )
+            .await;
+        Arc::new(fresh)
+    };
+
+    let pctx = PhaseCtx::new(ctx.shared.clone(), m.clone(), now);
+    let result = match imp.validate(&pctx).await {
+        Ok(()) => imp.execute(&pctx).await,
+        Err(e) => Err(e),
+    };
+    let (logs, updates) = pctx.take();
+    match result {
+        Ok(outcome) => finish_step(api, &m, ctx, phase, outcome, updates, logs, now).await,
+        Err(PhaseError::Fatal(msg)) => {
+            finish_step(
+                api,
+                &m,
+                ctx,
+                phase,
+                Outcome::Failed { message: msg },
+                updates,
+                logs,
+                now,
+            )
+            .await
+        }
+        Err(PhaseError::Transient(msg)) => {
+            tracing::warn!(migration = %name, %phase, error = %msg, "transient error; retrying");
+            status::update(api, &name, |st, _| {
+                apply_updates(st, &updates);
+                state::append_logs(st, phase, logs.clone());
+                if let Some(c) = st.current_phase_state.as_mut() {
+                    c.message = format!("retrying after a transient error: {msg}");
+                    c.last_heartbeat =
+                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+                }
+            })
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_step(
+    api: &Api<Vcfm>,
+    m: &Vcfm,
+    ctx: &Context,
+    phase: PhaseName,
+    outcome: Outcome,
+    updates: StatusUpdates,
+    logs: Vec<vcfm_api::LogEntry>,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let name = m.name_any();
+    let spec = m.spec.clone();
+    let done = status::update(api, &name, |st, g| {
+        apply_updates(st, &updates);
+        state::append_logs(st, phase, logs.clone());
+        state::apply_outcome(st, phase, &outcome, &spec, g, now);
+    })
+    .await?;
+    let started = m
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .and_then(|c| c.start_time.as_ref())
+        .map(|t| now.duration_since(t.0).as_secs_f64())
+        .unwrap_or(0.0);
+    let label = crate::metrics::PhaseLabel {
+        phase: phase.as_str().into(),
+    };
+    match &outcome {
+        Outcome::Running { recheck, .. } => Ok(Action::requeue(
+            (*recheck).min(ctx.shared.config.poll_interval),
+        )),
+        Outcome::Completed { message } | Outcome::Skipped { message } => {
+            ctx.shared
+                .metrics
+                .phase_duration
+                .get_or_create(&label)
+                .observe(started.max(0.0));
+            let reason = if matches!(outcome, Outcome::Skipped { .. }) {
+                "PhaseSkipped"
+            } else {
+                "PhaseCompleted"
+            };
+            ctx.events
+                .publish(
+                    &done,
+                    false,
+                    reason,
+                    phase.as_str(),
+                    format!("phase {} ({phase}): {message}", phase.number()),
+                )
+                .await;
+            if done.status.as_ref().and_then(|s| s.phase)
+                == Some(vcfm_api::MigrationPhase::Completed)
+            {
+                ctx.events
+                    .publish(
+                        &done,
+                        false,
+                        "MigrationCompleted",
+                        "Complete",
+                        "all phases completed".into(),
+                    )
+                    .await;
+                return Ok(Action::await_change());
+            }
+            Ok(Action::requeue(NEXT_STEP))
+        }
+        Outcome::Failed { message } => {
+            ctx.shared
+                .metrics
+                .phase_failures
+                .get_or_create(&label)
+                .inc();
+            ctx.events
+                .publish(
+                    &done,
+                    true,
+                    "PhaseFailed",
+                    phase.as_str(),
+                    format!("phase {} ({phase}) failed: {message}", phase.number()),
+                )
+                .await;
+            Ok(Action::requeue(NEXT_STEP))
+        }
+    }
+}
+
+async fn rollback(
+    api: &Api<Vcfm>,
+    m: &Vcfm,
+    ctx: &Context,
+    phase: PhaseName,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let name = m.name_any();
+    let pctx = PhaseCtx::new(ctx.shared.clone(), Arc::new(m.clone()), now);
+    let result = match phases::lookup(phase) {
+        Some(imp) => imp.rollback(&pctx).await,
+        None => Ok(RollbackOutcome::Done(
+            "nothing to undo in this version".into(),
+        )),
+    };
+    let (logs, updates) = pctx.take();
+    let step = match result {
+        Ok(RollbackOutcome::Done(msg)) => Ok(msg),
+        Ok(RollbackOutcome::InProgress { message, recheck }) => {
+            status::update(api, &name, |st, g| {
+                apply_updates(st, &updates);
+                let msg = format!("rolling back {phase}: {message}");
+                conditions::set(
+                    &mut st.conditions,
+                    ConditionType::Progressing,
+                    true,
+                    "RollingBack",
+                    &msg,
+                    g,
+                    now,
+                );
+            })
+            .await?;
+            return Ok(Action::requeue(
+                recheck.min(ctx.shared.config.poll_interval),
+            ));
+        }
+        Err(PhaseError::Transient(msg)) => {
+            tracing::warn!(migration = %name, %phase, error = %msg, "transient error during rollback; retrying");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        Err(PhaseError::Fatal(msg)) => Err(msg),
+    };
+    let ok = step.is_ok();
+    let note = match &step {
+        Ok(m) => format!("rolled back {phase}: {m}"),
+        Err(m) => format!("rollback of {phase} failed: {m}; continuing with the remaining steps"),
+    };
+    status::update(api, &name, |st, _| {
+        apply_updates(st, &updates);
+        state::record_rollback_step(st, phase, step.clone(), now);
+        state::append_logs(st, phase, logs.clone());
+    })
+    .await?;
+    ctx.events
+        .publish(
+            m,
+            !ok,
+            if ok {
+                "PhaseRolledBack"
+            } else {
+                "RollbackStepFailed"
+            },
+            "Rollback",
+            note,
+        )
+        .await;
+    Ok(Action::requeue(NEXT_STEP))
+}
+
+/// Another migration that holds the cluster, if any: one that has started and
+/// not finished, or an older one asked to run.
+async fn competing_migration(client: &kube::Client, me: &Vcfm) -> Result<Option<String>, Error> {
+    let all = Api::<Vcfm>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let my_uid = me.metadata.uid.clone();
+    let active = |m: &Vcfm| {
+        m.status
+            .as_ref()
+            .is_some_and(|s| s.start_time.is_some() && !s.phase.is_some_and(|p| p.is_terminal()))
+    };
+    let i_started = active(me);
+    for other in all.items {
+        if other.metadata.uid == my_uid {
+            continue;
+        }
+        let older = other.metadata.creation_timestamp < me.metadata.creation_timestamp
+            || (other.metadata.creation_timestamp == me.metadata.creation_timestamp
+                && other.metadata.uid < my_uid);
+        let waiting_to_run = other.spec.state == vcfm_api::MigrationState::Running
+            && other
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_none_or(|p| !p.is_terminal());
+        if active(&other) || (!i_started && older && waiting_to_run) {
+            return Ok(Some(format!(
+                "{}/{}",
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Error policy: log, count, back off. Nothing is lost: state lives in status.
+pub fn error_policy(obj: Arc<Vcfm>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(migration = %obj.name_any(), error = %err, "reconcile failed; will retry");
+    ctx.shared.metrics.reconciled("error");
+    Action::requeue(err.backoff(1))
+}

@@ -1,0 +1,409 @@
+//! Running the controller: watches, leader election on a Lease, the
+//! health/metrics endpoint, and graceful shutdown.
+
+use crate::context::{ControllerConfig, Shared};
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::reconciler::{self, Context};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use vcfm_api::VmwareCloudFoundationMigration;
+use vcfm_api::openshift::{
+    ClusterOperator, ControlPlaneMachineSet, MACHINE_API_NAMESPACE, Machine, MachineSet,
+};
+use vcfm_vsphere::SessionCache;
+
+/// Namespaces whose pods the RestartPods phase waits on.
+pub const POD_NAMESPACES: &[&str] = &[
+    "openshift-cloud-controller-manager",
+    "openshift-cloud-controller-manager-operator",
+    "openshift-machine-api",
+    "openshift-cluster-csi-drivers",
+    "openshift-cluster-storage-operator",
+    "openshift-machine-config-operator",
+];
+
+/// Lease timings. The defaults are OpenShift's recommended values, long enough
+/// to keep leadership through minutes of API unavailability during the
+/// control-plane rollout.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl LeaderElection {
+    pub fn new(namespace: impl Into<String>, identity: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: "vcfm-controller".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(137),
+            renew_deadline: Duration::from_secs(107),
+            retry_period: Duration::from_secs(26),
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: ControllerConfig,
+    pub leader_election: Option<LeaderElection>,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Errors that stop the controller process.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("leader election: {0}")]
+    LeaderElection(String),
+    #[error("health/metrics server on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs until `shutdown` is cancelled (or leadership is lost).
+pub async fn run(
+    client: kube::Client,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = opts.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Http { addr, source })?;
+        tokio::spawn(serve_http(
+            listener,
+            metrics.clone(),
+            ready.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    let stop = shutdown.child_token();
+    let lease_task = match &opts.leader_election {
+        Some(le) => {
+            acquire(&client, le, &shutdown).await?;
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            Some(tokio::spawn(renew(
+                client.clone(),
+                le.clone(),
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
+
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        config: opts.config.clone(),
+        sessions: SessionCache::default(),
+        metrics,
+    });
+    let ctx = Arc::new(Context {
+        shared: shared.clone(),
+        events: Events::new(client.clone(), &opts.config.manager),
+    });
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!("controller started");
+
+    let migrations = Api::<VmwareCloudFoundationMigration>::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let main = watcher(migrations, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        // Our own status writes must not re-trigger reconciles (requeues pace the
+        // work); spec edits (approve, pause, rollback) bump the generation and do.
+        .predicate_filter(predicates::generation, Default::default());
+    let wc = watcher::Config::default;
+    let mut controller = Controller::for_stream(main, reader.clone())
+        .watches(
+            Api::<Machine>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
+            wc(),
+            mapper(&reader),
+        )
+        .watches(
+            Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
+            wc(),
+            mapper(&reader),
+        )
+        .watches(
+            Api::<ControlPlaneMachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
+            wc(),
+            mapper(&reader),
+        )
+        .watches(
+            Api::<ClusterOperator>::all(client.clone()),
+            wc(),
+            mapper(&reader),
+        )
+        .watches(Api::<Node>::all(client.clone()), wc(), mapper(&reader))
+        .watches(
+            Api::<Deployment>::namespaced(client.clone(), crate::openshift::cvo::NAMESPACE),
+            wc().fields(&format!("metadata.name={}", crate::openshift::cvo::NAME)),
+            mapper(&reader),
+        );
+    for ns in POD_NAMESPACES {
+        controller = controller.watches(
+            Api::<Pod>::namespaced(client.clone(), ns),
+            wc(),
+            mapper(&reader),
+        );
+    }
+    let stop_for_controller = stop.clone();
+    controller
+        .graceful_shutdown_on(async move { stop_for_controller.cancelled().await })
+        .run(reconciler::reconcile, reconciler::error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile loop");
+            }
+        })
+        .await;
+    ready.store(false, Ordering::SeqCst);
+    shared.sessions.logout_all().await;
+    if let Some(t) = lease_task {
+        t.abort();
+        if !shutdown.is_cancelled() {
+            return Err(RunError::LeaderElection(
+                "lost the lease; exiting so that another replica takes over".into(),
+            ));
+        }
+        if let Some(le) = &opts.leader_election {
+            release(&client, le).await;
+        }
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// Any change to a watched object wakes every migration that is not finished.
+fn mapper<K>(
+    reader: &Store<VmwareCloudFoundationMigration>,
+) -> impl Fn(K) -> Vec<ObjectRef<VmwareCloudFoundationMigration>> + Send + Sync + 'static {
+    let reader = reader.clone();
+    move |_| {
+        reader
+            .state()
+            .iter()
+            .filter(|m| {
+                !m.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p.is_terminal())
+            })
+            .map(|m| ObjectRef::from(m.as_ref()))
+            .collect()
+    }
+}
+
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::SeqCst) {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, "health/metrics server stopped");
+    }
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+fn lease_expired(spec: &LeaseSpec) -> bool {
+    let Some(renew) = spec.renew_time.as_ref() else {
+        return true;
+    };
+    let dur = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    jiff::Timestamp::now().duration_since(renew.0).as_secs() > dur
+}
+
+/// Blocks (asynchronously) until this process holds the lease.
+async fn acquire(
+    client: &kube::Client,
+    le: &LeaderElection,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let api = Api::<Lease>::namespaced(client.clone(), &le.namespace);
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        match try_acquire(&api, le).await {
+            Ok(true) => {
+                tracing::info!(identity = %le.identity, "became leader");
+                return Ok(());
+            }
+            Ok(false) => tracing::info!("another replica holds the lease; standing by"),
+            Err(e) => tracing::warn!(error = %e, "lease acquisition failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(le.retry_period) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+async fn try_acquire(api: &Api<Lease>, le: &LeaderElection) -> Result<bool, kube::Error> {
+    let secs = i32::try_from(le.lease_duration.as_secs()).unwrap_or(i32::MAX);
+    match api.get_opt(&le.name).await? {
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(le.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(le.identity.clone()),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(now_micro()),
+                    renew_time: Some(now_micro()),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            match api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Some(mut lease) => {
+            let spec = lease.spec.clone().unwrap_or_default();
+            let mine = spec.holder_identity.as_deref() == Some(le.identity.as_str());
+            if !mine
+                && !lease_expired(&spec)
+                && spec
+                    .holder_identity
+                    .as_deref()
+                    .is_some_and(|h| !h.is_empty())
+            {
+                return Ok(false);
+            }
+            let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
+            lease.spec = Some(LeaseSpec {
+                holder_identity: Some(le.identity.clone()),
+                lease_duration_seconds: Some(secs),
+                acquire_time: if mine {
+                    spec.acquire_time
+                } else {
+                    Some(now_micro())
+                },
+                renew_time: Some(now_micro()),
+                lease_transitions: Some(transitions),
+                ..Default::default()
+            });
+            match api.replace(&le.name, &PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Renews the lease every retry period; cancels `stop` when it could not be
+/// renewed within the renew deadline (leadership is then considered lost).
+async fn renew(client: kube::Client, le: LeaderElection, stop: CancellationToken) {
+    let api = Api::<Lease>::namespaced(client, &le.namespace);
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(le.retry_period) => {}
+            _ = stop.cancelled() => return,
+        }
+        let attempt = tokio::time::timeout(le.retry_period, try_acquire(&api, &le)).await;
+        match attempt {
+            Ok(Ok(true)) => last_ok = tokio::time::Instant::now(),
+            Ok(Ok(false)) => {
+                tracing::error!("the lease was taken by another replica");
+                stop.cancel();
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "lease renewal failed; keeping leadership until the renew deadline")
+            }
+            Err(_) => tracing::warn!("lease renewal timed out"),
+        }
+        if last_ok.elapsed() > le.renew_deadline {
+            tracing::error!("could not renew the lease within the renew deadline");
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// Gives the lease up on a clean shutdown so a successor starts at once.
+async fn release(client: &kube::Client, le: &LeaderElection) {
+    let api = Api::<Lease>::namespaced(client.clone(), &le.namespace);
+    if let Ok(Some(mut lease)) = api.get_opt(&le.name).await
+        && let Some(spec) = lease.spec.as_mut()
+        && spec.holder_identity.as_deref() == Some(le.identity.as_str())
+    {
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        let _ = api.replace(&le.name, &PostParams::default(), &lease).await;
+    }
+}

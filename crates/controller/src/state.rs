@@ -1,0 +1,596 @@
+//! The migration state machine: pure functions from (spec, status, now) to a
+//! decision, and from a phase outcome to the next status. No I/O here, so every
+//! rule (approval, pause, failure, rollback-once, point of no return, deadlines)
+//! is unit-tested exhaustively.
+//!
+//! Decisions are made from typed status fields only: never from condition
+//! messages, never from list order.
+
+use crate::conditions::{self, ConditionType};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::time::Duration;
+use vcfm_api::{
+    ApprovalMode, LogEntry, MAX_LOGS_PER_PHASE, MAX_MESSAGE_LEN, MigrationPhase, MigrationSpec,
+    MigrationState, MigrationStatus, PhaseHistoryEntry, PhaseName, PhaseState, PhaseStatus,
+    RollbackStatus, RollbackTrigger,
+};
+
+/// What the reconciler must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do until the spec changes (Pending, terminal states).
+    Idle { reason: String },
+    /// Manual mode: the phase waits for `spec.approvedPhases` to list it.
+    AwaitApproval(PhaseName),
+    /// `state: Paused`: stay at the safe point.
+    Paused { at: Option<PhaseName> },
+    /// Start or continue this phase.
+    Execute(PhaseName),
+    /// The running phase exceeded its deadline: fail it.
+    TimedOut { phase: PhaseName, after: Duration },
+    /// Begin the one rollback this migration may run.
+    StartRollback {
+        trigger: RollbackTrigger,
+        reason: String,
+    },
+    /// Undo this phase (rollback walks completed phases in reverse).
+    RollBack(PhaseName),
+    /// Every phase has been undone.
+    FinishRollback,
+    /// A rollback was requested but cannot be honoured.
+    RefuseRollback { reason: String },
+    /// The last phase completed.
+    Complete,
+    /// A Preflight failure is retried because the spec changed since.
+    RetryPreflight,
+}
+
+/// How a phase ended one execution step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done; the next phase may start.
+    Completed { message: String },
+    /// Nothing to do on this cluster (recorded as Skipped).
+    Skipped { message: String },
+    /// Still working; check again after `recheck` (or on a watch event).
+    Running {
+        progress: i32,
+        message: String,
+        waiting_for: Vec<String>,
+        recheck: Duration,
+    },
+    /// Cannot succeed without the administrator; persisted before anything else.
+    Failed { message: String },
+}
+
+/// Position reached by the migration, derived from status.
+fn current(status: &MigrationStatus) -> Option<&PhaseState> {
+    status.current_phase_state.as_ref()
+}
+
+/// Phases that have started (and so may have changed something), in order, deduplicated.
+pub fn started_phases(status: &MigrationStatus) -> Vec<PhaseName> {
+    let mut out: Vec<PhaseName> = Vec::new();
+    for e in &status.phase_history {
+        let touched = matches!(
+            e.status,
+            PhaseStatus::Running | PhaseStatus::Completed | PhaseStatus::Failed
+        );
+        if touched && !out.contains(&e.phase) {
+            out.push(e.phase);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The phase that failed, when the migration is Failed.
+pub fn failed_phase(status: &MigrationStatus) -> Option<PhaseName> {
+    status
+        .phase_history
+        .iter()
+        .rev()
+        .find(|e| e.status == PhaseStatus::Failed)
+        .map(|e| e.phase)
+}
+
+/// Why a rollback cannot run, if it cannot.
+fn rollback_blocker(status: &MigrationStatus) -> Option<String> {
+    let started = started_phases(status);
+    let past = started.iter().find(|p| p.is_past_point_of_no_return())?;
+    Some(format!(
+        "rollback refused: phase {past} has started moving the control plane to the target vCenter; \
+         restoring the source configuration now would strand the new control-plane machines. \
+         Fix the cause and let the migration finish, or recover manually from the backups in the migration's backup Secret"
+    ))
+}
+
+/// Decides what to do, given the administrator's request and what has happened.
+pub fn decide(
+    spec: &MigrationSpec,
+    status: &MigrationStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+    timeout_for: impl Fn(PhaseName) -> Duration,
+) -> Decision {
+    // A rollback in progress runs to its end, whatever the spec says now.
+    if let Some(rb) = &status.rollback {
+        if rb.completion_time.is_some() {
+            return Decision::Idle {
+                reason: "rollback completed".into(),
+            };
+        }
+        let to_undo: Vec<PhaseName> = started_phases(status)
+            .into_iter()
+            .rev()
+            .filter(|p| !rb.rolled_back_phases.contains(p))
+            .collect();
+        return match to_undo.first() {
+            Some(p) => Decision::RollBack(*p),
+            None => Decision::FinishRollback,
+        };
+    }
+
+    match status.phase {
+        Some(MigrationPhase::Completed) => {
+            return Decision::Idle {
+                reason: "migration completed".into(),
+            };
+        }
+        Some(MigrationPhase::RollbackCompleted) => {
+            return Decision::Idle {
+                reason: "rollback completed".into(),
+            };
+        }
+        Some(MigrationPhase::Failed) => {
+            let failed = failed_phase(status);
+            if spec.state == MigrationState::Rollback {
+                return match rollback_blocker(status) {
+                    Some(reason) => Decision::RefuseRollback { reason },
+                    None => Decision::StartRollback {
+                        trigger: RollbackTrigger::Requested,
+                        reason: "requested with spec.state: Rollback".into(),
+                    },
+                };
+            }
+            // Preflight changes nothing, so its failure is retried once the
+            // administrator has changed the spec, instead of rolled back.
+            if failed == Some(PhaseName::Preflight) {
+                let failed_gen = conditions::find(&status.conditions, ConditionType::Failed)
+                    .and_then(|c| c.observed_generation);
+                if spec.state == MigrationState::Running
+                    && generation.is_some()
+                    && generation != failed_gen
+                {
+                    return Decision::RetryPreflight;
+                }
+                return Decision::Idle {
+                    reason: "preflight failed; fix the problems listed and change the spec (for example `vcfm pause` then `vcfm resume`) to check again".into(),
+                };
+            }
+            if spec.rollback_on_failure {
+                return match rollback_blocker(status) {
+                    Some(reason) => Decision::Idle { reason },
+                    None => Decision::StartRollback {
+                        trigger: RollbackTrigger::PhaseFailure,
+                        reason: format!(
+                            "phase {} failed and rollbackOnFailure is set",
+                            failed.map(|p| p.as_str()).unwrap_or("?")
+                        ),
+                    },
+                };
+            }
+            return Decision::Idle {
+                reason: "migration failed; rollbackOnFailure is off".into(),
+            };
+        }
+        _ => {}
+    }
+
+    match spec.state {
+        MigrationState::Pending => Decision::Idle {
+            reason: "spec.state is Pending".into(),
+        },
+        MigrationState::Rollback => {
+            if started_phases(status).is_empty() {
+                return Decision::StartRollback {
+                    trigger: RollbackTrigger::Requested,
+                    reason: "requested before any phase ran".into(),
+                };
+            }
+            match rollback_blocker(status) {
+                Some(reason) => Decision::RefuseRollback { reason },
+                None => Decision::StartRollback {
+                    trigger: RollbackTrigger::Requested,
+                    reason: "requested with spec.state: Rollback".into(),
+                },
+            }
+        }
+        MigrationState::Paused => Decision::Paused {
+            at: current(status).map(|c| c.name),
+        },
+        MigrationState::Running => {
+            let (phase, started_at) = match current(status) {
+                None => (PhaseName::Preflight, None),
+                Some(c) => match c.status {
+                    PhaseStatus::Completed | PhaseStatus::Skipped => match c.name.next() {
+                        Some(n) => (n, None),
+                        None => return Decision::Complete,
+                    },
+                    PhaseStatus::Running => (c.name, c.start_time.as_ref().map(|t| t.0)),
+                    _ => (c.name, None),
+                },
+            };
+            if let Some(start) = started_at {
+                let limit = timeout_for(phase);
+                let elapsed = now.duration_since(start);
+                if elapsed.as_secs() > 0 && elapsed.unsigned_abs() > limit {
+                    return Decision::TimedOut {
+                        phase,
+                        after: limit,
+                    };
+                }
+                return Decision::Execute(phase);
+            }
+            if spec.approval_mode == ApprovalMode::Manual && !spec.approved_phases.contains(&phase)
+            {
+                return Decision::AwaitApproval(phase);
+            }
+            Decision::Execute(phase)
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE_LEN {
+        let mut cut = MAX_MESSAGE_LEN;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+fn history_entry_mut(
+    status: &mut MigrationStatus,
+    phase: PhaseName,
+) -> Option<&mut PhaseHistoryEntry> {
+    status
+        .phase_history
+        .iter_mut()
+        .rev()
+        .find(|e| e.phase == phase && matches!(e.status, PhaseStatus::Running))
+}
+
+/// Appends log lines to the running history entry of `phase`, keeping the newest.
+pub fn append_logs(status: &mut MigrationStatus, phase: PhaseName, logs: Vec<LogEntry>) {
+    let running = status
+        .phase_history
+        .iter()
+        .rposition(|e| e.phase == phase && e.status == PhaseStatus::Running);
+    let any = status.phase_history.iter().rposition(|e| e.phase == phase);
+    let Some(entry) = running
+        .or(any)
+        .and_then(|i| status.phase_history.get_mut(i))
+    else {
+        return;
+    };
+    entry.logs.extend(logs);
+    if entry.logs.len() > MAX_LOGS_PER_PHASE {
+        let drop = entry.logs.len() - MAX_LOGS_PER_PHASE;
+        entry.logs.drain(..drop);
+    }
+}
+
+/// Shows `phase` as the next one, waiting for approval or about to start.
+pub fn set_waiting(
+    status: &mut MigrationStatus,
+    phase: PhaseName,
+    needs_approval: bool,
+    now: Timestamp,
+) {
+    status.phase = Some(phase.into());
+    status.current_phase_state = Some(PhaseState {
+        name: phase,
+        status: if needs_approval {
+            PhaseStatus::WaitingForApproval
+        } else {
+            PhaseStatus::Pending
+        },
+        progress: 0,
+        message: if needs_approval {
+            format!(
+                "waiting for approval: run `vcfm approve <name> {phase}` or add {phase} to spec.approvedPhases"
+            )
+        } else {
+            String::new()
+        },
+        waiting_for: if needs_approval {
+            vec![format!("approval of {phase}")]
+        } else {
+            vec![]
+        },
+        requires_approval: needs_approval,
+        approved: false,
+        start_time: None,
+        last_heartbeat: Some(Time(now)),
+    });
+}
+
+/// Marks `phase` as started. Idempotent: a phase already Running keeps its start time.
+pub fn begin_phase(status: &mut MigrationStatus, phase: PhaseName, manual: bool, now: Timestamp) {
+    if let Some(c) = &status.current_phase_state
+        && c.name == phase
+        && c.status == PhaseStatus::Running
+    {
+        return;
+    }
+    if status.start_time.is_none() {
+        status.start_time = Some(Time(now));
+    }
+    status.phase = Some(phase.into());
+    status.current_phase_state = Some(PhaseState {
+        name: phase,
+        status: PhaseStatus::Running,
+        progress: 0,
+        message: format!("{phase} started"),
+        waiting_for: vec![],
+        requires_approval: manual,
+        approved: manual,
+        start_time: Some(Time(now)),
+        last_heartbeat: Some(Time(now)),
+    });
+    status.phase_history.push(PhaseHistoryEntry {
+        phase,
+        status: PhaseStatus::Running,
+        start_time: Some(Time(now)),
+        completion_time: None,
+        message: String::new(),
+        logs: vec![],
+    });
+}
+
+/// Applies a phase outcome. Returns the phase to show next, if any.
+pub fn apply_outcome(
+    status: &mut MigrationStatus,
+    phase: PhaseName,
+    outcome: &Outcome,
+    spec: &MigrationSpec,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let (final_status, message) = match outcome {
+        Outcome::Running {
+            progress,
+            message,
+            waiting_for,
+            ..
+        } => {
+            if let Some(c) = status.current_phase_state.as_mut() {
+                c.progress = (*progress).clamp(0, 99);
+                c.message = truncate(message.clone());
+                c.waiting_for = waiting_for.clone();
+                c.last_heartbeat = Some(Time(now));
+            }
+            return;
+        }
+        Outcome::Completed { message } => (PhaseStatus::Completed, message),
+        Outcome::Skipped { message } => (PhaseStatus::Skipped, message),
+        Outcome::Failed { message } => (PhaseStatus::Failed, message),
+    };
+    let message = truncate(message.clone());
+    if let Some(e) = history_entry_mut(status, phase) {
+        e.status = final_status;
+        e.completion_time = Some(Time(now));
+        e.message = message.clone();
+    }
+    if let Some(c) = status.current_phase_state.as_mut() {
+        c.status = final_status;
+        c.message = message.clone();
+        c.waiting_for.clear();
+        c.last_heartbeat = Some(Time(now));
+        if final_status != PhaseStatus::Failed {
+            c.progress = 100;
+        }
+    }
+    match final_status {
+        PhaseStatus::Failed => {
+            status.phase = Some(MigrationPhase::Failed);
+            let next_step = if phase == PhaseName::Preflight {
+                "Nothing was changed. Fix the problems and change the spec to run Preflight again."
+                    .to_string()
+            } else if phase.is_past_point_of_no_return() {
+                "This phase is past the point of no return: no automatic rollback. Fix the cause; see `vcfm status`.".to_string()
+            } else if spec.rollback_on_failure {
+                "Rolling back the completed phases (rollbackOnFailure).".to_string()
+            } else {
+                "rollbackOnFailure is off: set spec.state to Rollback to undo the completed phases."
+                    .to_string()
+            };
+            conditions::set(
+                &mut status.conditions,
+                ConditionType::Failed,
+                true,
+                "PhaseFailed",
+                &truncate(format!("{phase} failed: {message}. {next_step}")),
+                generation,
+                now,
+            );
+            conditions::set(
+                &mut status.conditions,
+                ConditionType::Progressing,
+                false,
+                "PhaseFailed",
+                &format!("{phase} failed"),
+                generation,
+                now,
+            );
+        }
+        _ => match phase.next() {
+            Some(next) => {
+                let manual = spec.approval_mode == ApprovalMode::Manual;
+                set_waiting(
+                    status,
+                    next,
+                    manual && !spec.approved_phases.contains(&next),
+                    now,
+                );
+            }
+            None => {
+                status.phase = Some(MigrationPhase::Completed);
+                status.completion_time = Some(Time(now));
+                conditions::set(
+                    &mut status.conditions,
+                    ConditionType::Completed,
+                    true,
+                    "AllPhasesCompleted",
+                    "the cluster now runs on the target vCenter",
+                    generation,
+                    now,
+                );
+                conditions::set(
+                    &mut status.conditions,
+                    ConditionType::Progressing,
+                    false,
+                    "Completed",
+                    "migration completed",
+                    generation,
+                    now,
+                );
+            }
+        },
+    }
+}
+
+/// Records the start of the one rollback.
+pub fn start_rollback(
+    status: &mut MigrationStatus,
+    trigger: RollbackTrigger,
+    reason: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    if status.rollback.is_some() {
+        return;
+    }
+    status.rollback = Some(RollbackStatus {
+        trigger,
+        reason: truncate(reason.to_string()),
+        start_time: Time(now),
+        rolled_back_phases: vec![],
+        completion_time: None,
+    });
+    status.phase = Some(MigrationPhase::RollingBack);
+    conditions::set(
+        &mut status.conditions,
+        ConditionType::Progressing,
+        true,
+        "RollingBack",
+        reason,
+        generation,
+        now,
+    );
+}
+
+/// Records one rollback step. A failed step is recorded and not retried: the
+/// rollback goes on so that it always ends with the CVO back up.
+pub fn record_rollback_step(
+    status: &mut MigrationStatus,
+    phase: PhaseName,
+    result: Result<String, String>,
+    now: Timestamp,
+) {
+    let Some(rb) = status.rollback.as_mut() else {
+        return;
+    };
+    if rb.rolled_back_phases.contains(&phase) {
+        return;
+    }
+    rb.rolled_back_phases.push(phase);
+    let (st, msg) = match result {
+        Ok(m) => (PhaseStatus::RolledBack, m),
+        Err(m) => (PhaseStatus::RollbackFailed, m),
+    };
+    status.phase_history.push(PhaseHistoryEntry {
+        phase,
+        status: st,
+        start_time: Some(Time(now)),
+        completion_time: Some(Time(now)),
+        message: truncate(msg),
+        logs: vec![],
+    });
+}
+
+/// Records the end of the rollback.
+pub fn finish_rollback(status: &mut MigrationStatus, generation: Option<i64>, now: Timestamp) {
+    let failed: Vec<String> = status
+        .phase_history
+        .iter()
+        .filter(|e| e.status == PhaseStatus::RollbackFailed)
+        .map(|e| format!("{}: {}", e.phase, e.message))
+        .collect();
+    if let Some(rb) = status.rollback.as_mut() {
+        rb.completion_time = Some(Time(now));
+    }
+    status.phase = Some(MigrationPhase::RollbackCompleted);
+    status.completion_time = Some(Time(now));
+    status.current_phase_state = None;
+    conditions::set(
+        &mut status.conditions,
+        ConditionType::Progressing,
+        false,
+        "RollbackCompleted",
+        "rollback finished",
+        generation,
+        now,
+    );
+    if failed.is_empty() {
+        conditions::set(
+            &mut status.conditions,
+            ConditionType::RolledBack,
+            true,
+            "RollbackSucceeded",
+            "every completed phase was rolled back",
+            generation,
+            now,
+        );
+    } else {
+        conditions::set(
+            &mut status.conditions,
+            ConditionType::RolledBack,
+            false,
+            "RollbackStepsFailed",
+            &truncate(format!(
+                "rollback finished with failed steps, which need manual repair: {}",
+                failed.join("; ")
+            )),
+            generation,
+            now,
+        );
+    }
+}
+
+/// Clears a Preflight failure so that Preflight runs again.
+pub fn reset_for_preflight_retry(
+    status: &mut MigrationStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    status.phase = Some(MigrationPhase::Pending);
+    status.current_phase_state = None;
+    conditions::set(
+        &mut status.conditions,
+        ConditionType::Failed,
+        false,
+        "Retrying",
+        "the spec changed; running Preflight again",
+        generation,
+        now,
+    );
+}
+
+#[cfg(test)]
+mod tests;

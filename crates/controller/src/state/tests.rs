@@ -1,0 +1,510 @@
+use super::*;
+use vcfm_api::{FailureDomain, MachineSetConfig, SecretReference, Topology};
+
+fn spec() -> MigrationSpec {
+    MigrationSpec {
+        state: MigrationState::Running,
+        approval_mode: ApprovalMode::Automatic,
+        approved_phases: vec![],
+        target_vcenter_credentials_secret: SecretReference {
+            name: "t".into(),
+            namespace: None,
+        },
+        failure_domains: vec![FailureDomain {
+            name: "fd".into(),
+            region: "r".into(),
+            zone: "z".into(),
+            server: "vc".into(),
+            topology: Topology {
+                datacenter: "dc".into(),
+                compute_cluster: "/dc/host/c".into(),
+                datastore: "/dc/datastore/d".into(),
+                networks: vec!["n".into()],
+                resource_pool: None,
+                folder: None,
+                template: "/dc/vm/t".into(),
+            },
+        }],
+        machine_set_config: MachineSetConfig {
+            replicas: 3,
+            failure_domain: None,
+        },
+        control_plane_machine_set_config: None,
+        rollback_on_failure: true,
+        phase_timeouts: Default::default(),
+    }
+}
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + s).unwrap()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn decide_at(spec: &MigrationSpec, st: &MigrationStatus, now: Timestamp) -> Decision {
+    decide(spec, st, Some(1), now, |_| HOUR)
+}
+
+/// Drives the pure state machine the way the reconciler does, with every
+/// phase completing except `fail_at`, and returns the status and the decisions.
+fn drive(spec: &MigrationSpec, fail_at: Option<PhaseName>) -> (MigrationStatus, Vec<Decision>) {
+    let mut st = MigrationStatus::default();
+    let mut seen = vec![];
+    for i in 0..200 {
+        let now = t(i);
+        let d = decide_at(spec, &st, now);
+        seen.push(d.clone());
+        match d {
+            Decision::Execute(p) => {
+                begin_phase(&mut st, p, false, now);
+                let outcome = if Some(p) == fail_at {
+                    Outcome::Failed {
+                        message: "boom".into(),
+                    }
+                } else {
+                    Outcome::Completed {
+                        message: "ok".into(),
+                    }
+                };
+                apply_outcome(&mut st, p, &outcome, spec, Some(1), now);
+            }
+            Decision::StartRollback { trigger, reason } => {
+                start_rollback(&mut st, trigger, &reason, Some(1), now)
+            }
+            Decision::RollBack(p) => record_rollback_step(&mut st, p, Ok("undone".into()), now),
+            Decision::FinishRollback => finish_rollback(&mut st, Some(1), now),
+            Decision::Complete => break,
+            _ => break,
+        }
+    }
+    (st, seen)
+}
+
+#[test]
+fn pending_does_nothing_and_running_starts_with_preflight() {
+    let mut s = spec();
+    s.state = MigrationState::Pending;
+    assert!(matches!(
+        decide_at(&s, &MigrationStatus::default(), t(0)),
+        Decision::Idle { .. }
+    ));
+    s.state = MigrationState::Running;
+    assert_eq!(
+        decide_at(&s, &MigrationStatus::default(), t(0)),
+        Decision::Execute(PhaseName::Preflight)
+    );
+}
+
+#[test]
+fn automatic_run_completes_every_phase_once_in_order() {
+    let (st, decisions) = drive(&spec(), None);
+    assert_eq!(st.phase, Some(MigrationPhase::Completed));
+    assert!(st.completion_time.is_some());
+    let done: Vec<PhaseName> = st.phase_history.iter().map(|e| e.phase).collect();
+    assert_eq!(done, PhaseName::ALL.to_vec());
+    assert!(
+        st.phase_history
+            .iter()
+            .all(|e| e.status == PhaseStatus::Completed)
+    );
+    let executed: Vec<_> = decisions
+        .iter()
+        .filter(|d| matches!(d, Decision::Execute(_)))
+        .collect();
+    assert_eq!(executed.len(), 15);
+    assert!(matches!(
+        decide_at(&spec(), &st, t(500)),
+        Decision::Idle { .. }
+    ));
+}
+
+#[test]
+fn manual_mode_waits_for_each_phase_and_approval_releases_it() {
+    let mut s = spec();
+    s.approval_mode = ApprovalMode::Manual;
+    let mut st = MigrationStatus::default();
+    assert_eq!(
+        decide_at(&s, &st, t(0)),
+        Decision::AwaitApproval(PhaseName::Preflight)
+    );
+    s.approved_phases.push(PhaseName::Preflight);
+    assert_eq!(
+        decide_at(&s, &st, t(1)),
+        Decision::Execute(PhaseName::Preflight)
+    );
+    begin_phase(&mut st, PhaseName::Preflight, true, t(1));
+    apply_outcome(
+        &mut st,
+        PhaseName::Preflight,
+        &Outcome::Completed {
+            message: String::new(),
+        },
+        &s,
+        Some(1),
+        t(2),
+    );
+    let cur = st.current_phase_state.clone().unwrap();
+    assert_eq!(
+        (cur.name, cur.status, cur.requires_approval, cur.approved),
+        (
+            PhaseName::Backup,
+            PhaseStatus::WaitingForApproval,
+            true,
+            false
+        )
+    );
+    assert_eq!(
+        decide_at(&s, &st, t(3)),
+        Decision::AwaitApproval(PhaseName::Backup)
+    );
+    s.approved_phases.push(PhaseName::Backup);
+    assert_eq!(
+        decide_at(&s, &st, t(4)),
+        Decision::Execute(PhaseName::Backup)
+    );
+}
+
+#[test]
+fn a_started_phase_continues_even_if_its_approval_is_withdrawn() {
+    let mut s = spec();
+    s.approval_mode = ApprovalMode::Manual;
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::Preflight, true, t(0));
+    assert_eq!(
+        decide_at(&s, &st, t(1)),
+        Decision::Execute(PhaseName::Preflight)
+    );
+}
+
+#[test]
+fn pause_stops_at_the_current_phase_and_resume_continues_it() {
+    let mut s = spec();
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::Backup, false, t(0));
+    s.state = MigrationState::Paused;
+    assert_eq!(
+        decide_at(&s, &st, t(1)),
+        Decision::Paused {
+            at: Some(PhaseName::Backup)
+        }
+    );
+    s.state = MigrationState::Running;
+    assert_eq!(
+        decide_at(&s, &st, t(2)),
+        Decision::Execute(PhaseName::Backup)
+    );
+}
+
+#[test]
+fn a_phase_past_its_deadline_times_out() {
+    let s = spec();
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::Backup, false, t(0));
+    assert_eq!(
+        decide(&s, &st, Some(1), t(59), |_| Duration::from_secs(60)),
+        Decision::Execute(PhaseName::Backup)
+    );
+    assert_eq!(
+        decide(&s, &st, Some(1), t(61), |_| Duration::from_secs(60)),
+        Decision::TimedOut {
+            phase: PhaseName::Backup,
+            after: Duration::from_secs(60)
+        }
+    );
+}
+
+#[test]
+fn failure_is_persisted_then_rolled_back_once_in_reverse() {
+    let (st, decisions) = drive(&spec(), Some(PhaseName::UpdateSecrets));
+    assert_eq!(st.phase, Some(MigrationPhase::RollbackCompleted));
+    let rb = st.rollback.clone().unwrap();
+    assert_eq!(rb.trigger, RollbackTrigger::PhaseFailure);
+    assert_eq!(
+        rb.rolled_back_phases,
+        [
+            PhaseName::UpdateSecrets,
+            PhaseName::DisableCvo,
+            PhaseName::Backup,
+            PhaseName::Preflight
+        ]
+    );
+    // The failure is in history before any rollback entry.
+    let failed_idx = st
+        .phase_history
+        .iter()
+        .position(|e| e.status == PhaseStatus::Failed)
+        .unwrap();
+    let first_rb = st
+        .phase_history
+        .iter()
+        .position(|e| e.status == PhaseStatus::RolledBack)
+        .unwrap();
+    assert!(failed_idx < first_rb);
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|d| matches!(d, Decision::StartRollback { .. }))
+            .count(),
+        1
+    );
+    assert!(conditions::is_true(
+        &st.conditions,
+        ConditionType::RolledBack
+    ));
+    // Terminal: neither rollbackOnFailure nor a later Rollback request runs it again.
+    let mut s = spec();
+    assert!(matches!(decide_at(&s, &st, t(900)), Decision::Idle { .. }));
+    s.state = MigrationState::Rollback;
+    assert!(matches!(decide_at(&s, &st, t(901)), Decision::Idle { .. }));
+}
+
+#[test]
+fn without_rollback_on_failure_a_failure_just_stops() {
+    let mut s = spec();
+    s.rollback_on_failure = false;
+    let (st, _) = drive(&s, Some(PhaseName::DisableCvo));
+    assert_eq!(st.phase, Some(MigrationPhase::Failed));
+    assert!(st.rollback.is_none());
+    let failed = conditions::find(&st.conditions, ConditionType::Failed).unwrap();
+    assert!(
+        failed.message.contains("DisableCVO failed: boom"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed.message.contains("set spec.state to Rollback"),
+        "{}",
+        failed.message
+    );
+    // The administrator can still ask for the rollback, once.
+    s.state = MigrationState::Rollback;
+    assert!(matches!(
+        decide_at(&s, &st, t(300)),
+        Decision::StartRollback {
+            trigger: RollbackTrigger::Requested,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn past_the_point_of_no_return_rollback_is_refused() {
+    let (st, _) = drive(&spec(), Some(PhaseName::ScaleOldMachines));
+    assert_eq!(st.phase, Some(MigrationPhase::Failed));
+    assert!(
+        st.rollback.is_none(),
+        "automatic rollback must not run past the point of no return"
+    );
+    let failed = conditions::find(&st.conditions, ConditionType::Failed).unwrap();
+    assert!(
+        failed.message.contains("point of no return"),
+        "{}",
+        failed.message
+    );
+    let mut s = spec();
+    s.state = MigrationState::Rollback;
+    match decide_at(&s, &st, t(999)) {
+        Decision::RefuseRollback { reason } => assert!(
+            reason.contains("RecreateCPMS") && reason.contains("strand"),
+            "{reason}"
+        ),
+        d => panic!("expected a refusal, got {d:?}"),
+    }
+}
+
+#[test]
+fn requested_rollback_before_the_point_of_no_return_runs_once() {
+    let mut s = spec();
+    let mut st = MigrationStatus::default();
+    for (i, p) in [
+        PhaseName::Preflight,
+        PhaseName::Backup,
+        PhaseName::DisableCvo,
+        PhaseName::UpdateSecrets,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        begin_phase(&mut st, p, false, t(i as i64));
+        apply_outcome(
+            &mut st,
+            p,
+            &Outcome::Completed {
+                message: String::new(),
+            },
+            &s,
+            Some(1),
+            t(i as i64),
+        );
+    }
+    s.state = MigrationState::Rollback;
+    let Decision::StartRollback { trigger, reason } = decide_at(&s, &st, t(10)) else {
+        panic!()
+    };
+    assert_eq!(trigger, RollbackTrigger::Requested);
+    start_rollback(&mut st, trigger, &reason, Some(2), t(10));
+    start_rollback(&mut st, trigger, "again", Some(2), t(11));
+    assert_eq!(
+        st.rollback.as_ref().unwrap().reason,
+        reason,
+        "a second start must not reset the first"
+    );
+    assert_eq!(
+        decide_at(&s, &st, t(12)),
+        Decision::RollBack(PhaseName::UpdateSecrets)
+    );
+    record_rollback_step(
+        &mut st,
+        PhaseName::UpdateSecrets,
+        Ok("restored".into()),
+        t(12),
+    );
+    record_rollback_step(
+        &mut st,
+        PhaseName::UpdateSecrets,
+        Ok("restored".into()),
+        t(12),
+    );
+    assert_eq!(
+        st.phase_history
+            .iter()
+            .filter(|e| e.status == PhaseStatus::RolledBack)
+            .count(),
+        1
+    );
+    assert_eq!(
+        decide_at(&s, &st, t(13)),
+        Decision::RollBack(PhaseName::DisableCvo)
+    );
+}
+
+#[test]
+fn a_failed_rollback_step_is_reported_and_the_rest_still_runs() {
+    let mut s = spec();
+    let mut st = MigrationStatus::default();
+    for p in [
+        PhaseName::Preflight,
+        PhaseName::Backup,
+        PhaseName::DisableCvo,
+    ] {
+        begin_phase(&mut st, p, false, t(0));
+        apply_outcome(
+            &mut st,
+            p,
+            &Outcome::Completed {
+                message: String::new(),
+            },
+            &s,
+            Some(1),
+            t(0),
+        );
+    }
+    s.state = MigrationState::Rollback;
+    start_rollback(&mut st, RollbackTrigger::Requested, "r", Some(1), t(1));
+    record_rollback_step(
+        &mut st,
+        PhaseName::DisableCvo,
+        Err("CVO Deployment is gone".into()),
+        t(2),
+    );
+    assert_eq!(
+        decide_at(&s, &st, t(3)),
+        Decision::RollBack(PhaseName::Backup)
+    );
+    record_rollback_step(&mut st, PhaseName::Backup, Ok(String::new()), t(3));
+    record_rollback_step(&mut st, PhaseName::Preflight, Ok(String::new()), t(3));
+    assert_eq!(decide_at(&s, &st, t(4)), Decision::FinishRollback);
+    finish_rollback(&mut st, Some(1), t(4));
+    let c = conditions::find(&st.conditions, ConditionType::RolledBack).unwrap();
+    assert_eq!(c.status, "False");
+    assert!(
+        c.message.contains("DisableCVO: CVO Deployment is gone"),
+        "{}",
+        c.message
+    );
+}
+
+#[test]
+fn preflight_failure_is_retried_only_after_the_spec_changes() {
+    let s = spec();
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::Preflight, false, t(0));
+    apply_outcome(
+        &mut st,
+        PhaseName::Preflight,
+        &Outcome::Failed {
+            message: "secret missing".into(),
+        },
+        &s,
+        Some(1),
+        t(1),
+    );
+    assert_eq!(st.phase, Some(MigrationPhase::Failed));
+    assert!(matches!(
+        decide(&s, &st, Some(1), t(2), |_| HOUR),
+        Decision::Idle { .. }
+    ));
+    assert_eq!(
+        decide(&s, &st, Some(2), t(3), |_| HOUR),
+        Decision::RetryPreflight
+    );
+    reset_for_preflight_retry(&mut st, Some(2), t(3));
+    assert_eq!(
+        decide(&s, &st, Some(2), t(4), |_| HOUR),
+        Decision::Execute(PhaseName::Preflight)
+    );
+}
+
+#[test]
+fn phase_logs_are_bounded_keeping_the_newest() {
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::Preflight, false, t(0));
+    let logs: Vec<LogEntry> = (0..80)
+        .map(|i| LogEntry {
+            timestamp: Time(t(i)),
+            level: vcfm_api::LogLevel::Info,
+            message: format!("line {i}"),
+            component: String::new(),
+            fields: Default::default(),
+        })
+        .collect();
+    append_logs(&mut st, PhaseName::Preflight, logs);
+    let entry = &st.phase_history[0];
+    assert_eq!(entry.logs.len(), MAX_LOGS_PER_PHASE);
+    assert_eq!(entry.logs.last().unwrap().message, "line 79");
+    assert_eq!(entry.logs[0].message, "line 30");
+}
+
+#[test]
+fn begin_phase_is_idempotent() {
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::Preflight, false, t(0));
+    begin_phase(&mut st, PhaseName::Preflight, false, t(5));
+    assert_eq!(st.phase_history.len(), 1);
+    assert_eq!(st.current_phase_state.unwrap().start_time, Some(Time(t(0))));
+}
+
+#[test]
+fn every_failure_before_the_point_of_no_return_rolls_back_exactly_the_started_phases() {
+    for fail_at in PhaseName::ALL
+        .into_iter()
+        .filter(|p| !p.is_past_point_of_no_return() && *p != PhaseName::Preflight)
+    {
+        let (st, _) = drive(&spec(), Some(fail_at));
+        assert_eq!(
+            st.phase,
+            Some(MigrationPhase::RollbackCompleted),
+            "failing at {fail_at}"
+        );
+        let mut expected: Vec<PhaseName> = PhaseName::ALL
+            .into_iter()
+            .filter(|p| *p <= fail_at)
+            .collect();
+        expected.reverse();
+        assert_eq!(
+            st.rollback.unwrap().rolled_back_phases,
+            expected,
+            "failing at {fail_at}"
+        );
+    }
+}
