@@ -1,7 +1,11 @@
-//! `vcfm`: the single binary (controller, CLI and demo).
+//! `vcfm`: the single binary: the controller, the administrator's CLI, and the CRD.
+
+mod cli;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -10,6 +14,12 @@ use std::io::Write;
     about = "Move an OpenShift cluster from one vCenter to another, phase by phase."
 )]
 struct Cli {
+    /// Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the migration.
+    #[arg(short, long, global = true, default_value = "vcfm-system")]
+    namespace: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,15 +28,161 @@ struct Cli {
 enum Command {
     /// Print the VmwareCloudFoundationMigration CRD manifest (YAML).
     Crd,
+    /// Run the controller.
+    Controller(ControllerArgs),
+    /// Show a migration: phase, progress, history, what it waits for, what to do next.
+    Status { name: String },
+    /// Approve a phase (Manual mode); without PHASE, the phase now waiting.
+    Approve { name: String, phase: Option<String> },
+    /// Stop at the next safe point.
+    Pause { name: String },
+    /// Start (from Pending) or continue (from Paused).
+    Resume { name: String },
+    /// Undo the completed phases (refused past the point of no return).
+    Rollback { name: String },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(clap::Args, Debug)]
+struct ControllerArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Hold a Lease so that only one replica acts.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, or --namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Lease duration in seconds; long enough to ride out an API outage during the control-plane rollout.
+    #[arg(long, default_value_t = 137)]
+    lease_duration: u64,
+    /// PEM bundle of the CAs that sign the vCenter certificates (default: system roots).
+    #[arg(long, env = "VCFM_VCENTER_CA_FILE")]
+    vcenter_ca_file: Option<PathBuf>,
+    /// Do not verify vCenter certificates. Only for labs.
+    #[arg(long)]
+    vcenter_insecure: bool,
+    /// Log format.
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
             let yaml = vcfm_api::crd_yaml()?;
             std::io::stdout().lock().write_all(yaml.as_bytes())?;
+            Ok(())
+        }
+        Command::Controller(args) => run_controller(cli.kubeconfig, &cli.namespace, args).await,
+        Command::Status { name } => {
+            let client = cli::client(cli.kubeconfig.as_deref()).await?;
+            print!("{}", cli::status(client, &cli.namespace, &name).await?);
+            Ok(())
+        }
+        Command::Approve { name, phase } => {
+            let client = cli::client(cli.kubeconfig.as_deref()).await?;
+            println!(
+                "{}",
+                cli::approve(client, &cli.namespace, &name, phase.as_deref()).await?
+            );
+            Ok(())
+        }
+        Command::Pause { name } => {
+            set_state(
+                cli.kubeconfig,
+                &cli.namespace,
+                &name,
+                vcfm_api::MigrationState::Paused,
+            )
+            .await
+        }
+        Command::Resume { name } => {
+            set_state(
+                cli.kubeconfig,
+                &cli.namespace,
+                &name,
+                vcfm_api::MigrationState::Running,
+            )
+            .await
+        }
+        Command::Rollback { name } => {
+            set_state(
+                cli.kubeconfig,
+                &cli.namespace,
+                &name,
+                vcfm_api::MigrationState::Rollback,
+            )
+            .await
         }
     }
+}
+
+async fn set_state(
+    kubeconfig: Option<PathBuf>,
+    ns: &str,
+    name: &str,
+    state: vcfm_api::MigrationState,
+) -> anyhow::Result<()> {
+    let client = cli::client(kubeconfig.as_deref()).await?;
+    println!("{}", cli::set_state(client, ns, name, state).await?);
+    Ok(())
+}
+
+async fn run_controller(
+    kubeconfig: Option<PathBuf>,
+    namespace: &str,
+    args: ControllerArgs,
+) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn,hyper=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let client = cli::client(kubeconfig.as_deref()).await?;
+    let ca = match &args.vcenter_ca_file {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| anyhow::anyhow!("reading --vcenter-ca-file {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let config = vcfm_controller::ControllerConfig {
+        vcenter_ca_pem: ca,
+        vcenter_insecure: args.vcenter_insecure,
+        ..Default::default()
+    };
+    let leader_election = args.leader_elect.then(|| {
+        let identity =
+            std::env::var("POD_NAME").unwrap_or_else(|_| format!("vcfm-{}", std::process::id()));
+        let mut le = vcfm_controller::LeaderElection::new(
+            args.lease_namespace
+                .clone()
+                .unwrap_or_else(|| namespace.to_string()),
+            identity,
+        );
+        le.lease_duration = std::time::Duration::from_secs(args.lease_duration.max(15));
+        le.renew_deadline = le.lease_duration.mul_f64(0.78);
+        le.retry_period = le.lease_duration / 5;
+        le
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        cli::wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    let opts = vcfm_controller::RunOptions {
+        config,
+        leader_election,
+        listen: Some(args.listen),
+    };
+    vcfm_controller::run(client, opts, shutdown).await?;
     Ok(())
 }
