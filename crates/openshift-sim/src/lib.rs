@@ -1,0 +1,633 @@
+//! openshift-sim: a simulated OpenShift-on-vSphere cluster for vcfm's tests, benchmarks and
+//! demo. It seeds a freshly installed cluster into [kube-sim](kube_sim) (OpenShift's real
+//! CRDs, Infrastructure, ClusterVersion, FeatureGate, ClusterOperators, credentials,
+//! cloud-provider config, CVO, CPMS, Machines, Nodes, pods) whose VMs exist in a source
+//! vcsim, and plays the operators a migration relies on against the source and target
+//! vcsims, through the HTTP API only, so the controller is judged against OpenShift's
+//! behaviour rather than its own expectations.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), openshift_sim::Error> {
+//! use openshift_sim::{Scenario, SimCluster};
+//! let sim = SimCluster::start(Scenario { workers: 2, ..Scenario::default() }).await?;
+//! let client = sim.client();            // admin kube::Client
+//! let target = sim.target().clone();    // server, credentials, CA, inventory paths
+//! # let _ = (client, target);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod kapi;
+mod ops;
+mod scenario;
+mod seed;
+mod vcenter;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube_sim::KubeSim;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vcfm_vsphere::sim::{Vcsim, VcsimOptions};
+use vcfm_vsphere::{CategorySpec, CloneSpec, MoRef};
+
+pub use scenario::{ConfigFormat, Delays, Faults, Scenario, Site, VcsimRestart, WrongCredentials};
+pub use seed::failure_domain as failure_domain_json;
+pub use vcenter::VcenterInfo;
+
+use seed::{MACHINE_FINALIZER, MAPI_NS};
+
+/// Errors starting the simulation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The shared test data (OpenShift CRDs) is not where it should be.
+    #[error(
+        "OpenShift CRDs not found at {0}: set VCFM_SHARED_DIR to the directory that holds openshift-crds/"
+    )]
+    SharedDirMissing(PathBuf),
+    /// kube-sim failed to start or rejected a manifest.
+    #[error("kube-sim: {0}")]
+    KubeSim(#[from] kube_sim::SimError),
+    /// A vcsim failed to start or restart.
+    #[error("vcsim: {0}")]
+    Vcsim(#[from] vcfm_vsphere::sim::SimError),
+    /// A vSphere call made while seeding failed.
+    #[error("vSphere: {0}")]
+    VSphere(#[from] vcfm_vsphere::Error),
+    /// A Kubernetes API call made while seeding failed.
+    #[error("seeding {what}: {message}")]
+    Seed {
+        /// The object or step.
+        what: String,
+        /// The error.
+        message: String,
+    },
+}
+
+fn seed_err(what: impl Into<String>) -> impl FnOnce(kapi::CallError) -> Error {
+    let what = what.into();
+    move |e| Error::Seed {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// `<workspace>/../shared`, or `$VCFM_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("VCFM_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
+/// The directory of OpenShift CRDs for a feature set (`default` or `multi-vcenter-day2`).
+pub fn crd_dir(multi_vcenter_day2_gate: bool) -> Result<PathBuf, Error> {
+    let set = if multi_vcenter_day2_gate {
+        "multi-vcenter-day2"
+    } else {
+        "default"
+    };
+    let dir = shared_dir().join("openshift-crds").join(set);
+    if dir
+        .join("0000_10_config-operator_01_infrastructures.crd.yaml")
+        .is_file()
+    {
+        Ok(dir)
+    } else {
+        Err(Error::SharedDirMissing(dir))
+    }
+}
+
+/// The one rule of the real CRDs that kube-cel 0.8 evaluates wrongly: `has()` on the
+/// underscored field `machines_v1beta1_machine_openshift_io` is always false, so every valid
+/// ControlPlaneMachineSet would be rejected. The CRD is served without it (schema and all
+/// other rules intact) until kube-cel or kube-sim handles it.
+const CEL_WORKAROUND_RULE: &str = "machines_v1beta1_machine_openshift_io configuration is";
+
+/// Applies every CRD of `dir`, minus [`CEL_WORKAROUND_RULE`].
+fn install_openshift_crds(kube: &KubeSim, dir: &Path) -> Result<(), Error> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|_| Error::SharedDirMissing(dir.to_path_buf()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|_| Error::SharedDirMissing(f.clone()))?;
+        if !text.contains(CEL_WORKAROUND_RULE) {
+            kube.apply_yaml(&text)?;
+            continue;
+        }
+        let mut crd: Value = serde_saphyr::from_str(&text).map_err(|e| Error::Seed {
+            what: f.display().to_string(),
+            message: e.to_string(),
+        })?;
+        strip_rule(&mut crd, CEL_WORKAROUND_RULE);
+        let json = serde_json::to_string(&crd).map_err(|e| Error::Seed {
+            what: f.display().to_string(),
+            message: e.to_string(),
+        })?;
+        kube.apply_yaml(&json)?;
+    }
+    Ok(())
+}
+
+/// Removes every `x-kubernetes-validations` entry whose message starts with `message`.
+fn strip_rule(v: &mut Value, message: &str) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Array(rules)) = m.get_mut("x-kubernetes-validations") {
+                rules.retain(|r| {
+                    !r.get("message")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| s.starts_with(message))
+                });
+                if rules.is_empty() {
+                    m.remove("x-kubernetes-validations");
+                }
+            }
+            for child in m.values_mut() {
+                strip_rule(child, message);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| strip_rule(c, message)),
+        _ => {}
+    }
+}
+
+/// CRDs OpenShift's API repository does not ship (cluster-autoscaler-operator's).
+const EXTRA_CRDS: &[&str] = &[
+    include_str!("../crds/clusterautoscalers.yaml"),
+    include_str!("../crds/machineautoscalers.yaml"),
+];
+
+/// A running simulated cluster: kube-sim, two vcsims and the operators. Dropping it stops
+/// everything (use [`SimCluster::shutdown`] to wait for it).
+pub struct SimCluster {
+    kube: Option<KubeSim>,
+    client: kube::Client,
+    infra_id: String,
+    scenario: Scenario,
+    source: VcenterInfo,
+    target: VcenterInfo,
+    sims: HashMap<&'static str, Arc<Mutex<Vcsim>>>,
+    crd_dir: PathBuf,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    vc: vcenter::Vcenters,
+}
+
+impl std::fmt::Debug for SimCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCluster")
+            .field("infra_id", &self.infra_id)
+            .field("source", &self.source.server)
+            .field("target", &self.target.server)
+            .finish()
+    }
+}
+
+fn site_key(site: Site) -> &'static str {
+    match site {
+        Site::Source => "source",
+        Site::Target => "target",
+    }
+}
+
+impl SimCluster {
+    /// Starts both vcsims and kube-sim, installs the CRDs of the scenario's feature set,
+    /// seeds the cluster (VMs included) and starts the operators.
+    pub async fn start(scenario: Scenario) -> Result<Self, Error> {
+        let crd_dir = crd_dir(scenario.multi_vcenter_day2_gate)?;
+        let (src, tgt) = tokio::join!(
+            Vcsim::start_async(VcsimOptions::default()),
+            Vcsim::start_async(VcsimOptions::default())
+        );
+        let (src, tgt) = (src?, tgt?);
+        let mut builder = KubeSim::builder();
+        if let Some(p) = &scenario.kubeconfig_path {
+            builder = builder.kubeconfig_path(p.clone());
+        }
+        let kube = builder.start().await?;
+        install_openshift_crds(&kube, &crd_dir)?;
+        for crd in EXTRA_CRDS {
+            kube.apply_yaml(crd)?;
+        }
+        let vcfm_crd = vcfm_api::crd_yaml().map_err(|e| Error::Seed {
+            what: "the vcfm CRD".into(),
+            message: e.to_string(),
+        })?;
+        kube.apply_yaml(&vcfm_crd)?;
+        let client = kube.client().await?;
+
+        let infra_id = format!("{}-{}", scenario.cluster_name, kapi::suffix(5));
+        let source = VcenterInfo::from_sim(&src, &infra_id);
+        let mut target = VcenterInfo::from_sim(&tgt, &infra_id);
+        let mut creds_password = source.password.clone();
+        match scenario.faults.wrong_credentials {
+            Some(WrongCredentials::Source) => creds_password = format!("not-{creds_password}"),
+            Some(WrongCredentials::Target) => target.password = format!("not-{}", target.password),
+            None => {}
+        }
+        let trust = HashMap::from([
+            (
+                source.server.clone(),
+                src.ca_pem().map_err(vcfm_vsphere::sim::SimError::Io)?,
+            ),
+            (
+                target.server.clone(),
+                tgt.ca_pem().map_err(vcfm_vsphere::sim::SimError::Io)?,
+            ),
+        ]);
+        let vc = vcenter::Vcenters::new(trust);
+
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let infra_crd = kapi::call(crds.get(ops::cvo::INFRA_CRD))
+            .await
+            .map_err(seed_err("the Infrastructure CRD"))?;
+        let infra_crd = serde_json::to_value(&infra_crd).map_err(|e| Error::Seed {
+            what: "the Infrastructure CRD".into(),
+            message: e.to_string(),
+        })?;
+
+        let cancel = CancellationToken::new();
+        let ctx = ops::Ctx {
+            client: client.clone(),
+            delays: Arc::new(scenario.delays.clone()),
+            faults: Arc::new(scenario.faults.clone()),
+            vc: vc.clone(),
+            infra_id: infra_id.clone().into(),
+            target_server: target.server.clone().into(),
+            version: scenario.version.clone().into(),
+            next_ip: Arc::new(AtomicU32::new(10)),
+            api_faults: kube.faults(),
+            outage_fired: Arc::new(AtomicBool::new(false)),
+            infra_crd: Arc::new(infra_crd),
+            cancel: cancel.clone(),
+        };
+
+        for obj in seed::base_objects(&scenario, &infra_id, &source, &creds_password) {
+            let what = format!(
+                "{} {}",
+                obj["kind"].as_str().unwrap_or_default(),
+                obj["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            kapi::create(&client, &obj).await.map_err(seed_err(what))?;
+        }
+        let nodes = seed_machines(&ctx, &scenario, &source).await?;
+        let groups = seed::pod_groups(scenario.config_format, nodes.len());
+        let first_node = nodes.first().cloned().unwrap_or_default();
+        for g in &groups {
+            for _ in 0..g.replicas {
+                let ip = ctx.allocate_ip("");
+                let obj = seed::pod(g, &g.new_pod_name(), &first_node, &ip, true);
+                kapi::create(&client, &obj)
+                    .await
+                    .map_err(seed_err(g.id()))?;
+            }
+        }
+
+        let mut sims = HashMap::new();
+        sims.insert("source", Arc::new(Mutex::new(src)));
+        sims.insert("target", Arc::new(Mutex::new(tgt)));
+        let mut tasks = vec![
+            tokio::spawn(ops::credentials::run(ctx.clone())),
+            tokio::spawn(ops::machines::run_machine_controller(ctx.clone())),
+            tokio::spawn(ops::machines::run_machineset_controller(ctx.clone())),
+            tokio::spawn(ops::cpms::run(ctx.clone())),
+            tokio::spawn(ops::pods::run(ctx.clone(), groups, first_node)),
+            tokio::spawn(ops::cluster_operators::run(ctx.clone())),
+            tokio::spawn(ops::cvo::run(ctx.clone())),
+        ];
+        if let Some(r) = scenario.faults.vcsim_restart
+            && let Some(sim) = sims.get(site_key(r.site)).cloned()
+        {
+            let cancel = cancel.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(r.after) => {
+                        tracing::info!(site = ?r.site, "fault: restarting vcsim");
+                        let res = tokio::task::spawn_blocking(move || {
+                            sim.lock().map_err(|e| e.to_string())?.restart().map_err(|e| e.to_string())
+                        })
+                        .await;
+                        if let Ok(Err(e)) | Err(e) = res.map_err(|e| e.to_string()) {
+                            tracing::warn!(error = %e, "vcsim restart failed");
+                        }
+                    }
+                }
+            }));
+        }
+        tracing::info!(%infra_id, source = %source.server, target = %target.server, "simulated cluster ready");
+        Ok(Self {
+            kube: Some(kube),
+            client,
+            infra_id,
+            scenario,
+            source,
+            target,
+            sims,
+            crd_dir,
+            cancel,
+            tasks,
+            vc,
+        })
+    }
+
+    /// Admin client of the simulated API server.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The admin kubeconfig file.
+    pub fn kubeconfig_path(&self) -> &Path {
+        self.kube().kubeconfig_path()
+    }
+
+    /// The API server (fault injection, request statistics, extra tokens).
+    pub fn kube(&self) -> &KubeSim {
+        self.kube
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("kube-sim is only taken by shutdown"))
+    }
+
+    /// The cluster's infraID (`<cluster_name>-xxxxx`).
+    pub fn infra_id(&self) -> &str {
+        &self.infra_id
+    }
+
+    /// The scenario the cluster runs.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The directory of OpenShift CRDs that was installed.
+    pub fn crd_dir(&self) -> &Path {
+        &self.crd_dir
+    }
+
+    /// The source vCenter (the one in the Infrastructure).
+    pub fn source(&self) -> &VcenterInfo {
+        &self.source
+    }
+
+    /// The target vCenter (empty but for the template; a migration creates the folder).
+    pub fn target(&self) -> &VcenterInfo {
+        &self.target
+    }
+
+    /// [`SimCluster::source`] or [`SimCluster::target`].
+    pub fn vcenter(&self, site: Site) -> &VcenterInfo {
+        match site {
+            Site::Source => &self.source,
+            Site::Target => &self.target,
+        }
+    }
+
+    /// A new administrator vSphere client for a site (own sessions, real credentials), to
+    /// inspect what the simulation and the controller did.
+    pub fn vsphere_client(&self, site: Site) -> Result<vcfm_vsphere::Client, Error> {
+        let sim = self.sims.get(site_key(site)).ok_or_else(|| Error::Seed {
+            what: "vcsim".into(),
+            message: "unknown site".into(),
+        })?;
+        let sim = sim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(sim.client()?)
+    }
+
+    /// Restarts a vcsim now: sessions, tags, folders and clones are lost, as after a real
+    /// vCenter restart onto an empty inventory.
+    pub async fn restart_vcsim(&self, site: Site) -> Result<(), Error> {
+        let sim = self
+            .sims
+            .get(site_key(site))
+            .cloned()
+            .ok_or_else(|| Error::Seed {
+                what: "vcsim".into(),
+                message: "unknown site".into(),
+            })?;
+        tokio::task::spawn_blocking(move || {
+            sim.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .restart()
+        })
+        .await
+        .map_err(|e| vcfm_vsphere::sim::SimError::Io(std::io::Error::other(e.to_string())))??;
+        Ok(())
+    }
+
+    /// Stops the operators, logs out of the vCenters, stops kube-sim and both vcsims.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        for t in std::mem::take(&mut self.tasks) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        self.vc.logout_all().await;
+        if let Some(k) = self.kube.take() {
+            k.shutdown().await;
+        }
+        let sims: Vec<_> = self.sims.drain().map(|(_, s)| s).collect();
+        let _ = tokio::task::spawn_blocking(move || drop(sims)).await;
+    }
+}
+
+impl Drop for SimCluster {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Creates the cluster's VMs in the source vCenter (folder and ownership tag as the
+/// installer makes them) and their Machines, MachineSets, Nodes and the CPMS. Returns the
+/// node names.
+async fn seed_machines(
+    ctx: &ops::Ctx,
+    s: &Scenario,
+    src: &VcenterInfo,
+) -> Result<Vec<String>, Error> {
+    let vc = ctx
+        .vc
+        .client(&src.server, &src.username, &src.password)
+        .map_err(|e| Error::Seed {
+            what: "source vCenter client".into(),
+            message: e,
+        })?;
+    let folder = vc.ensure_folder(&src.folder).await?;
+    let category = vc
+        .ensure_category(&CategorySpec {
+            name: format!("openshift-{}", ctx.infra_id),
+            description: "Added by openshift-install do not remove".into(),
+            cardinality: vcfm_vsphere::Cardinality::Single,
+            associable_types: [
+                "VirtualMachine",
+                "ResourcePool",
+                "Folder",
+                "Datastore",
+                "StoragePod",
+            ]
+            .iter()
+            .map(|t| format!("urn:vim25:{t}"))
+            .collect(),
+        })
+        .await?;
+    let tag = vc
+        .ensure_tag(
+            &category.id,
+            &ctx.infra_id,
+            "Added by openshift-install do not remove",
+        )
+        .await?;
+    vc.attach_tag(&tag.id, &folder).await?;
+    let template = vc.find_vm(&src.template).await?;
+    let pool = vc.find_resource_pool(&src.resource_pool).await?;
+    let datastore = vc.find_datastore(&src.datastore).await?;
+    let mut spec = CloneSpec::new(folder, Some(pool));
+    spec.datastore = Some(datastore);
+    spec.power_on = true;
+    spec.timeout = Duration::from_secs(60);
+    let seeder = Seeder {
+        ctx,
+        vc: &vc,
+        template,
+        spec,
+        tag: tag.id,
+    };
+
+    let mut nodes = Vec::new();
+    let master_spec = seed::provider_spec("master", src);
+    for i in 0..s.masters {
+        let name = format!("{}-master-{i}", ctx.infra_id);
+        seeder
+            .machine(
+                &name,
+                "master",
+                master_spec.clone(),
+                seed::role_labels(&ctx.infra_id, "master"),
+                None,
+            )
+            .await?;
+        nodes.push(name);
+    }
+    let mut sets = vec![("worker", s.workers)];
+    if s.infra_machineset {
+        sets.push(("infra", 1));
+    }
+    for (role, replicas) in sets {
+        let ms = seed::machineset(&ctx.infra_id, role, replicas, src);
+        let created = kapi::create(&ctx.client, &ms)
+            .await
+            .map_err(seed_err("MachineSet"))?;
+        let ms_name = created["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let owner = json!([{"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+            "name": ms_name, "uid": created["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
+        let labels: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(ms["spec"]["template"]["metadata"]["labels"].clone())
+                .unwrap_or_default();
+        let value = ms["spec"]["template"]["spec"]["providerSpec"]["value"].clone();
+        for _ in 0..replicas {
+            let name = format!("{ms_name}-{}", kapi::suffix(5));
+            seeder
+                .machine(
+                    &name,
+                    role,
+                    value.clone(),
+                    labels.clone(),
+                    Some(owner.clone()),
+                )
+                .await?;
+            nodes.push(name);
+        }
+    }
+    let cpms = seed::cpms(
+        &ctx.infra_id,
+        s.masters,
+        master_spec,
+        &[seed::INSTALL_FAILURE_DOMAIN.to_string()],
+    );
+    kapi::create(&ctx.client, &cpms)
+        .await
+        .map_err(seed_err("ControlPlaneMachineSet"))?;
+    Ok(nodes)
+}
+
+struct Seeder<'a> {
+    ctx: &'a ops::Ctx,
+    vc: &'a vcfm_vsphere::Client,
+    template: MoRef,
+    spec: CloneSpec,
+    tag: String,
+}
+
+impl Seeder<'_> {
+    async fn machine(
+        &self,
+        name: &str,
+        role: &str,
+        provider: Value,
+        labels: std::collections::BTreeMap<String, String>,
+        owner: Option<Value>,
+    ) -> Result<(), Error> {
+        let vm = self.vc.clone_vm(&self.template, name, &self.spec).await?;
+        self.vc.attach_tag(&self.tag, &vm).await?;
+        let props = self
+            .vc
+            .retrieve_properties(
+                "VirtualMachine",
+                std::slice::from_ref(&vm),
+                &["config.uuid"],
+            )
+            .await?;
+        let uuid = props
+            .first()
+            .and_then(|o| o.str("config.uuid"))
+            .unwrap_or_default()
+            .to_string();
+        let provider_id = format!("vsphere://{uuid}");
+        let ip = self.ctx.allocate_ip("");
+        let node = kapi::create(
+            &self.ctx.client,
+            &seed::node(name, role, &provider_id, &ip, true),
+        )
+        .await
+        .map_err(seed_err(format!("Node {name}")))?;
+        let mut meta = json!({"name": name, "namespace": MAPI_NS, "labels": labels,
+            "finalizers": [MACHINE_FINALIZER],
+            "annotations": {"machine.openshift.io/instance-state": "poweredOn"}});
+        if let Some(o) = owner {
+            meta["ownerReferences"] = o;
+        }
+        let machine = json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine",
+            "metadata": meta,
+            "spec": {"lifecycleHooks": {}, "metadata": {}, "providerID": provider_id,
+                "providerSpec": {"value": provider}},
+            "status": {"phase": "Running", "lastUpdated": kapi::now(),
+                "nodeRef": {"kind": "Node", "name": name, "uid": node["metadata"]["uid"]},
+                "addresses": [{"type": "InternalIP", "address": ip}, {"type": "InternalDNS", "address": name}],
+                "providerStatus": {"instanceId": uuid, "instanceState": "poweredOn"}}});
+        kapi::create(&self.ctx.client, &machine)
+            .await
+            .map_err(seed_err(format!("Machine {name}")))?;
+        Ok(())
+    }
+}

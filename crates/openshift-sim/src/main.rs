@@ -1,0 +1,2 @@
+//! `openshift-sim` binary (work in progress).
+fn main() {}

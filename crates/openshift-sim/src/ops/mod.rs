@@ -1,0 +1,145 @@
+//! The simulated OpenShift operators. Each is a tokio task with its own `kube::Client` view
+//! of the API (HTTP only, no store access), level-triggered: it reconciles everything it
+//! owns whenever a watched kind changes, and at least every `Delays::resync`, so it
+//! survives API outages and missed events like the real operators.
+
+pub(crate) mod cluster_operators;
+pub(crate) mod cpms;
+pub(crate) mod credentials;
+pub(crate) mod cvo;
+pub(crate) mod machines;
+pub(crate) mod pods;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::scenario::{Delays, Faults};
+use crate::vcenter::Vcenters;
+
+/// What every simulated operator shares.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub client: kube::Client,
+    pub delays: Arc<Delays>,
+    pub faults: Arc<Faults>,
+    pub vc: Vcenters,
+    pub infra_id: Arc<str>,
+    pub target_server: Arc<str>,
+    pub version: Arc<str>,
+    /// Next host number in the machine network.
+    pub next_ip: Arc<AtomicU32>,
+    /// kube-sim's fault handle (the CPMS rollout outage).
+    pub api_faults: kube_sim::Faults,
+    pub outage_fired: Arc<AtomicBool>,
+    /// The Infrastructure CRD as seeded (the CVO restores its rule).
+    pub infra_crd: Arc<Value>,
+    pub cancel: CancellationToken,
+}
+
+impl Ctx {
+    /// A fresh address in the machine network (or outside it for the wrong-network fault).
+    pub(crate) fn allocate_ip(&self, server: &str) -> String {
+        let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
+        if self.faults.target_network_outside_machine_network && server == &*self.target_server {
+            format!("172.31.{}.{}", n / 250, n % 250 + 2)
+        } else {
+            format!("10.0.{}.{}", n / 250, n % 250 + 2)
+        }
+    }
+
+    /// Sleeps unless cancelled; false when cancelled.
+    pub(crate) async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}
+
+/// A stream that yields whenever `api` reports a change (errors included: the watcher
+/// re-lists with backoff, and a reconcile is a cheap way to notice recovery).
+pub(crate) fn trigger<K>(api: Api<K>) -> BoxStream<'static, ()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(|_| ())
+        .boxed()
+}
+
+/// Runs `reconcile` now, after every trigger burst and at least every `resync`, until
+/// cancelled. Errors are logged and retried on the next round.
+pub(crate) async fn run_loop<F, Fut>(
+    name: &'static str,
+    ctx: &Ctx,
+    triggers: Vec<BoxStream<'static, ()>>,
+    mut reconcile: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut triggers = futures::stream::select_all(triggers);
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return;
+        }
+        if let Err(e) = reconcile().await {
+            tracing::debug!(operator = name, error = %e, "reconcile failed; will retry");
+        }
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            Some(()) = triggers.next() => {}
+            _ = tokio::time::sleep(ctx.delays.resync) => {}
+        }
+        // Coalesce a burst of events into one reconcile.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        while let Some(Some(())) = triggers.next().now_or_never() {}
+    }
+}
+
+/// Condition lists equal in what a reader sees (type, status, reason, message).
+pub(crate) fn same_conditions(a: &Value, b: &Value) -> bool {
+    let key = |v: &Value| -> Vec<(String, String, String, String)> {
+        let mut out: Vec<_> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| {
+                        let s =
+                            |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                        (s("type"), s("status"), s("reason"), s("message"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    };
+    key(a) == key(b)
+}
+
+/// `new` conditions, keeping `lastTransitionTime` of those whose status did not change.
+pub(crate) fn carry_transition_times(old: &Value, mut new: Value) -> Value {
+    if let (Some(old), Some(list)) = (old.as_array(), new.as_array_mut()) {
+        for c in list.iter_mut() {
+            let t = c.get("type").cloned();
+            if let Some(prev) = old.iter().find(|o| o.get("type") == t.as_ref())
+                && prev.get("status") == c.get("status")
+                && let Some(ts) = prev.get("lastTransitionTime")
+            {
+                c["lastTransitionTime"] = ts.clone();
+            }
+        }
+    }
+    new
+}

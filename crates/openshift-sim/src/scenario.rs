@@ -1,0 +1,184 @@
+//! What to simulate: cluster size, feature set, config format, time scale and faults.
+
+use std::time::Duration;
+
+/// Format of `openshift-config/cloud-provider-config` (`config` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConfigFormat {
+    /// Newer clusters (4.13+): YAML with `global`, `vcenter`, `labels`.
+    #[default]
+    Yaml,
+    /// Older clusters: INI with `[Global]`, `[Workspace]`, `[VirtualCenter "..."]`, `[Labels]`.
+    Ini,
+}
+
+/// Which of the two simulated vCenters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// The vCenter the cluster was installed on.
+    Source,
+    /// The vCenter the cluster is migrated to.
+    Target,
+}
+
+/// How long the simulated operators take for each step; every wait in the simulation is one
+/// of these, so a whole migration is as fast or as watchable as the caller wants.
+#[derive(Debug, Clone)]
+pub struct Delays {
+    /// Machine: from creation to the clone call (scheduling, provider spec validation).
+    pub provision: Duration,
+    /// Machine: from VM creation to its Node turning Ready (boot, ignition, CSR approval).
+    pub node_ready: Duration,
+    /// Machine: from deletion request to VM destruction (drain).
+    pub machine_delete: Duration,
+    /// cloud-credential operator: from a `kube-system/vsphere-creds` change to the copies.
+    pub credentials_sync: Duration,
+    /// Replacement pod: from creation to Ready.
+    pub pod_ready: Duration,
+    /// Deleted pod: how long it lingers Terminating.
+    pub pod_terminate: Duration,
+    /// ClusterOperators: how long they stay Progressing after a configuration change.
+    pub operator_progressing: Duration,
+    /// CPMS operator: from a spec change to `status.observedGeneration` catching up.
+    pub cpms_observe: Duration,
+    /// CPMS operator: from deletion to the Inactive CPMS coming back.
+    pub cpms_recreate: Duration,
+    /// CVO Deployment: from a scale to the replicas being available.
+    pub deployment_ready: Duration,
+    /// CVO: from a lifted Infrastructure CRD rule to its restoration (while running).
+    pub cvo_restore: Duration,
+    /// Level-triggered resync period of every operator (watch events trigger earlier).
+    pub resync: Duration,
+}
+
+impl Delays {
+    /// As fast as possible while keeping every intermediate state observable (tests).
+    pub fn instant() -> Self {
+        let ms = Duration::from_millis;
+        Self {
+            provision: ms(50),
+            node_ready: ms(150),
+            machine_delete: ms(50),
+            credentials_sync: ms(50),
+            pod_ready: ms(200),
+            pod_terminate: ms(200),
+            operator_progressing: ms(300),
+            cpms_observe: ms(200),
+            cpms_recreate: ms(200),
+            deployment_ready: ms(200),
+            cvo_restore: ms(300),
+            resync: ms(500),
+        }
+    }
+
+    /// A pace a person can follow (`vcfm demo`): a migration takes a few minutes.
+    pub fn demo() -> Self {
+        let s = Duration::from_secs;
+        Self {
+            provision: s(3),
+            node_ready: s(8),
+            machine_delete: s(3),
+            credentials_sync: s(2),
+            pod_ready: s(5),
+            pod_terminate: s(4),
+            operator_progressing: s(10),
+            cpms_observe: s(2),
+            cpms_recreate: s(5),
+            deployment_ready: s(3),
+            cvo_restore: s(5),
+            resync: s(2),
+        }
+    }
+}
+
+impl Default for Delays {
+    fn default() -> Self {
+        Self::instant()
+    }
+}
+
+/// Which credentials are seeded wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongCredentials {
+    /// `kube-system/vsphere-creds` holds a wrong password for the source vCenter.
+    Source,
+    /// [`crate::VcenterInfo::password`] of the target is wrong (what a user would put in the
+    /// migration's target Secret by mistake).
+    Target,
+}
+
+/// Restart one vCenter simulator at a point in time (all its state is lost, as in a real
+/// vCenter restart that drops sessions; VMs it held are gone too, a harsher case).
+#[derive(Debug, Clone, Copy)]
+pub struct VcsimRestart {
+    /// Which vCenter.
+    pub site: Site,
+    /// Time after [`crate::SimCluster::start`] returns.
+    pub after: Duration,
+}
+
+/// Faults to inject, per scenario. `Default` is a healthy cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// When the CPMS operator deletes the first outdated master, the API server becomes
+    /// unavailable (every request 503) for this long, as during a real etcd member swap.
+    pub api_outage_during_cpms_rollout: Option<Duration>,
+    /// Machines whose name contains this string fail to provision (the clone task fails).
+    pub fail_provision_matching: Option<String>,
+    /// Extra time every clone on the target vCenter takes.
+    pub slow_provision_target: Option<Duration>,
+    /// This ClusterOperator stays `Degraded=True` whatever happens.
+    pub degraded_operator: Option<String>,
+    /// Restart a vcsim once, at a given time.
+    pub vcsim_restart: Option<VcsimRestart>,
+    /// Wrong credentials.
+    pub wrong_credentials: Option<WrongCredentials>,
+    /// The cloud-credential operator is broken: `kube-system/vsphere-creds` changes never
+    /// reach the component secrets.
+    pub credentials_not_propagated: bool,
+    /// Nodes created on the target get an InternalIP outside the machine network (the VMs
+    /// were attached to the wrong port group).
+    pub target_network_outside_machine_network: bool,
+}
+
+/// Everything that varies between simulated clusters.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Cluster name; the infraID is `<name>-<5 random chars>`.
+    pub cluster_name: String,
+    /// Control-plane machines (3 in every supported topology).
+    pub masters: u32,
+    /// Workers in the worker MachineSet.
+    pub workers: u32,
+    /// Also seed an `infra` MachineSet (1 replica) that a migration must not copy.
+    pub infra_machineset: bool,
+    /// Run with the `VSphereMultiVCenterDay2` feature gate (CustomNoUpgrade) and its CRDs.
+    pub multi_vcenter_day2_gate: bool,
+    /// Format of the cloud-provider config.
+    pub config_format: ConfigFormat,
+    /// OpenShift version reported by ClusterVersion and FeatureGate.
+    pub version: String,
+    /// Time scale.
+    pub delays: Delays,
+    /// Faults.
+    pub faults: Faults,
+    /// Where to write the admin kubeconfig (default: a temp file owned by the simulation).
+    pub kubeconfig_path: Option<std::path::PathBuf>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            cluster_name: "ocp".into(),
+            masters: 3,
+            workers: 2,
+            infra_machineset: false,
+            multi_vcenter_day2_gate: false,
+            config_format: ConfigFormat::Yaml,
+            version: "4.16.8".into(),
+            delays: Delays::instant(),
+            faults: Faults::default(),
+            kubeconfig_path: None,
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The seeded cluster looks like a freshly installed OpenShift on one vCenter.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::ListParams;
+use openshift_sim::{Scenario, SimCluster, Site};
+use vcfm_api::openshift::{ClusterOperator, ControlPlaneMachineSet, Infrastructure};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_cluster_matches_its_vcenter() {
+    let sim = SimCluster::start(Scenario {
+        workers: 2,
+        infra_machineset: true,
+        ..Scenario::default()
+    })
+    .await
+    .expect("start");
+    let c = sim.client();
+    let infra: Infrastructure = Api::all(c.clone()).get("cluster").await.unwrap();
+    assert_eq!(infra.infra_id(), Some(sim.infra_id()));
+    assert_eq!(infra.vcenters().len(), 1);
+    assert_eq!(infra.vcenters()[0].server, sim.source().server);
+
+    let machines = common::list_machines(&c).await;
+    assert_eq!(machines.len(), 3 + 2 + 1, "3 masters, 2 workers, 1 infra");
+    assert!(machines.iter().all(|m| m.phase() == "Running"));
+    let nodes: Api<Node> = Api::all(c.clone());
+    assert_eq!(
+        nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        6
+    );
+
+    let vc = sim.vsphere_client(Site::Source).unwrap();
+    let mut vms = common::vms_in(&vc, &sim.source().folder).await.unwrap();
+    vms.sort();
+    let mut names: Vec<String> = machines
+        .iter()
+        .map(|m| m.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(vms, names, "every Machine has its VM in the source folder");
+
+    let cos: Api<ClusterOperator> = Api::all(c.clone());
+    let cos = cos.list(&ListParams::default()).await.unwrap().items;
+    assert!(cos.len() >= 30);
+    assert!(
+        cos.iter().all(|co| co.instability().is_empty()),
+        "all operators stable"
+    );
+
+    let cpms: Api<ControlPlaneMachineSet> = Api::namespaced(c.clone(), "openshift-machine-api");
+    let cpms = cpms.get("cluster").await.unwrap();
+    assert_eq!(cpms.spec.state.as_deref(), Some("Inactive"));
+    assert_eq!(
+        cpms.failure_domain_names(),
+        vec!["generated-failure-domain"]
+    );
+
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "openshift-cloud-controller-manager");
+    let lp = ListParams::default().labels("k8s-app=vsphere-cloud-controller-manager");
+    assert_eq!(pods.list(&lp).await.unwrap().items.len(), 2);
+    sim.shutdown().await;
+}
