@@ -10,7 +10,7 @@ use vcfm_vsphere::sim::Vcsim;
 use vcfm_vsphere::{Client, ClientConfig, Credentials, SessionCache, TlsOptions};
 
 /// What a test or the demo needs to describe one simulated vCenter in a migration spec.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct VcenterInfo {
     /// Server name (a loopback IPv4 address, port 443), as it appears in the Infrastructure.
     pub server: String,
