@@ -207,6 +207,10 @@ pub(crate) async fn handle(
         });
         return Ok(error_response(&ApiError::unauthorized()));
     };
+    let user = match impersonate(&shared, &req, user) {
+        Ok(u) => u,
+        Err(e) => return Ok(error_response(&e)),
+    };
     if let Some(rest) = path.strip_prefix("/_sim/") {
         if !user.is_superuser() {
             return Ok(error_response(&ApiError::forbidden(
@@ -341,6 +345,68 @@ pub(crate) async fn handle(
     Ok(result.unwrap_or_else(|e| error_response(&e)))
 }
 
+/// `Impersonate-User` / `Impersonate-Group` (kubectl `--as`, `--as-group`), allowed for
+/// superusers and for users granted the `impersonate` verb, as in the real server.
+fn impersonate(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    user: UserInfo,
+) -> Result<UserInfo, ApiError> {
+    let Some(name) = req
+        .headers()
+        .get("impersonate-user")
+        .and_then(|h| h.to_str().ok())
+    else {
+        return Ok(user);
+    };
+    let mut groups: Vec<String> = req
+        .headers()
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|h| h.to_str().ok().map(String::from))
+        .collect();
+    let (resource, namespace, short) = match name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
+        Some((ns, sa)) => ("serviceaccounts", ns.to_string(), sa.to_string()),
+        None => ("users", String::new(), name.to_string()),
+    };
+    let may = |resource: &str, namespace: &str, n: &str| {
+        !shared.rbac
+            || user.is_superuser()
+            || rbac::authorize(
+                &shared.core().store,
+                &user,
+                &Attributes {
+                    verb: "impersonate".into(),
+                    group: String::new(),
+                    resource: resource.into(),
+                    subresource: String::new(),
+                    name: n.into(),
+                    namespace: namespace.into(),
+                    path: None,
+                },
+            )
+    };
+    if !may(resource, &namespace, &short) || !groups.iter().all(|g| may("groups", "", g)) {
+        return Err(ApiError::forbidden(format!(
+            "{resource} \"{short}\" is forbidden: User \"{}\" cannot impersonate resource \"{resource}\" in API group \"\"",
+            user.name
+        )));
+    }
+    if resource == "serviceaccounts" {
+        let sa = UserInfo::service_account(&namespace, &short);
+        groups.extend(sa.groups);
+    } else if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    Ok(UserInfo {
+        name: name.to_string(),
+        groups,
+    })
+}
+
 fn attributes(method: &Method, path: &str, r: &Route, query: &[(String, String)]) -> Attributes {
     let Route::Resource(p) = r else {
         return Attributes {
@@ -403,12 +469,13 @@ async fn read_body(req: Request<Incoming>) -> Result<(Bytes, String), ApiError> 
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if ct.contains("protobuf") || ct.contains("cbor") {
+    let is_proto = ct.contains("protobuf");
+    if ct.contains("cbor") {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {ct}"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf; got {ct}"
             ),
         ));
     }
@@ -424,6 +491,14 @@ async fn read_body(req: Request<Incoming>) -> Result<(Bytes, String), ApiError> 
             )
         })?
         .to_bytes();
+    if is_proto && !bytes.is_empty() {
+        let obj = crate::proto::decode_object(&bytes)
+            .map_err(|m| ApiError::new(415, "UnsupportedMediaType", m))?;
+        return Ok((
+            Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()),
+            "application/json".into(),
+        ));
+    }
     Ok((bytes, ct))
 }
 
@@ -477,12 +552,23 @@ async fn resource(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("unknown")
         .to_string();
+    if p.group == "authorization.k8s.io"
+        && p.version == "v1"
+        && *method == Method::POST
+        && (p.resource == "selfsubjectaccessreviews" || p.resource == "subjectaccessreviews")
+    {
+        let (bytes, ct) = read_body(req).await?;
+        let body = parse_doc(&bytes, &ct)?;
+        return Ok(json_response(
+            201,
+            &access_review(shared, &p.resource, body, user),
+        ));
+    }
     let def = shared
         .core()
         .registry
         .lookup(&p.group, &p.version, &p.resource)
         .ok_or_else(ApiError::path_not_found)?;
-    let _ = user;
     // Cluster-scoped resources have no namespace segment; namespaced ones need it for single objects.
     if !def.namespaced && p.namespace.is_some() {
         return Err(ApiError::path_not_found());
@@ -677,6 +763,70 @@ fn after_crd_change(shared: &Shared, def: &ResourceDef) {
             .epoch
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Answer a (Self)SubjectAccessReview with the same authoriser that guards requests.
+fn access_review(shared: &Shared, resource: &str, mut review: Value, caller: &UserInfo) -> Value {
+    let spec = review.get("spec").cloned().unwrap_or(json!({}));
+    let subject = if resource == "selfsubjectaccessreviews" {
+        caller.clone()
+    } else {
+        UserInfo {
+            name: spec
+                .get("user")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            groups: spec
+                .get("groups")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|g| g.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    };
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let attrs = if let Some(ra) = spec.get("resourceAttributes") {
+        Attributes {
+            verb: s(ra, "verb"),
+            group: s(ra, "group"),
+            resource: s(ra, "resource"),
+            subresource: s(ra, "subresource"),
+            name: s(ra, "name"),
+            namespace: s(ra, "namespace"),
+            path: None,
+        }
+    } else {
+        let nra = spec
+            .get("nonResourceAttributes")
+            .cloned()
+            .unwrap_or(json!({}));
+        Attributes {
+            verb: s(&nra, "verb"),
+            group: String::new(),
+            resource: String::new(),
+            subresource: String::new(),
+            name: String::new(),
+            namespace: String::new(),
+            path: Some(s(&nra, "path")),
+        }
+    };
+    let allowed = !shared.rbac || rbac::authorize(&shared.core().store, &subject, &attrs);
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["kind"] = json!(if resource == "selfsubjectaccessreviews" {
+        "SelfSubjectAccessReview"
+    } else {
+        "SubjectAccessReview"
+    });
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": "RBAC: allowed"})
+    } else {
+        json!({"allowed": false})
+    };
+    review
 }
 
 /// Per-watch filter state.

@@ -8,6 +8,7 @@
 //! # drop(client); sim.shutdown().await; Ok(()) }
 //! ```
 
+mod cel_compat;
 mod core;
 mod discovery;
 mod error;
@@ -15,6 +16,7 @@ mod faults;
 mod http;
 mod kubeconfig;
 mod patch;
+mod proto;
 mod rbac;
 mod registry;
 mod schema;

@@ -465,7 +465,7 @@ pub(crate) fn def_from_crd(crd: &Value) -> Result<ResourceDef, Vec<Cause>> {
         let schema = v.pointer("/schema/openAPIV3Schema").cloned();
         let compiled = match &schema {
             Some(s) => {
-                let c = kube_cel::compile_schema(s);
+                let c = kube_cel::compile_schema(&crate::cel_compat::adapt_schema(s));
                 if let Some(err) = first_compile_error(&c) {
                     causes.push(Cause::new(
                         "FieldValueInvalid",

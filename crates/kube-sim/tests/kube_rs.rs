@@ -1167,6 +1167,29 @@ subjects: [{kind: Group, name: "system:serviceaccounts:ops"}]
             e.message
         );
 
+        // SelfSubjectAccessReview answers with the same authoriser.
+        let can = |verb: &str, group: &str, resource: &str, sub: &str, name: &str| {
+            let sa = sa.clone();
+            let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"namespace": "ops", "verb": verb, "group": group, "resource": resource, "subresource": sub, "name": name}}});
+            async move {
+                let api: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+                    Api::all(sa);
+                let out = api
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(review).unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                out.status.unwrap().allowed
+            }
+        };
+        assert!(can("patch", "apps", "deployments", "scale", "web").await);
+        assert!(!can("patch", "apps", "deployments", "", "web").await);
+        assert!(can("watch", "", "configmaps", "", "").await);
+        assert!(!can("delete", "", "configmaps", "", "x").await);
+
         cms.list(&ListParams::default()).await.unwrap();
         let _events = cms
             .watch(&WatchParams::default().timeout(1), "0")

@@ -323,6 +323,64 @@ async fn builtins_apply_patch_scale_delete() {
         "b"
     );
 
+    // Imperative creates (protobuf request bodies).
+    ok(&kubectl(
+        kc,
+        &[
+            "-n",
+            "app",
+            "create",
+            "secret",
+            "generic",
+            "s2",
+            "--from-literal=password=hunter2",
+        ],
+    )
+    .await);
+    assert_eq!(
+        ok(&kubectl(
+            kc,
+            &[
+                "-n",
+                "app",
+                "get",
+                "secret",
+                "s2",
+                "-o",
+                "jsonpath={.data.password}"
+            ]
+        )
+        .await),
+        "aHVudGVyMg=="
+    );
+    ok(&kubectl(kc, &["-n", "app", "create", "serviceaccount", "robot"]).await);
+    ok(&kubectl(
+        kc,
+        &[
+            "-n",
+            "app",
+            "create",
+            "role",
+            "r",
+            "--verb=get",
+            "--resource=pods",
+        ],
+    )
+    .await);
+    let rules = ok(&kubectl(
+        kc,
+        &[
+            "-n",
+            "app",
+            "get",
+            "role",
+            "r",
+            "-o",
+            "jsonpath={.rules[0].verbs[0]} {.rules[0].resources[0]}",
+        ],
+    )
+    .await);
+    assert_eq!(rules, "get pods");
     let err = fails(&kubectl_stdin(kc, &["create", "-f", "-"], Some(APP)).await);
     assert!(err.contains(r#"Error from server (AlreadyExists): error when creating "STDIN": namespaces "app" already exists"#), "{err}");
 
@@ -398,40 +456,27 @@ subjects:
 "#;
     ok(&kubectl_stdin(sim.kubeconfig_path(), &["apply", "-f", "-"], Some(rbac)).await);
     ok(&kubectl(&sa_kc, &["get", "configmaps"]).await);
-    let err = fails(
-        &kubectl(
-            &sa_kc,
-            &[
-                "create",
-                "configmap",
-                "x",
-                "--from-literal=a=b",
-                "-o",
-                "json",
-                "--dry-run=client",
-            ],
-        )
-        .await
-        .then_create(&sa_kc)
-        .await,
-    );
+    // Imperative creates use kubectl's typed (protobuf) clients.
+    let err = fails(&kubectl(&sa_kc, &["create", "configmap", "x", "--from-literal=a=b"]).await);
     assert!(
         err.contains("cannot create resource \"configmaps\""),
         "{err}"
     );
+    let admin = sim.kubeconfig_path();
+    ok(&kubectl(admin, &["create", "configmap", "x", "--from-literal=a=b"]).await);
+    assert_eq!(
+        ok(&kubectl(&sa_kc, &["get", "cm", "x", "-o", "jsonpath={.data.a}"]).await),
+        "b"
+    );
+    // `auth can-i` (SelfSubjectAccessReview) with impersonation of the service account.
+    let sa = "--as=system:serviceaccount:default:robot";
+    assert_eq!(
+        ok(&kubectl(admin, &["auth", "can-i", "watch", "configmaps", sa]).await).trim(),
+        "yes"
+    );
+    let out = kubectl(admin, &["auth", "can-i", "delete", "configmaps", sa]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
     sim.shutdown().await;
-}
-
-/// Extension for piping a client-side dry-run into a real create.
-trait ThenCreate {
-    async fn then_create(self, kc: &std::path::Path) -> std::process::Output;
-}
-
-impl ThenCreate for std::process::Output {
-    async fn then_create(self, kc: &std::path::Path) -> std::process::Output {
-        let manifest = ok(&self);
-        kubectl_stdin(kc, &["create", "-f", "-"], Some(&manifest)).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
