@@ -281,12 +281,21 @@ impl SimCluster {
             kapi::create(&client, &obj).await.map_err(seed_err(what))?;
         }
         let nodes = seed_machines(&ctx, &scenario, &source).await?;
-        let groups = seed::pod_groups(scenario.config_format, nodes.len());
+        let masters: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.contains("-master-"))
+            .cloned()
+            .collect();
+        let groups = seed::pod_groups(scenario.config_format, nodes.len(), &masters);
         let first_node = nodes.first().cloned().unwrap_or_default();
         for g in &groups {
-            for _ in 0..g.replicas {
+            for i in 0..g.replicas {
                 let ip = ctx.allocate_ip("");
-                let obj = seed::pod(g, &g.new_pod_name(), &first_node, &ip, true);
+                let (name, node) = match g.static_nodes.get(i) {
+                    Some(n) => (format!("{}-{n}", g.base), n.clone()),
+                    None => (g.new_pod_name(), first_node.clone()),
+                };
+                let obj = seed::pod(g, &name, &node, &ip, true);
                 kapi::create(&client, &obj)
                     .await
                     .map_err(seed_err(g.id()))?;

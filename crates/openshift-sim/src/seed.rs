@@ -490,6 +490,9 @@ pub(crate) struct PodGroup {
     pub hash: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub replicas: usize,
+    /// Static pods: one mirror pod per listed node, named `<base>-<node>`; deleting one does
+    /// not restart anything, the kubelet recreates the mirror under the same name at once.
+    pub static_nodes: Vec<String>,
 }
 
 impl PodGroup {
@@ -508,7 +511,14 @@ impl PodGroup {
             hash,
             labels: l,
             replicas,
+            static_nodes: Vec::new(),
         }
+    }
+
+    fn mirror(ns: &str, base: &str, labels: &[(&str, &str)], nodes: &[String]) -> Self {
+        let mut g = Self::new(ns, base, labels, nodes.len(), true);
+        g.static_nodes = nodes.to_vec();
+        g
     }
 
     /// `namespace/base`, recorded on every pod so the pod operator knows its group.
@@ -525,7 +535,7 @@ impl PodGroup {
 }
 
 /// The vSphere-related workloads whose pods a migration restarts, plus a few it must not.
-pub(crate) fn pod_groups(format: ConfigFormat, nodes: usize) -> Vec<PodGroup> {
+pub(crate) fn pod_groups(format: ConfigFormat, nodes: usize, masters: &[String]) -> Vec<PodGroup> {
     // Older clusters (INI config) run the older CSI label set.
     let csi = match format {
         ConfigFormat::Ini => "vmware-vsphere-csi-driver",
@@ -620,6 +630,15 @@ pub(crate) fn pod_groups(format: ConfigFormat, nodes: usize) -> Vec<PodGroup> {
             1,
             false,
         ),
+        PodGroup::mirror(
+            "openshift-kube-controller-manager",
+            "kube-controller-manager",
+            &[
+                ("app", "kube-controller-manager"),
+                ("kube-controller-manager", "true"),
+            ],
+            masters,
+        ),
     ]
 }
 
@@ -631,10 +650,17 @@ pub(crate) const POD_FINALIZER: &str = "openshift-sim.vcfm.io/graceful-terminati
 /// A pod of `group` on `node`; `ready` decides phase and conditions.
 pub(crate) fn pod(group: &PodGroup, name: &str, node: &str, ip: &str, ready: bool) -> Value {
     let container = group.base.clone();
+    let mut annotations = json!({POD_GROUP_ANNOTATION: group.id()});
+    let finalizers = if group.static_nodes.is_empty() {
+        json!([POD_FINALIZER])
+    } else {
+        annotations["kubernetes.io/config.mirror"] = json!(crate::kapi::suffix(32));
+        annotations["kubernetes.io/config.source"] = json!("file");
+        json!([])
+    };
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": group.namespace, "labels": group.labels,
-            "annotations": {POD_GROUP_ANNOTATION: group.id()},
-            "finalizers": [POD_FINALIZER]},
+            "annotations": annotations, "finalizers": finalizers},
         "spec": {"nodeName": node, "containers": [{"name": container,
             "image": format!("quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:{}", "9c3e".repeat(16))}]},
         "status": pod_status(&container, ip, ready)})

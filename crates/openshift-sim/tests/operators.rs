@@ -79,6 +79,18 @@ async fn deleted_pods_linger_then_come_back_under_new_names() {
         }
     })
     .await;
+    // Static mirror pods come back under the same name: deleting them restarts nothing.
+    let kcm: Api<Pod> = Api::namespaced(sim.client(), "openshift-kube-controller-manager");
+    let name = format!("kube-controller-manager-{}-master-0", sim.infra_id());
+    let uid = kcm.get(&name).await.unwrap().metadata.uid;
+    kcm.delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually("mirror pod back", DEADLINE, || async {
+        match kcm.get_opt(&name).await.map_err(|e| e.to_string())? {
+            Some(p) if p.metadata.uid != uid && ready(&p) => Ok(()),
+            _ => Err("not yet".into()),
+        }
+    })
+    .await;
     sim.shutdown().await;
 }
 

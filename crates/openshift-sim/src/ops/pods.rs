@@ -1,7 +1,8 @@
 //! Workload pods: a deleted pod lingers Terminating for `pod_terminate` (a finalizer this
 //! operator removes, standing in for graceful shutdown) while its ReplicaSet/DaemonSet
 //! immediately creates a replacement under a new name, which becomes Ready after
-//! `pod_ready`.
+//! `pod_ready`. Static mirror pods (kube-controller-manager) come back at once under the
+//! same name, Ready: deleting them restarts nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -116,7 +117,19 @@ async fn reconcile(
         .await
         .map_err(e)?;
     }
-    for g in groups.iter() {
+    for g in groups.iter().filter(|g| !g.static_nodes.is_empty()) {
+        for n in &g.static_nodes {
+            let name = format!("{}-{n}", g.base);
+            let present = list.items.iter().any(|p| {
+                p.namespace().as_deref() == Some(g.namespace.as_str()) && p.name_any() == name
+            });
+            if !present {
+                let obj = crate::seed::pod(g, &name, n, "10.0.0.5", true);
+                kapi::create(&ctx.client, &obj).await.map_err(e)?;
+            }
+        }
+    }
+    for g in groups.iter().filter(|g| g.static_nodes.is_empty()) {
         let id = g.id();
         let live = list
             .items
