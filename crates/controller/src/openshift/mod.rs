@@ -1,8 +1,12 @@
 //! Helpers for the OpenShift objects the phases read and write.
 
+pub mod cloud_config;
 pub mod creds;
 pub mod cvo;
 pub mod health;
+pub mod infra;
+pub mod pods;
+pub mod tags;
 
 use crate::error::{PhaseError, is_not_found};
 use kube::api::{Api, ListParams};

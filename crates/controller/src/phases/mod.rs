@@ -5,7 +5,7 @@
 //! own earlier work and continues. It never sleeps: waiting is returning
 //! `Outcome::Running` with a recheck interval.
 
-mod backup;
+pub(crate) mod backup;
 mod disable_cvo;
 mod preflight;
 mod update_secrets;

@@ -1,0 +1,334 @@
+//! vSphere tags and folders the migration creates on the target, and their
+//! removal on rollback.
+//!
+//! What vcfm creates is recorded in `status.createdVSphereObjects`, so that
+//! rollback removes only that. Two windows are closed as well:
+//! - categories and tags carry a description naming the migration's uid, so
+//!   one created just before a crash (and never recorded) is recognised as
+//!   ours when the phase runs again;
+//! - folders and attachments of pre-existing tags get no such mark, so their
+//!   intent is recorded (and persisted) *before* they are created.
+
+use crate::context::PhaseCtx;
+use crate::error::PhaseError;
+use vcfm_api::{CreatedVSphereObject, PhaseName};
+use vcfm_vsphere::{Cardinality, Category, CategorySpec, MoRef, Tag};
+
+pub const REGION_CATEGORY: &str = "openshift-region";
+pub const ZONE_CATEGORY: &str = "openshift-zone";
+
+pub const KIND_CATEGORY: &str = "TagCategory";
+pub const KIND_TAG: &str = "Tag";
+pub const KIND_ATTACHMENT: &str = "TagAttachment";
+pub const KIND_FOLDER: &str = "Folder";
+
+/// Types the topology tags are attached to.
+pub const TOPOLOGY_TYPES: &[&str] = &["Datacenter", "ClusterComputeResource"];
+/// Types the installer makes the ownership category associable with.
+pub const OWNERSHIP_TYPES: &[&str] = &[
+    "VirtualMachine",
+    "ResourcePool",
+    "Folder",
+    "Datastore",
+    "StoragePod",
+];
+
+/// Name of the installer-style ownership category: `openshift-<infraID>`.
+pub fn ownership_category(infra_id: &str) -> String {
+    format!("openshift-{infra_id}")
+}
+
+fn urns(types: &[&str]) -> Vec<String> {
+    types.iter().map(|t| format!("urn:vim25:{t}")).collect()
+}
+
+/// The description vcfm writes on what it creates.
+pub fn marker(ctx: &PhaseCtx) -> String {
+    format!(
+        "Created by vcfm migration {}/{} (uid {})",
+        ctx.namespace(),
+        ctx.name(),
+        ctx.migration.metadata.uid.as_deref().unwrap_or("unknown")
+    )
+}
+
+/// Whether a description is this migration's mark.
+pub fn is_ours(ctx: &PhaseCtx, description: &str) -> bool {
+    ctx.migration
+        .metadata
+        .uid
+        .as_deref()
+        .is_some_and(|uid| description.contains(&format!("(uid {uid})")))
+}
+
+pub fn topology_spec(name: &str, description: String) -> CategorySpec {
+    CategorySpec {
+        name: name.into(),
+        description,
+        cardinality: Cardinality::Single,
+        associable_types: urns(TOPOLOGY_TYPES),
+    }
+}
+
+pub fn ownership_spec(infra_id: &str, description: String) -> CategorySpec {
+    CategorySpec {
+        name: ownership_category(infra_id),
+        description,
+        cardinality: Cardinality::Single,
+        associable_types: urns(OWNERSHIP_TYPES),
+    }
+}
+
+/// Objects this migration recorded, for one phase (all phases when `None`).
+pub fn recorded<'a>(
+    ctx: &'a PhaseCtx,
+    phase: Option<PhaseName>,
+) -> impl Iterator<Item = &'a CreatedVSphereObject> {
+    ctx.migration
+        .status
+        .iter()
+        .flat_map(|s| s.created_vsphere_objects.iter())
+        .filter(move |o| phase.is_none_or(|p| o.phase == p))
+}
+
+/// Whether an object is recorded in the persisted status (any phase).
+pub fn is_recorded(ctx: &PhaseCtx, server: &str, kind: &str, id: &str) -> bool {
+    recorded(ctx, None).any(|o| o.server == server && o.kind == kind && o.id == id)
+}
+
+/// Asks the reconciler to record a created object (deduplicated there).
+pub fn record(ctx: &PhaseCtx, phase: PhaseName, server: &str, kind: &str, id: &str, name: &str) {
+    let o = CreatedVSphereObject {
+        phase,
+        server: server.into(),
+        kind: kind.into(),
+        id: id.into(),
+        name: name.into(),
+    };
+    ctx.record(|u| {
+        if !u.created.contains(&o) {
+            u.created.push(o);
+        }
+    });
+}
+
+/// Returns the category, creating it (marked as ours, recorded) when missing.
+/// A pre-existing one must be compatible.
+pub async fn ensure_category(
+    ctx: &PhaseCtx,
+    phase: PhaseName,
+    vc: &vcfm_vsphere::Client,
+    spec: &CategorySpec,
+) -> Result<Category, PhaseError> {
+    let server = vc.server().to_string();
+    let found = match vc.find_category(&spec.name).await? {
+        Some(c) => c,
+        None => match vc.create_category(spec).await {
+            Ok(id) => vc.get_category(&id).await?,
+            Err(e) if e.is_already_exists() => vc.find_category(&spec.name).await?.ok_or_else(
+                || PhaseError::transient(format!("tag category {} vanished after a name clash", spec.name)),
+            )?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    if let Some(why) = found.incompatibility(spec) {
+        return Err(PhaseError::fatal(format!(
+            "target vCenter {server}: tag category {:?} exists but is incompatible ({why}); it must have cardinality SINGLE and be associable with {}: fix or delete it in vCenter, then retry",
+            spec.name,
+            spec.associable_types
+                .iter()
+                .map(|t| vcfm_vsphere::normalise_associable_type(t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if is_ours(ctx, &found.description) {
+        record(ctx, phase, &server, KIND_CATEGORY, &found.id, &found.name);
+    }
+    Ok(found)
+}
+
+/// Returns the tag `name` of a category, creating it (marked, recorded) when missing.
+pub async fn ensure_tag(
+    ctx: &PhaseCtx,
+    phase: PhaseName,
+    vc: &vcfm_vsphere::Client,
+    category: &Category,
+    name: &str,
+) -> Result<Tag, PhaseError> {
+    let tag = vc.ensure_tag(&category.id, name, &marker(ctx)).await?;
+    if is_ours(ctx, &tag.description) {
+        record(
+            ctx,
+            phase,
+            vc.server(),
+            KIND_TAG,
+            &tag.id,
+            &format!("{}/{}", category.name, tag.name),
+        );
+    }
+    Ok(tag)
+}
+
+/// The ownership category and tag on a vCenter (created when missing).
+pub async fn ensure_ownership(
+    ctx: &PhaseCtx,
+    phase: PhaseName,
+    vc: &vcfm_vsphere::Client,
+    infra_id: &str,
+) -> Result<Tag, PhaseError> {
+    let cat = ensure_category(ctx, phase, vc, &ownership_spec(infra_id, marker(ctx))).await?;
+    ensure_tag(ctx, phase, vc, &cat, infra_id).await
+}
+
+/// Id under which an attachment is recorded.
+pub fn attachment_id(tag_id: &str, object: &MoRef) -> String {
+    format!("{tag_id}@{object}")
+}
+
+fn parse_attachment(id: &str) -> Option<(&str, MoRef)> {
+    let (tag, obj) = id.rsplit_once('@')?;
+    let (kind, value) = obj.split_once(':')?;
+    Some((tag, MoRef::new(kind, value)))
+}
+
+/// What [`attach`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// Already attached (by us earlier or before the migration).
+    Present,
+    /// Attached now.
+    Attached,
+    /// Intent recorded; attach on the next step, once the record is persisted.
+    Recorded,
+}
+
+/// Attaches `tag` to `object`, recording the attachment so rollback can undo
+/// it. For a tag that is not ours the record is persisted first.
+pub async fn attach(
+    ctx: &PhaseCtx,
+    phase: PhaseName,
+    vc: &vcfm_vsphere::Client,
+    tag: &Tag,
+    object: &MoRef,
+    object_name: &str,
+) -> Result<Attach, PhaseError> {
+    let server = vc.server();
+    if vc.list_attached_tags(object).await?.contains(&tag.id) {
+        return Ok(Attach::Present);
+    }
+    let id = attachment_id(&tag.id, object);
+    let name = format!("{} on {object_name}", tag.name);
+    if !is_ours(ctx, &tag.description) && !is_recorded(ctx, server, KIND_ATTACHMENT, &id) {
+        record(ctx, phase, server, KIND_ATTACHMENT, &id, &name);
+        return Ok(Attach::Recorded);
+    }
+    record(ctx, phase, server, KIND_ATTACHMENT, &id, &name);
+    vc.attach_tag(&tag.id, object).await?;
+    Ok(Attach::Attached)
+}
+
+/// Undoes what `phase` recorded on the vCenters: detaches attachments, deletes
+/// empty folders (deepest first), then tags, then categories left without
+/// tags. Idempotent (already gone is fine). Returns one note per object.
+pub async fn undo_created(ctx: &PhaseCtx, phase: PhaseName) -> Result<Vec<String>, PhaseError> {
+    let objs: Vec<CreatedVSphereObject> = recorded(ctx, Some(phase)).cloned().collect();
+    let mut notes = vec![];
+    let mut servers: Vec<&str> = objs.iter().map(|o| o.server.as_str()).collect();
+    servers.sort();
+    servers.dedup();
+    for server in servers {
+        let vc = ctx.target_vcenter(server).await?;
+        let of = |kind: &str| {
+            objs.iter()
+                .filter(|o| o.server == server && o.kind == kind)
+                .collect::<Vec<_>>()
+        };
+        for o in of(KIND_ATTACHMENT) {
+            let Some((tag, obj)) = parse_attachment(&o.id) else {
+                continue;
+            };
+            match vc.list_attached_tags(&obj).await {
+                Ok(ids) if ids.iter().any(|t| t == tag) => {
+                    vc.detach_tag(tag, &obj).await?;
+                    notes.push(format!("detached {} ({server})", o.name));
+                }
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut folders = of(KIND_FOLDER);
+        folders.sort_by_key(|o| std::cmp::Reverse(o.id.matches('/').count()));
+        for o in folders {
+            let Some(f) = vc.find_by_inventory_path(&o.id).await? else {
+                continue;
+            };
+            match vc.destroy_empty_folder(&f).await {
+                Ok(()) => notes.push(format!("deleted folder {} ({server})", o.id)),
+                Err(vcfm_vsphere::Error::FolderNotEmpty { children, .. }) => notes.push(format!(
+                    "kept folder {} ({server}): it is not empty ({children} objects); delete it by hand once empty",
+                    o.id
+                )),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for o in of(KIND_TAG) {
+            match vc.get_tag(&o.id).await {
+                Ok(_) => {
+                    vc.delete_tag(&o.id).await?;
+                    notes.push(format!("deleted tag {} ({server})", o.name));
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for o in of(KIND_CATEGORY) {
+            let tags = match vc.list_tags_for_category(&o.id).await {
+                Ok(t) => t,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if tags.is_empty() {
+                vc.delete_category(&o.id).await?;
+                notes.push(format!("deleted tag category {} ({server})", o.name));
+            } else {
+                notes.push(format!(
+                    "kept tag category {} ({server}): {} tag(s) not created by this migration use it",
+                    o.name,
+                    tags.len()
+                ));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_ids_round_trip() {
+        let obj = MoRef::new("Datacenter", "datacenter-2");
+        let id = attachment_id("urn:vmomi:InventoryServiceTag:1-2:GLOBAL", &obj);
+        assert_eq!(id, "urn:vmomi:InventoryServiceTag:1-2:GLOBAL@Datacenter:datacenter-2");
+        let (t, o) = parse_attachment(&id).unwrap();
+        assert_eq!(t, "urn:vmomi:InventoryServiceTag:1-2:GLOBAL");
+        assert_eq!(o, obj);
+    }
+
+    #[test]
+    fn specs_match_what_the_installer_creates() {
+        let s = ownership_spec("ocp-x7k2p", String::new());
+        assert_eq!(s.name, "openshift-ocp-x7k2p");
+        assert_eq!(s.associable_types.len(), 5);
+        let t = topology_spec(ZONE_CATEGORY, String::new());
+        assert_eq!(t.cardinality, Cardinality::Single);
+        assert_eq!(
+            t.associable_types,
+            ["urn:vim25:Datacenter", "urn:vim25:ClusterComputeResource"]
+        );
+    }
+}
