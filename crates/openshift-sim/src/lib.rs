@@ -281,6 +281,10 @@ impl SimCluster {
             kapi::create(&client, &obj).await.map_err(seed_err(what))?;
         }
         let nodes = seed_machines(&ctx, &scenario, &source).await?;
+        for obj in seed::blockers(&scenario, &infra_id) {
+            let what = obj["kind"].as_str().unwrap_or_default().to_string();
+            kapi::create(&client, &obj).await.map_err(seed_err(what))?;
+        }
         let masters: Vec<String> = nodes
             .iter()
             .filter(|n| n.contains("-master-"))

@@ -164,6 +164,12 @@ pub struct Scenario {
     pub faults: Faults,
     /// Where to write the admin kubeconfig (default: a temp file owned by the simulation).
     pub kubeconfig_path: Option<std::path::PathBuf>,
+    /// vSphere CSI PersistentVolumes to seed (preflight must block on them).
+    pub csi_volumes: u32,
+    /// Seed a ClusterAutoscaler and a MachineAutoscaler for the worker MachineSet.
+    pub autoscaling: bool,
+    /// Seed a user MachineHealthCheck on the workers (besides the platform's own).
+    pub user_machine_health_check: bool,
 }
 
 impl Default for Scenario {
@@ -179,6 +185,9 @@ impl Default for Scenario {
             delays: Delays::instant(),
             faults: Faults::default(),
             kubeconfig_path: None,
+            csi_volumes: 0,
+            autoscaling: false,
+            user_machine_health_check: false,
         }
     }
 }

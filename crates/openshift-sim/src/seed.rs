@@ -732,3 +732,47 @@ mod tests {
         assert_eq!(b64("foobar"), "Zm9vYmFy");
     }
 }
+
+/// Objects a migration's preflight must notice: vSphere CSI volumes, autoscalers, user
+/// MachineHealthChecks.
+pub(crate) fn blockers(s: &Scenario, infra_id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for _ in 0..s.csi_volumes {
+        let id = uuid::Uuid::new_v4();
+        out.push(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": format!("pvc-{id}"),
+                "annotations": {"pv.kubernetes.io/provisioned-by": vcfm_api::openshift::VSPHERE_CSI_DRIVER}},
+            "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "thin-csi",
+                "volumeMode": "Filesystem",
+                "csi": {"driver": vcfm_api::openshift::VSPHERE_CSI_DRIVER,
+                    "volumeHandle": id.to_string(), "fsType": "ext4"}},
+            "status": {"phase": "Bound"}}));
+    }
+    if s.autoscaling {
+        out.push(
+            json!({"apiVersion": "autoscaling.openshift.io/v1", "kind": "ClusterAutoscaler",
+            "metadata": {"name": "default"},
+            "spec": {"resourceLimits": {"maxNodesTotal": 24}, "scaleDown": {"enabled": true}}}),
+        );
+        out.push(
+            json!({"apiVersion": "autoscaling.openshift.io/v1beta1", "kind": "MachineAutoscaler",
+            "metadata": {"name": format!("{infra_id}-worker-0"), "namespace": MAPI_NS},
+            "spec": {"minReplicas": 1, "maxReplicas": 6, "scaleTargetRef": {
+                "apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+                "name": format!("{infra_id}-worker-0")}}}),
+        );
+    }
+    if s.user_machine_health_check {
+        out.push(
+            json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+            "metadata": {"name": "worker-health", "namespace": MAPI_NS},
+            "spec": {"maxUnhealthy": "40%", "nodeStartupTimeout": "10m",
+                "selector": {"matchLabels": {vcfm_api::openshift::LABEL_ROLE: "worker"}},
+                "unhealthyConditions": [
+                    {"type": "Ready", "status": "False", "timeout": "300s"},
+                    {"type": "Ready", "status": "Unknown", "timeout": "300s"}]}}),
+        );
+    }
+    out
+}

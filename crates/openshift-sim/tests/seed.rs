@@ -67,5 +67,68 @@ async fn seeded_cluster_matches_its_vcenter() {
     let pods: Api<Pod> = Api::namespaced(c.clone(), "openshift-cloud-controller-manager");
     let lp = ListParams::default().labels("k8s-app=vsphere-cloud-controller-manager");
     assert_eq!(pods.list(&lp).await.unwrap().items.len(), 2);
+    assert!(
+        c.request::<serde_json::Value>(
+            http::Request::get("/api/v1/persistentvolumes")
+                .body(Vec::new())
+                .unwrap()
+        )
+        .await
+        .unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_blockers_are_seeded_on_request() {
+    let sim = SimCluster::start(Scenario {
+        workers: 0,
+        csi_volumes: 2,
+        autoscaling: true,
+        user_machine_health_check: true,
+        ..Scenario::default()
+    })
+    .await
+    .expect("start");
+    let c = sim.client();
+    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(c.clone());
+    let pvs = pvs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(pvs.len(), 2);
+    assert!(
+        pvs.iter()
+            .all(|p| p.spec.as_ref().unwrap().csi.as_ref().unwrap().driver
+                == "csi.vsphere.vmware.com")
+    );
+    let get = |path: &str| {
+        let c = c.clone();
+        let path = path.to_string();
+        async move {
+            c.request::<serde_json::Value>(http::Request::get(path).body(Vec::new()).unwrap())
+                .await
+                .unwrap()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        get("/apis/autoscaling.openshift.io/v1/clusterautoscalers").await,
+        vec!["default"]
+    );
+    assert_eq!(get("/apis/autoscaling.openshift.io/v1beta1/namespaces/openshift-machine-api/machineautoscalers").await.len(), 1);
+    let mut mhcs = get(
+        "/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinehealthchecks",
+    )
+    .await;
+    mhcs.sort();
+    assert_eq!(
+        mhcs,
+        vec!["machine-api-termination-handler", "worker-health"]
+    );
     sim.shutdown().await;
 }
