@@ -719,20 +719,6 @@ pub(crate) fn base_objects(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::b64;
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(b64(""), "");
-        assert_eq!(b64("f"), "Zg==");
-        assert_eq!(b64("fo"), "Zm8=");
-        assert_eq!(b64("foo"), "Zm9v");
-        assert_eq!(b64("foobar"), "Zm9vYmFy");
-    }
-}
-
 /// Objects a migration's preflight must notice: vSphere CSI volumes, autoscalers, user
 /// MachineHealthChecks.
 pub(crate) fn blockers(s: &Scenario, infra_id: &str) -> Vec<Value> {
@@ -775,4 +761,18 @@ pub(crate) fn blockers(s: &Scenario, infra_id: &str) -> Vec<Value> {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::b64;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(b64(""), "");
+        assert_eq!(b64("f"), "Zg==");
+        assert_eq!(b64("fo"), "Zm8=");
+        assert_eq!(b64("foo"), "Zm9v");
+        assert_eq!(b64("foobar"), "Zm9vYmFy");
+    }
 }
