@@ -380,6 +380,8 @@ pub(crate) struct Manager {
     pub subresource: String,
     pub api_version: String,
     pub fields: FieldSet,
+    /// Last change by this manager; `None` means "now".
+    pub time: Option<String>,
 }
 
 fn path_to_json(fields: &FieldSet) -> Value {
@@ -452,6 +454,7 @@ pub(crate) fn read_managers(obj: &Value) -> Vec<Manager> {
                             .unwrap_or("")
                             .into(),
                         fields,
+                        time: e.get("time").and_then(Value::as_str).map(String::from),
                     }
                 })
                 .collect()
@@ -469,7 +472,7 @@ pub(crate) fn write_managers(obj: &mut Value, managers: &[Manager]) {
                 "manager": m.manager,
                 "operation": m.operation,
                 "apiVersion": m.api_version,
-                "time": now_rfc3339(),
+                "time": m.time.clone().unwrap_or_else(now_rfc3339),
                 "fieldsType": "FieldsV1",
                 "fieldsV1": path_to_json(&m.fields),
             });
@@ -589,6 +592,17 @@ pub(crate) fn server_side_apply(
         }
     }
     apply_merge(&mut result, &body, schema, "");
+    let strip = |v: &Value| {
+        let mut c = v.clone();
+        if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+        }
+        c
+    };
+    if prev == new_set && strip(&result) == strip(live) {
+        // Re-applying the same configuration is a no-op, ownership and timestamps included.
+        return ApplyOutcome::Merged(live.clone());
+    }
     managers.retain(|m| {
         !(m.manager == manager && m.operation == "Apply" && m.subresource == subresource)
     });
@@ -598,6 +612,7 @@ pub(crate) fn server_side_apply(
         subresource: subresource.into(),
         api_version: api_version.into(),
         fields: new_set,
+        time: None,
     });
     write_managers(&mut result, &managers);
     ApplyOutcome::Merged(result)
@@ -628,13 +643,17 @@ pub(crate) fn track_update(
         match managers.iter_mut().find(|m| {
             m.manager == manager && m.operation == "Update" && m.subresource == subresource
         }) {
-            Some(m) => m.fields.extend(changed),
+            Some(m) => {
+                m.fields.extend(changed);
+                m.time = None;
+            }
             None => managers.push(Manager {
                 manager: manager.into(),
                 operation: "Update".into(),
                 subresource: subresource.into(),
                 api_version: api_version.into(),
                 fields: changed,
+                time: None,
             }),
         }
     }

@@ -691,6 +691,7 @@ async fn patches_strategic_json_and_server_side_apply() {
     let managers: Vec<_> = created
         .metadata
         .managed_fields
+        .clone()
         .unwrap()
         .iter()
         .map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap()))
@@ -699,6 +700,12 @@ async fn patches_strategic_json_and_server_side_apply() {
         managers.contains(&("alice".into(), "Apply".into())),
         "{managers:?}"
     );
+    // Re-applying an unchanged configuration is a no-op (no new resourceVersion, no event).
+    let again = api
+        .patch("sa", &PatchParams::apply("alice"), &Patch::Apply(cfg(2)))
+        .await
+        .unwrap();
+    assert_eq!(rv(&again), rv(&created));
     // Same value from another manager: shared ownership, no conflict.
     api.patch("sa", &PatchParams::apply("bob"), &Patch::Apply(cfg(2)))
         .await
