@@ -94,6 +94,22 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Optio
             r["categories"] = json!(d.categories);
         }
         resources.push(r);
+        let extra = match (d.group.as_str(), d.plural.as_str()) {
+            ("", "pods") => Some(("eviction", "policy", "Eviction")),
+            ("", "serviceaccounts") => Some(("token", "authentication.k8s.io", "TokenRequest")),
+            _ => None,
+        };
+        if let Some((sub, g, kind)) = extra {
+            resources.push(json!({
+                "name": format!("{}/{sub}", d.plural),
+                "singularName": "",
+                "namespaced": true,
+                "group": g,
+                "version": "v1",
+                "kind": kind,
+                "verbs": ["create"],
+            }));
+        }
         if d.has_status(version) {
             resources.push(json!({
                 "name": format!("{}/status", d.plural),

@@ -580,6 +580,11 @@ async fn resource(
         "" => {}
         "status" if def.has_status(&p.version) => {}
         "scale" if def.version(&p.version).is_some_and(|v| v.scale.is_some()) => {}
+        "eviction" if def.group.is_empty() && def.plural == "pods" && *method == Method::POST => {}
+        "token"
+            if def.group.is_empty()
+                && def.plural == "serviceaccounts"
+                && *method == Method::POST => {}
         _ => return Err(ApiError::path_not_found()),
     }
     let ns = p.namespace.clone().unwrap_or_default();
@@ -632,6 +637,47 @@ async fn resource(
                 ));
             }
             Ok(json_response(200, &obj))
+        }
+        ("POST", Some(name)) if p.sub == "eviction" => {
+            // No PodDisruptionBudgets are simulated: an eviction is a delete.
+            read_body(req).await?;
+            shared
+                .core()
+                .delete(&def, &version, &ns, &name, &DeleteOpts::default())?;
+            Ok(json_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
+        ("POST", Some(name)) if p.sub == "token" => {
+            let (bytes, ct) = read_body(req).await?;
+            let body = parse_doc(&bytes, &ct)?;
+            shared.core().get(&def, &version, &ns, &name)?;
+            let token = format!("sa-{}", uuid::Uuid::new_v4().simple());
+            shared
+                .tokens
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(token.clone(), UserInfo::service_account(&ns, &name));
+            let secs = body
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(3600);
+            let exp = jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_secs(secs))
+                .unwrap_or(jiff::Timestamp::MAX);
+            let mut spec = body.get("spec").cloned().unwrap_or(json!({}));
+            spec["expirationSeconds"] = json!(secs);
+            Ok(json_response(
+                201,
+                &json!({
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "metadata": {"name": name, "namespace": ns, "creationTimestamp": crate::util::now_rfc3339()},
+                    "spec": spec,
+                    "status": {"token": token, "expirationTimestamp": exp.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
+                }),
+            ))
         }
         ("POST", None) => {
             let (bytes, ct) = read_body(req).await?;

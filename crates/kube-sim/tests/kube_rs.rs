@@ -1456,3 +1456,64 @@ mod faults {
         sim.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn pod_eviction_and_service_account_token_requests() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    let sim = KubeSim::builder().rbac(true).start().await.unwrap();
+    let client = sim.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(created.status.unwrap().phase.as_deref(), Some("Pending"));
+    pods.evict("p", &kube::api::EvictParams::default())
+        .await
+        .unwrap();
+    assert_eq!(status(pods.get("p").await.unwrap_err()).code, 404);
+
+    let sas: Api<ServiceAccount> = Api::namespaced(client, "default");
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    assert_eq!(
+        status(
+            sas.create_token_request("ghost", &PostParams::default(), &tr)
+                .await
+                .unwrap_err()
+        )
+        .code,
+        404
+    );
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "bot"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let token = sas
+        .create_token_request("bot", &PostParams::default(), &tr)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let bot = sim
+        .client_for_token(token.as_deref().unwrap())
+        .await
+        .unwrap();
+    let e = status(
+        Api::<Pod>::namespaced(bot, "default")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message
+            .contains("User \"system:serviceaccount:default:bot\" cannot list"),
+        "{}",
+        e.message
+    );
+    sim.shutdown().await;
+}
