@@ -135,7 +135,10 @@ pub fn set_workspace(text: &str, ws: &Workspace) -> Option<String> {
     if let Some(rp) = &ws.resourcepool_path {
         wanted.push(("resourcepool-path", rp.clone()));
     }
-    let Some(sec) = sections.iter().find(|s| s.name.eq_ignore_ascii_case("workspace")) else {
+    let Some(sec) = sections
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case("workspace"))
+    else {
         let mut out = text.to_string();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push_str(nl);
@@ -397,8 +400,7 @@ fn yaml_scalar(s: &str) -> String {
     let plain = !s.is_empty()
         && !keyword
         && s.chars().any(|c| c.is_ascii_alphabetic())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         && !s.starts_with(['-', '.']);
     // Dotted IPv4 addresses are strings in YAML; a single dot would be a float.
@@ -597,7 +599,9 @@ pub async fn read(client: kube::Client) -> Result<(ConfigMap, String), PhaseErro
     let cm = Api::<ConfigMap>::namespaced(client, NAMESPACE)
         .get(NAME)
         .await
-        .map_err(|e| PhaseError::from(e).context("reading openshift-config/cloud-provider-config"))?;
+        .map_err(|e| {
+            PhaseError::from(e).context("reading openshift-config/cloud-provider-config")
+        })?;
     let text = cm
         .data
         .as_ref()
@@ -626,7 +630,9 @@ pub async fn edit(
     Api::<ConfigMap>::namespaced(client, NAMESPACE)
         .replace(NAME, &PostParams::default(), &cm)
         .await
-        .map_err(|e| PhaseError::from(e).context("writing openshift-config/cloud-provider-config"))?;
+        .map_err(|e| {
+            PhaseError::from(e).context("writing openshift-config/cloud-provider-config")
+        })?;
     Ok(true)
 }
 
@@ -766,9 +772,12 @@ mod tests {
     #[test]
     fn ini_copies_the_tls_stance_and_handles_end_of_file() {
         let text = "[Global]\nsecret-name = \"vsphere-creds\"\n\n[VirtualCenter \"a\"]\ninsecure-flag = \"1\"\ndatacenters = \"DC0\"";
-        let out = add_vcenter(text, &VcenterEntry::new("b", vec!["D1".into(), "D2".into()]))
-            .unwrap()
-            .unwrap();
+        let out = add_vcenter(
+            text,
+            &VcenterEntry::new("b", vec!["D1".into(), "D2".into()]),
+        )
+        .unwrap()
+        .unwrap();
         assert!(
             out.ends_with("datacenters = \"DC0\"\n\n[VirtualCenter \"b\"]\ndatacenters = \"D1,D2\"\ninsecure-flag = \"1\"\n"),
             "{out}"

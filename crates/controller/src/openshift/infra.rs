@@ -32,7 +32,8 @@ pub const INFRA_CRD: &str = "infrastructures.config.openshift.io";
 /// Message of the rule that pins the number of vCenters (Default feature set).
 pub const VCENTERS_RULE_MESSAGE: &str = "vcenters cannot be added or removed once set";
 /// The rule as OpenShift ships it; used only when no CRD backup exists.
-pub const VCENTERS_RULE: &str = "size(self) != size(oldSelf) ? size(oldSelf) == 0 && size(self) < 2 : true";
+pub const VCENTERS_RULE: &str =
+    "size(self) != size(oldSelf) ? size(oldSelf) == 0 && size(self) < 2 : true";
 
 /// Where the rule lives inside each entry of `spec.versions`.
 const RULE_POINTER: &str = "/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters";
@@ -109,7 +110,10 @@ pub fn target_entries(
 }
 
 fn vsphere_mut(infra: &mut Infrastructure) -> &mut VSpherePlatformSpec {
-    let ps = infra.spec.platform_spec.get_or_insert_with(Default::default);
+    let ps = infra
+        .spec
+        .platform_spec
+        .get_or_insert_with(Default::default);
     if ps.type_.is_none() {
         ps.type_ = Some("VSphere".into());
     }
@@ -243,7 +247,10 @@ pub fn has_vcenters_rule(crd: &Value) -> bool {
 /// Removes the vcenters-count rule from every version. Returns whether it was there.
 pub fn lift_rule(crd: &mut Value) -> bool {
     let mut changed = false;
-    let Some(versions) = crd.pointer_mut("/spec/versions").and_then(Value::as_array_mut) else {
+    let Some(versions) = crd
+        .pointer_mut("/spec/versions")
+        .and_then(Value::as_array_mut)
+    else {
         return false;
     };
     for v in versions {
@@ -272,7 +279,10 @@ pub fn lift_rule(crd: &mut Value) -> bool {
 pub fn restore_rules(live: &mut Value, original: &Value) -> bool {
     let wanted = vcenters_rules(original);
     let mut changed = false;
-    let Some(versions) = live.pointer_mut("/spec/versions").and_then(Value::as_array_mut) else {
+    let Some(versions) = live
+        .pointer_mut("/spec/versions")
+        .and_then(Value::as_array_mut)
+    else {
         return false;
     };
     for v in versions {
@@ -337,13 +347,13 @@ async fn write_crd(client: &kube::Client, v: Value, what: &str) -> Result<(), Ph
 /// there is none, the live CRD with OpenShift's rule put back.
 pub async fn original_crd(ctx: &PhaseCtx) -> Result<Value, PhaseError> {
     if let Ok(m) = manifest(ctx.backups(), keys::INFRASTRUCTURE_CRD) {
-        return BackupStore::new(ctx.client(), &ctx.migration)
-            .load(m)
-            .await;
+        return BackupStore::new(ctx.client(), &ctx.migration).load(m).await;
     }
     let (_, mut live) = read_crd(&ctx.client()).await?;
     if !has_vcenters_rule(&live)
-        && let Some(versions) = live.pointer_mut("/spec/versions").and_then(Value::as_array_mut)
+        && let Some(versions) = live
+            .pointer_mut("/spec/versions")
+            .and_then(Value::as_array_mut)
     {
         for v in versions {
             if let Some(node) = v.pointer_mut(RULE_POINTER).and_then(Value::as_object_mut) {
@@ -466,8 +476,9 @@ pub async fn backed_up_spec(ctx: &PhaseCtx) -> Result<InfrastructureSpec, PhaseE
     let v = BackupStore::new(ctx.client(), &ctx.migration)
         .load(m)
         .await?;
-    serde_json::from_value(v.get("spec").cloned().unwrap_or(Value::Null))
-        .map_err(|e| PhaseError::fatal(format!("backed-up Infrastructure spec does not parse: {e}")))
+    serde_json::from_value(v.get("spec").cloned().unwrap_or(Value::Null)).map_err(|e| {
+        PhaseError::fatal(format!("backed-up Infrastructure spec does not parse: {e}"))
+    })
 }
 
 /// Puts the backed-up Infrastructure spec back (lifting the rule on gate-off clusters).
@@ -547,20 +558,38 @@ mod tests {
         let (vcs, doms) = target_entries(&fds, "ocp-abcde");
         assert_eq!(vcs.len(), 1);
         assert_eq!(vcs[0].datacenters, ["DC1", "DC2"]);
-        assert_eq!(doms[0].topology.folder.as_deref(), Some("/DC1/vm/ocp-abcde"));
+        assert_eq!(
+            doms[0].topology.folder.as_deref(),
+            Some("/DC1/vm/ocp-abcde")
+        );
         assert_eq!(doms[1].topology.folder.as_deref(), Some("/DC2/vm/x/y"));
         assert_eq!(doms[1].topology.datacenter, "DC2");
         assert!(add_vcenters(&mut i, &vcs, &doms).unwrap());
         let servers: Vec<&str> = i.vcenters().iter().map(|v| v.server.as_str()).collect();
         assert_eq!(servers, ["src.example.com", "tgt.example.com"]);
-        let names: Vec<&str> = i.failure_domains().iter().map(|f| f.name.as_str()).collect();
+        let names: Vec<&str> = i
+            .failure_domains()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
         assert_eq!(names, ["generated-failure-domain", "a", "b"]);
         // Idempotent.
         assert!(!add_vcenters(&mut i, &vcs, &doms).unwrap());
         // Everything else is as it was.
-        let (a, b) = (serde_json::to_value(&i).unwrap(), serde_json::to_value(&before).unwrap());
-        for k in ["apiServerInternalIPs", "ingressIPs", "machineNetworks", "nodeNetworking"] {
-            assert_eq!(a["spec"]["platformSpec"]["vsphere"][k], b["spec"]["platformSpec"]["vsphere"][k]);
+        let (a, b) = (
+            serde_json::to_value(&i).unwrap(),
+            serde_json::to_value(&before).unwrap(),
+        );
+        for k in [
+            "apiServerInternalIPs",
+            "ingressIPs",
+            "machineNetworks",
+            "nodeNetworking",
+        ] {
+            assert_eq!(
+                a["spec"]["platformSpec"]["vsphere"][k],
+                b["spec"]["platformSpec"]["vsphere"][k]
+            );
         }
         assert_eq!(a["spec"]["cloudConfig"], b["spec"]["cloudConfig"]);
         assert_eq!(a["metadata"], b["metadata"]);

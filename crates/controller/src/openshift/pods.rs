@@ -76,7 +76,10 @@ pub const VSPHERE_PODS: &[PodGroup] = &[
         "openshift-cluster-csi-drivers",
         "app=vmware-vsphere-csi-driver-node",
     ),
-    PodGroup::labels("openshift-cluster-csi-drivers", "app=vsphere-csi-driver-node"),
+    PodGroup::labels(
+        "openshift-cluster-csi-drivers",
+        "app=vsphere-csi-driver-node",
+    ),
     PodGroup::labels(
         "openshift-cluster-storage-operator",
         "name=cluster-storage-operator",
@@ -135,7 +138,10 @@ async fn list(client: &kube::Client, g: &PodGroup) -> Result<Vec<Pod>, PhaseErro
     };
     Ok(items
         .into_iter()
-        .filter(|p| g.name_prefix.is_none_or(|pre| p.name_any().starts_with(pre)))
+        .filter(|p| {
+            g.name_prefix
+                .is_none_or(|pre| p.name_any().starts_with(pre))
+        })
         .collect())
 }
 
@@ -168,9 +174,8 @@ pub async fn restart_step(
                     Ok(_) => st.deleted.push(format!("{}/{name}", g.namespace)),
                     Err(e) if crate::error::is_not_found(&e) => {}
                     Err(e) => {
-                        return Err(
-                            PhaseError::from(e).context(&format!("deleting pod {}/{name}", g.namespace))
-                        );
+                        return Err(PhaseError::from(e)
+                            .context(&format!("deleting pod {}/{name}", g.namespace)));
                     }
                 }
                 old.push(name);
@@ -192,7 +197,8 @@ pub async fn restart_step(
             if !old.is_empty() {
                 why.push(format!("deleting {}", old.join(", ")));
             }
-            st.waiting.push(format!("{} ({})", g.describe(), why.join("; ")));
+            st.waiting
+                .push(format!("{} ({})", g.describe(), why.join("; ")));
         } else {
             st.ready += 1;
         }
@@ -236,6 +242,8 @@ mod tests {
         ] {
             assert!(d.iter().any(|x| x.ends_with(s)), "{s}");
         }
-        assert!(d.contains(&"openshift-machine-config-operator/machine-config-operator-*".to_string()));
+        assert!(
+            d.contains(&"openshift-machine-config-operator/machine-config-operator-*".to_string())
+        );
     }
 }

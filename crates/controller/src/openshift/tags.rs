@@ -125,9 +125,14 @@ pub async fn ensure_category(
         Some(c) => c,
         None => match vc.create_category(spec).await {
             Ok(id) => vc.get_category(&id).await?,
-            Err(e) if e.is_already_exists() => vc.find_category(&spec.name).await?.ok_or_else(
-                || PhaseError::transient(format!("tag category {} vanished after a name clash", spec.name)),
-            )?,
+            Err(e) if e.is_already_exists() => {
+                vc.find_category(&spec.name).await?.ok_or_else(|| {
+                    PhaseError::transient(format!(
+                        "tag category {} vanished after a name clash",
+                        spec.name
+                    ))
+                })?
+            }
             Err(e) => return Err(e.into()),
         },
     };
@@ -313,7 +318,10 @@ mod tests {
     fn attachment_ids_round_trip() {
         let obj = MoRef::new("Datacenter", "datacenter-2");
         let id = attachment_id("urn:vmomi:InventoryServiceTag:1-2:GLOBAL", &obj);
-        assert_eq!(id, "urn:vmomi:InventoryServiceTag:1-2:GLOBAL@Datacenter:datacenter-2");
+        assert_eq!(
+            id,
+            "urn:vmomi:InventoryServiceTag:1-2:GLOBAL@Datacenter:datacenter-2"
+        );
         let (t, o) = parse_attachment(&id).unwrap();
         assert_eq!(t, "urn:vmomi:InventoryServiceTag:1-2:GLOBAL");
         assert_eq!(o, obj);

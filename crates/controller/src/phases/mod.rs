@@ -6,8 +6,14 @@
 //! `Outcome::Running` with a recheck interval.
 
 pub(crate) mod backup;
+mod create_folder;
+mod create_tags;
 mod disable_cvo;
+mod monitor_health;
 mod preflight;
+mod restart_pods;
+mod update_config;
+mod update_infrastructure;
 mod update_secrets;
 
 use crate::context::PhaseCtx;
@@ -80,6 +86,15 @@ pub fn lookup(name: PhaseName) -> Option<&'static dyn Phase> {
         PhaseName::Backup => &backup::Backup,
         PhaseName::DisableCvo => &disable_cvo::DisableCvo,
         PhaseName::UpdateSecrets => &update_secrets::UpdateSecrets,
+        PhaseName::CreateTags => &create_tags::CreateTags,
+        PhaseName::CreateFolder => &create_folder::CreateFolder,
+        PhaseName::UpdateInfrastructure => &update_infrastructure::UpdateInfrastructure,
+        PhaseName::UpdateConfig => &update_config::UpdateConfig,
+        PhaseName::RestartPods => &restart_pods::RestartPods,
+        PhaseName::MonitorHealth => &monitor_health::MonitorHealth,
+        // Unreachable once every phase is implemented; kept so a build with
+        // some phases missing still compiles.
+        #[allow(unreachable_patterns)]
         _ => return None,
     })
 }

@@ -1,0 +1,251 @@
+//! Phase 5: the topology tags (`openshift-region` on the datacenter,
+//! `openshift-zone` on the compute cluster) and the installer-style ownership
+//! category and tag on every target vCenter.
+//!
+//! Topology categories are shared per vCenter: an existing one is validated
+//! and reused. A datacenter or cluster that already carries a different
+//! region or zone is a conflict, reported before anything is created.
+
+use super::{Phase, RollbackOutcome, RollbackSupport};
+use crate::context::PhaseCtx;
+use crate::error::PhaseError;
+use crate::openshift::infra::datacenter_name;
+use crate::openshift::tags::{self, Attach, REGION_CATEGORY, ZONE_CATEGORY};
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vcfm_api::{FailureDomain, LogLevel, PhaseName};
+use vcfm_vsphere::{Category, MoRef};
+
+pub struct CreateTags;
+
+const PHASE: PhaseName = PhaseName::CreateTags;
+
+/// Failure domains that put two different regions on one datacenter or two
+/// zones on one cluster (the categories are single-cardinality).
+fn spec_conflicts(fds: &[FailureDomain]) -> Vec<String> {
+    let mut out = vec![];
+    let mut regions: BTreeMap<(String, String), &FailureDomain> = BTreeMap::new();
+    let mut zones: BTreeMap<(String, String), &FailureDomain> = BTreeMap::new();
+    for fd in fds {
+        let dc = (fd.server.clone(), datacenter_name(fd));
+        if let Some(other) = regions.get(&dc)
+            && other.region != fd.region
+        {
+            out.push(format!(
+                "failure domains {:?} and {:?} put regions {:?} and {:?} on the same datacenter {} of {}: a datacenter carries one region",
+                other.name, fd.name, other.region, fd.region, dc.1, dc.0
+            ));
+        }
+        regions.entry(dc).or_insert(fd);
+        let cl = (fd.server.clone(), fd.topology.compute_cluster.clone());
+        if let Some(other) = zones.get(&cl)
+            && other.zone != fd.zone
+        {
+            out.push(format!(
+                "failure domains {:?} and {:?} put zones {:?} and {:?} on the same compute cluster {} of {}: a cluster carries one zone",
+                other.name, fd.name, other.zone, fd.zone, cl.1, cl.0
+            ));
+        }
+        zones.entry(cl).or_insert(fd);
+    }
+    out
+}
+
+/// A different tag of `category` already on `object`.
+async fn tagged_otherwise(
+    vc: &vcfm_vsphere::Client,
+    category: Option<&Category>,
+    object: &MoRef,
+    want: &str,
+) -> Result<Option<String>, PhaseError> {
+    let Some(cat) = category else {
+        return Ok(None);
+    };
+    let tags = vc.attached_tags_of_category(object, &cat.id).await?;
+    Ok(tags.iter().find(|t| t.name != want).map(|t| t.name.clone()))
+}
+
+async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+    let infra_id = ctx.recorded_cluster()?.infra_id.clone();
+    let fds = &ctx.migration.spec.failure_domains;
+    let conflicts = spec_conflicts(fds);
+    if !conflicts.is_empty() {
+        return Ok(Outcome::Failed {
+            message: conflicts.join("; "),
+        });
+    }
+    let mut conflicts = vec![];
+    let mut pending = vec![];
+    let mut attached = 0;
+    for server in ctx.migration.target_servers() {
+        let vc = ctx.target_vcenter(server).await?;
+        let on_server: Vec<&FailureDomain> = fds.iter().filter(|f| f.server == server).collect();
+
+        // Conflicts first, so that nothing is created on a vCenter that cannot be used.
+        let region_cat = vc.find_category(REGION_CATEGORY).await?;
+        let zone_cat = vc.find_category(ZONE_CATEGORY).await?;
+        let mut placements = vec![];
+        for fd in &on_server {
+            let dc_path = format!("/{}", datacenter_name(fd));
+            let dc = vc.find_datacenter(&dc_path).await?;
+            let cluster = vc.find_cluster(&fd.topology.compute_cluster).await?;
+            if let Some(other) = tagged_otherwise(&vc, region_cat.as_ref(), &dc, &fd.region).await?
+            {
+                conflicts.push(format!(
+                    "datacenter {dc_path} on {server} already carries region tag {other:?}, failure domain {:?} wants {:?}: use region {other:?} or retag the datacenter",
+                    fd.name, fd.region
+                ));
+            }
+            if let Some(other) =
+                tagged_otherwise(&vc, zone_cat.as_ref(), &cluster, &fd.zone).await?
+            {
+                conflicts.push(format!(
+                    "compute cluster {} on {server} already carries zone tag {other:?}, failure domain {:?} wants {:?}: use zone {other:?} or retag the cluster",
+                    fd.topology.compute_cluster, fd.name, fd.zone
+                ));
+            }
+            placements.push((*fd, dc, dc_path, cluster));
+        }
+        if !conflicts.is_empty() {
+            continue;
+        }
+
+        let desc = tags::marker(ctx);
+        let region_cat = tags::ensure_category(
+            ctx,
+            PHASE,
+            &vc,
+            &tags::topology_spec(REGION_CATEGORY, desc.clone()),
+        )
+        .await?;
+        let zone_cat =
+            tags::ensure_category(ctx, PHASE, &vc, &tags::topology_spec(ZONE_CATEGORY, desc))
+                .await?;
+        tags::ensure_ownership(ctx, PHASE, &vc, &infra_id).await?;
+        for (fd, dc, dc_path, cluster) in placements {
+            let region = tags::ensure_tag(ctx, PHASE, &vc, &region_cat, &fd.region).await?;
+            let zone = tags::ensure_tag(ctx, PHASE, &vc, &zone_cat, &fd.zone).await?;
+            for (tag, obj, name) in [
+                (&region, &dc, dc_path.clone()),
+                (&zone, &cluster, fd.topology.compute_cluster.clone()),
+            ] {
+                match tags::attach(ctx, PHASE, &vc, tag, obj, &name).await? {
+                    Attach::Recorded => pending.push(format!("{} on {name}", tag.name)),
+                    Attach::Attached => {
+                        attached += 1;
+                        ctx.log(
+                            LogLevel::Info,
+                            "tags",
+                            format!("attached tag {} to {name} on {server}", tag.name),
+                        );
+                    }
+                    Attach::Present => {}
+                }
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        return Ok(Outcome::Failed {
+            message: format!(
+                "the target is already tagged differently: {}",
+                conflicts.join("; ")
+            ),
+        });
+    }
+    if !pending.is_empty() {
+        // The intent is persisted with this outcome; the next step attaches.
+        return Ok(Outcome::Running {
+            progress: 50,
+            message: format!(
+                "recorded {} tag attachment(s) before making them",
+                pending.len()
+            ),
+            waiting_for: pending,
+            recheck: Duration::from_millis(100),
+        });
+    }
+    let n = fds.len();
+    Ok(Outcome::Completed {
+        message: format!(
+            "topology tags for {n} failure domain(s) and ownership tag {infra_id} in place on {} ({attached} attachment(s) made now)",
+            ctx.migration.target_servers().join(", ")
+        ),
+    })
+}
+
+impl Phase for CreateTags {
+    fn name(&self) -> PhaseName {
+        PHASE
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::Supported
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(execute(ctx))
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a PhaseCtx,
+    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
+        Box::pin(async move {
+            let notes = tags::undo_created(ctx, PHASE).await?;
+            for n in &notes {
+                ctx.log(LogLevel::Info, "tags", n.clone());
+            }
+            Ok(RollbackOutcome::Done(if notes.is_empty() {
+                "no tags or categories created by this migration remain".into()
+            } else {
+                notes.join("; ")
+            }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcfm_api::Topology;
+
+    fn fd(name: &str, dc: &str, cluster: &str, region: &str, zone: &str) -> FailureDomain {
+        FailureDomain {
+            name: name.into(),
+            region: region.into(),
+            zone: zone.into(),
+            server: "vc".into(),
+            topology: Topology {
+                datacenter: dc.into(),
+                compute_cluster: cluster.into(),
+                datastore: "/DC/datastore/ds".into(),
+                networks: vec!["n".into()],
+                resource_pool: None,
+                folder: None,
+                template: "/DC/vm/t".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn one_region_per_datacenter_and_one_zone_per_cluster() {
+        let ok = [
+            fd("a", "DC", "/DC/host/C1", "r", "z1"),
+            fd("b", "/DC", "/DC/host/C2", "r", "z2"),
+        ];
+        assert!(spec_conflicts(&ok).is_empty());
+        let bad = [
+            fd("a", "DC", "/DC/host/C1", "r1", "z1"),
+            fd("b", "DC", "/DC/host/C1", "r2", "z2"),
+        ];
+        let c = spec_conflicts(&bad);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c[0].contains("\"r1\" and \"r2\""));
+    }
+}

@@ -1,0 +1,83 @@
+//! Phase 9: delete the pods that read the vSphere configuration and wait until
+//! their replacements (pods created after the phase started, not the old ones
+//! still terminating) are Ready in every group this cluster has.
+
+use super::update_config::phase_start;
+use super::{Phase, RollbackOutcome, RollbackSupport};
+use crate::context::PhaseCtx;
+use crate::error::PhaseError;
+use crate::openshift::pods;
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use std::time::Duration;
+use vcfm_api::{LogLevel, PhaseName};
+
+pub struct RestartPods;
+
+const PHASE: PhaseName = PhaseName::RestartPods;
+
+async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+    let st = pods::restart_step(&ctx.client(), pods::VSPHERE_PODS, phase_start(ctx)).await?;
+    if !st.deleted.is_empty() {
+        ctx.log(
+            LogLevel::Info,
+            "pods",
+            format!(
+                "deleted {} pod(s): {}",
+                st.deleted.len(),
+                st.deleted.join(", ")
+            ),
+        );
+    }
+    if st.present == 0 {
+        return Ok(Outcome::Completed {
+            message: "no vSphere-related pods found on this cluster; nothing to restart".into(),
+        });
+    }
+    if !st.done() {
+        return Ok(Outcome::Running {
+            progress: (st.ready * 100 / st.present.max(1)) as i32,
+            message: format!(
+                "{}/{} pod group(s) restarted and Ready",
+                st.ready, st.present
+            ),
+            waiting_for: st.waiting,
+            recheck: Duration::from_secs(2),
+        });
+    }
+    Ok(Outcome::Completed {
+        message: format!(
+            "{} pod group(s) restarted; their new pods are Ready",
+            st.present
+        ),
+    })
+}
+
+impl Phase for RestartPods {
+    fn name(&self) -> PhaseName {
+        PHASE
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(20 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::NothingToUndo
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(execute(ctx))
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        _ctx: &'a PhaseCtx,
+    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
+        Box::pin(async {
+            Ok(RollbackOutcome::Done(
+                "nothing to undo here: the pods are restarted once more after the configuration is restored (rollback of UpdateInfrastructure)".into(),
+            ))
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Phase 7: append the target vCenter(s) and failure domains to Infrastructure
+//! `cluster` (deduplicated, source first, nothing else touched).
+//!
+//! With `VSphereMultiVCenterDay2` the update is plain. Without it the CRD rule
+//! is lifted around the update (the CVO is at 0) and restored from the backup
+//! on a fresh read; a crash in between is repaired by the next step, which
+//! finds the Infrastructure already updated and restores the rule.
+
+use super::{Phase, RollbackOutcome, RollbackSupport};
+use crate::context::PhaseCtx;
+use crate::error::PhaseError;
+use crate::openshift::{infra, pods};
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use std::time::Duration;
+use vcfm_api::{LogLevel, PhaseName};
+
+pub struct UpdateInfrastructure;
+
+const PHASE: PhaseName = PhaseName::UpdateInfrastructure;
+
+async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+    let facts = ctx.recorded_cluster()?.clone();
+    let source = ctx.recorded_source()?.server.clone();
+    let (vcenters, domains) =
+        infra::target_entries(&ctx.migration.spec.failure_domains, &facts.infra_id);
+    let res = infra::apply_edit(ctx, |i| {
+        // The recorded source must still be there, first: never guess it.
+        if !infra::has_vcenter(i, &source) {
+            return Ok(false);
+        }
+        infra::add_vcenters(i, &vcenters, &domains)
+    })
+    .await?;
+    let live = infra::get(ctx.client())
+        .await?
+        .ok_or_else(|| PhaseError::fatal("Infrastructure cluster disappeared"))?;
+    if !infra::has_vcenter(&live, &source) {
+        return Ok(Outcome::Failed {
+            message: format!(
+                "Infrastructure no longer lists the source vCenter {source} recorded by Preflight: refusing to edit it"
+            ),
+        });
+    }
+    let missing: Vec<&str> = ctx
+        .migration
+        .target_servers()
+        .into_iter()
+        .filter(|s| !infra::has_vcenter(&live, s))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PhaseError::transient(format!(
+            "Infrastructure does not list {} yet",
+            missing.join(", ")
+        )));
+    }
+    if res.changed {
+        ctx.log(
+            LogLevel::Info,
+            "infrastructure",
+            format!(
+                "added vCenter(s) {} and failure domain(s) {}",
+                ctx.migration.target_servers().join(", "),
+                domains
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    if res.rule_restored {
+        ctx.log(
+            LogLevel::Info,
+            "infrastructure",
+            if res.changed {
+                "restored the Infrastructure CRD vcenters rule after the update"
+            } else {
+                "restored the Infrastructure CRD vcenters rule left lifted by an interrupted run"
+            },
+        );
+    }
+    let servers: Vec<String> = live.vcenters().iter().map(|v| v.server.clone()).collect();
+    Ok(Outcome::Completed {
+        message: format!(
+            "Infrastructure lists vCenters {} ({})",
+            servers.join(", "),
+            if facts.multi_vcenter_day2 {
+                "VSphereMultiVCenterDay2 enabled: plain update"
+            } else {
+                "CRD vcenters rule lifted for the update and restored"
+            }
+        ),
+    })
+}
+
+/// Restores the backed-up Infrastructure (and the rule), then restarts the
+/// vSphere pods once so they drop the target configuration. Later rollback
+/// steps (UpdateConfig) have already run when this one does.
+async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+    let res = infra::restore_from_backup(ctx).await?;
+    let since = ctx
+        .migration
+        .status
+        .as_ref()
+        .and_then(|s| s.rollback.as_ref())
+        .map(|r| r.start_time.0)
+        .unwrap_or(ctx.now);
+    let st = pods::restart_step(&ctx.client(), pods::VSPHERE_PODS, since).await?;
+    Ok(RollbackOutcome::Done(format!(
+        "Infrastructure {}{}; {} vSphere pod(s) restarted",
+        if res.changed {
+            "restored from backup"
+        } else {
+            "already matched the backup"
+        },
+        if res.rule_restored {
+            ", CRD vcenters rule restored"
+        } else {
+            ""
+        },
+        st.deleted.len()
+    )))
+}
+
+impl Phase for UpdateInfrastructure {
+    fn name(&self) -> PhaseName {
+        PHASE
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::Supported
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(execute(ctx))
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a PhaseCtx,
+    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
+        Box::pin(rollback(ctx))
+    }
+}
