@@ -526,7 +526,8 @@ impl Core {
         self.commit(def, body, true)
     }
 
-    /// PUT semantics, shared by patch (which computes the body first).
+    /// PUT semantics, shared by patch (which computes the body first). `manager` records
+    /// field ownership; `None` means the body's managedFields are authoritative (apply).
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
@@ -565,6 +566,12 @@ impl Core {
                             m.remove("status");
                         }
                     }
+                }
+                if manager.is_none() {
+                    match body.pointer("/metadata/managedFields") {
+                        Some(mf) => meta_mut(&mut n).insert("managedFields".into(), mf.clone()),
+                        None => meta_mut(&mut n).remove("managedFields"),
+                    };
                 }
                 n
             }
@@ -635,7 +642,9 @@ impl Core {
                 sub,
             );
         }
-        if same_ignoring_bookkeeping(&old, &new) {
+        let same_managers = manager.is_some()
+            || old.pointer("/metadata/managedFields") == new.pointer("/metadata/managedFields");
+        if same_managers && same_ignoring_bookkeeping(&old, &new) {
             return Ok(old);
         }
         self.commit(def, new, false)
@@ -733,6 +742,7 @@ impl Core {
         Ok((out, false))
     }
 
+    /// Update with the managedFields of `new` taken as computed (server-side apply).
     fn update_keep_managed(
         &mut self,
         def: &Arc<ResourceDef>,
@@ -742,23 +752,7 @@ impl Core {
         sub: &str,
         new: Value,
     ) -> Result<Arc<Value>, ApiError> {
-        let mf = new.pointer("/metadata/managedFields").cloned();
-        let mut body = new;
-        // Keep the managers computed by apply, not the old ones.
-        if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("managedFields");
-        }
-        let out = self.update(def, version, ns, name, sub, body.clone(), None)?;
-        let current_mf = out.pointer("/metadata/managedFields").cloned();
-        if mf != current_mf {
-            let mut o = (*out).clone();
-            match mf {
-                Some(mf) => meta_mut(&mut o).insert("managedFields".into(), mf),
-                None => meta_mut(&mut o).remove("managedFields"),
-            };
-            return self.commit(def, o, false);
-        }
-        Ok(out)
+        self.update(def, version, ns, name, sub, new, None)
     }
 
     pub fn list(

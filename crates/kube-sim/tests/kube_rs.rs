@@ -722,6 +722,7 @@ async fn patches_strategic_json_and_server_side_apply() {
         "{}",
         e.message
     );
+    let before = api.get("sa").await.unwrap();
     let forced = api
         .patch(
             "sa",
@@ -730,6 +731,8 @@ async fn patches_strategic_json_and_server_side_apply() {
         )
         .await
         .unwrap();
+    // One write, one resourceVersion (and so one watch event) per apply.
+    assert_eq!(rv(&forced), rv(&before) + 1);
     assert_eq!(forced.data["spec"]["replicas"], 5);
     // An update by a non-apply manager takes ownership; re-applying the old value conflicts.
     api.patch(
