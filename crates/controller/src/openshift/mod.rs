@@ -5,6 +5,7 @@ pub mod creds;
 pub mod cvo;
 pub mod health;
 pub mod infra;
+pub mod machines;
 pub mod pods;
 pub mod tags;
 

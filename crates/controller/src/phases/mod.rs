@@ -6,15 +6,20 @@
 //! `Outcome::Running` with a recheck interval.
 
 pub(crate) mod backup;
+mod cleanup;
 mod create_folder;
 mod create_tags;
+mod create_workers;
 mod disable_cvo;
 mod monitor_health;
 mod preflight;
+mod recreate_cpms;
 mod restart_pods;
+mod scale_old_machines;
 mod update_config;
 mod update_infrastructure;
 mod update_secrets;
+mod verify;
 
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
@@ -92,6 +97,11 @@ pub fn lookup(name: PhaseName) -> Option<&'static dyn Phase> {
         PhaseName::UpdateConfig => &update_config::UpdateConfig,
         PhaseName::RestartPods => &restart_pods::RestartPods,
         PhaseName::MonitorHealth => &monitor_health::MonitorHealth,
+        PhaseName::CreateWorkers => &create_workers::CreateWorkers,
+        PhaseName::RecreateCpms => &recreate_cpms::RecreateCpms,
+        PhaseName::ScaleOldMachines => &scale_old_machines::ScaleOldMachines,
+        PhaseName::Cleanup => &cleanup::Cleanup,
+        PhaseName::Verify => &verify::Verify,
         // Unreachable once every phase is implemented; kept so a build with
         // some phases missing still compiles.
         #[allow(unreachable_patterns)]

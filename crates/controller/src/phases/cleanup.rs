@@ -1,0 +1,486 @@
+//! Phase 14: forget the source vCenter. Removes the vCenter recorded by
+//! Preflight (and only it: never inferred from list order) from the
+//! Infrastructure, the cloud-provider config and `kube-system/vsphere-creds`,
+//! restarts the vSphere pods so they drop it, and writes the replacement
+//! installer `metadata.json` into a Secret so that `openshift-install destroy
+//! cluster` finds the cluster on the target.
+//!
+//! Every step checks before it writes, so a retry after a partial failure
+//! redoes only what is missing and can never touch a target entry.
+
+use super::{Phase, RollbackSupport};
+use crate::context::PhaseCtx;
+use crate::error::{PhaseError, is_not_found};
+use crate::openshift::creds;
+use crate::openshift::{cloud_config, infra, pods};
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vcfm_api::LogLevel;
+use vcfm_api::openshift::{CLUSTER, ClusterVersion, Infrastructure, VERSION_NAME};
+
+pub struct Cleanup;
+
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// Key of the installer metadata in its Secret.
+pub const METADATA_KEY: &str = "metadata.json";
+/// Label on the metadata Secret naming the migration.
+pub const METADATA_LABEL: &str = "migration.openshift.io/installer-metadata-of";
+
+/// Name of the Secret holding the replacement `metadata.json`.
+pub fn metadata_secret_name(migration: &str) -> String {
+    format!("{migration}-installer-metadata")
+}
+
+impl Phase for Cleanup {
+    fn name(&self) -> vcfm_api::PhaseName {
+        vcfm_api::PhaseName::Cleanup
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::Impossible(
+            "past the point of no return: the cluster runs on the target and the source vCenter is being forgotten",
+        )
+    }
+
+    fn validate<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
+        Box::pin(async move {
+            source_to_remove(ctx)?;
+            ctx.recorded_cluster()?;
+            Ok(())
+        })
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(execute(ctx))
+    }
+}
+
+/// The recorded source server, refused when empty or when it is also a target
+/// (removing it would remove the target).
+fn source_to_remove(ctx: &PhaseCtx) -> Result<String, PhaseError> {
+    let source = ctx.recorded_source()?.server.clone();
+    if source.trim().is_empty() {
+        return Err(PhaseError::fatal(
+            "status.sourceVCenter.server is empty: refusing to remove anything",
+        ));
+    }
+    if ctx.migration.target_servers().contains(&source.as_str()) {
+        return Err(PhaseError::fatal(format!(
+            "the recorded source vCenter {source} is also a target vCenter: refusing to remove it"
+        )));
+    }
+    Ok(source)
+}
+
+async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+    let client = ctx.client();
+    let source = source_to_remove(ctx)?;
+    let mut done = vec![];
+
+    // 1. Infrastructure (source vCenter and its failure domains).
+    if remove_from_infrastructure(ctx, &source).await? {
+        done.push("Infrastructure");
+    }
+
+    // 2. cloud-provider-config.
+    let first = ctx
+        .migration
+        .control_plane_failure_domains()
+        .first()
+        .copied()
+        .or_else(|| ctx.migration.spec.failure_domains.first())
+        .cloned()
+        .ok_or_else(|| PhaseError::fatal("spec.failureDomains is empty"))?;
+    let infra_id = ctx.recorded_cluster()?.infra_id.clone();
+    let src = source.clone();
+    let changed = cloud_config::edit(client.clone(), |text| {
+        let mut text = text.to_string();
+        let mut changed = false;
+        // INI: the [Workspace] must name a vCenter that stays.
+        if let Some(t) = cloud_config::set_workspace(&text, &ini_workspace(&first, &infra_id))
+            && t != text
+        {
+            text = t;
+            changed = true;
+        }
+        if let Some(t) = cloud_config::remove_vcenter(&text, &src)? {
+            text = t;
+            changed = true;
+        }
+        Ok(changed.then_some(text))
+    })
+    .await?;
+    if changed {
+        ctx.log(
+            LogLevel::Info,
+            "config",
+            format!("removed vCenter {source} from openshift-config/cloud-provider-config"),
+        );
+        done.push("cloud-provider-config");
+    }
+
+    // 3. vsphere-creds: drop the source pair (values never read here).
+    if remove_creds(client.clone(), &source).await? {
+        ctx.log(
+            LogLevel::Info,
+            "secrets",
+            format!(
+                "removed keys {}, {} from kube-system/vsphere-creds",
+                creds::username_key(&source),
+                creds::password_key(&source)
+            ),
+        );
+        done.push("vsphere-creds");
+    }
+
+    // 4. The installer metadata for `openshift-install destroy cluster`.
+    if write_metadata(ctx).await? {
+        ctx.log(
+            LogLevel::Info,
+            "metadata",
+            format!(
+                "wrote the replacement installer metadata.json to Secret {}/{} (key {METADATA_KEY})",
+                ctx.namespace(),
+                metadata_secret_name(ctx.name())
+            ),
+        );
+    }
+
+    // 5. Restart the vSphere pods so that they drop the source vCenter.
+    match restart_pods(ctx).await? {
+        None => Ok(Outcome::Completed {
+            message: format!(
+                "source vCenter {source} removed from the Infrastructure, cloud-provider-config and vsphere-creds; vSphere pods restarted; installer metadata in Secret {}",
+                metadata_secret_name(ctx.name())
+            ),
+        }),
+        Some(waiting) => Ok(Outcome::Running {
+            progress: 70,
+            message: format!(
+                "source vCenter {source} removed{}; waiting for the restarted vSphere pods",
+                if done.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", done.join(", "))
+                }
+            ),
+            waiting_for: waiting,
+            recheck: RECHECK,
+        }),
+    }
+}
+
+/// Removes the source vCenter and its failure domains from the Infrastructure
+/// (lifting and restoring the CRD rule on the gate-off path); true when it changed.
+async fn remove_from_infrastructure(ctx: &PhaseCtx, source: &str) -> Result<bool, PhaseError> {
+    let r = infra::apply_edit(ctx, |i| infra::remove_vcenter(i, source)).await?;
+    if r.changed {
+        ctx.log(
+            LogLevel::Info,
+            "infrastructure",
+            format!("removed vCenter {source} and its failure domains from Infrastructure cluster"),
+        );
+    }
+    if r.rule_restored {
+        ctx.log(
+            LogLevel::Info,
+            "infrastructure",
+            "restored the Infrastructure CRD vcenters rule",
+        );
+    }
+    Ok(r.changed)
+}
+
+/// Restarts the vSphere pods once (pods created before this phase started
+/// are the old ones); `None` when every group runs Ready new pods.
+async fn restart_pods(ctx: &PhaseCtx) -> Result<Option<Vec<String>>, PhaseError> {
+    let since = ctx
+        .migration
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .filter(|c| c.name == vcfm_api::PhaseName::Cleanup)
+        .and_then(|c| c.start_time.as_ref())
+        .map(|t| t.0)
+        .unwrap_or(ctx.now);
+    let st = pods::restart_step(&ctx.client(), pods::VSPHERE_PODS, since).await?;
+    if !st.deleted.is_empty() {
+        ctx.log(
+            LogLevel::Info,
+            "pods",
+            format!(
+                "deleted {} vSphere pod(s) so they reload the configuration",
+                st.deleted.len()
+            ),
+        );
+    }
+    Ok((!st.done()).then_some(st.waiting))
+}
+
+/// The INI `[Workspace]` for the first target failure domain.
+fn ini_workspace(fd: &vcfm_api::FailureDomain, infra_id: &str) -> cloud_config::Workspace {
+    let t = &fd.topology;
+    cloud_config::Workspace {
+        server: fd.server.clone(),
+        datacenter: t.datacenter.trim_matches('/').to_string(),
+        default_datastore: t
+            .datastore
+            .rsplit('/')
+            .next()
+            .unwrap_or(&t.datastore)
+            .to_string(),
+        folder: crate::openshift::machines::folder_for(fd, infra_id),
+        resourcepool_path: t.resource_pool.clone(),
+    }
+}
+
+/// Removes `<source>.username` / `<source>.password`; true when it changed anything.
+async fn remove_creds(client: kube::Client, source: &str) -> Result<bool, PhaseError> {
+    let api = Api::<Secret>::namespaced(client, creds::CREDS_NAMESPACE);
+    let live = api
+        .get(creds::CREDS_NAME)
+        .await
+        .map_err(|e| PhaseError::from(e).context("reading kube-system/vsphere-creds"))?;
+    let keys = [creds::username_key(source), creds::password_key(source)];
+    let data = live.data.clone().unwrap_or_default();
+    let present: Vec<&String> = keys.iter().filter(|k| data.contains_key(*k)).collect();
+    if present.is_empty() {
+        return Ok(false);
+    }
+    let remaining = creds::servers(&live)
+        .into_iter()
+        .filter(|s| s != source)
+        .count();
+    if remaining == 0 {
+        return Err(PhaseError::fatal(format!(
+            "kube-system/vsphere-creds holds no credentials besides the source {source}: refusing to leave the cluster without vCenter credentials"
+        )));
+    }
+    let nulls: BTreeMap<&String, Value> = present.into_iter().map(|k| (k, Value::Null)).collect();
+    let patch =
+        json!({ "metadata": { "resourceVersion": live.metadata.resource_version }, "data": nulls });
+    api.patch(
+        creds::CREDS_NAME,
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| PhaseError::from(e).context("updating kube-system/vsphere-creds"))?;
+    Ok(true)
+}
+
+/// The cluster name from the API URL (`https://api.<name>.<domain>:6443`),
+/// else the infraID without its random suffix.
+pub fn cluster_name(api_url: Option<&str>, infra_id: &str) -> String {
+    if let Some(host) = api_url
+        .and_then(|u| u.split("://").nth(1))
+        .and_then(|rest| rest.split([':', '/']).next())
+        && let Some(rest) = host.strip_prefix("api.")
+        && let Some(name) = rest.split('.').next()
+        && !name.is_empty()
+    {
+        return name.to_string();
+    }
+    match infra_id.rsplit_once('-') {
+        Some((name, suffix)) if suffix.len() == 5 && !name.is_empty() => name.to_string(),
+        _ => infra_id.to_string(),
+    }
+}
+
+/// A target vCenter and the credentials `openshift-install destroy` logs in with.
+/// No `Debug`: it holds a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetadataVCenter {
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// The installer's `metadata.json` for vSphere (installer `pkg/types`
+/// `ClusterMetadata` + `vsphere.Metadata`): the first vCenter at the top level
+/// as older installers read it, all of them in `vcenters` as newer ones do.
+/// The destroyer logs in with these credentials, so the format carries the
+/// password; the document therefore only ever goes into a Secret.
+pub fn installer_metadata(
+    cluster_name: &str,
+    cluster_id: &str,
+    infra_id: &str,
+    vcenters: &[MetadataVCenter],
+) -> Value {
+    let first = vcenters.first();
+    let list: Vec<Value> = vcenters
+        .iter()
+        .map(|v| json!({ "vCenter": v.server, "username": v.username, "password": v.password }))
+        .collect();
+    json!({
+        "clusterName": cluster_name,
+        "clusterID": cluster_id,
+        "infraID": infra_id,
+        "vsphere": {
+            "vCenter": first.map(|v| v.server.as_str()).unwrap_or(""),
+            "username": first.map(|v| v.username.as_str()).unwrap_or(""),
+            "password": first.map(|v| v.password.as_str()).unwrap_or(""),
+            "terraform_platform": "vsphere",
+            "vcenters": list,
+        }
+    })
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    if let Some(v) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(v.0.clone()).ok();
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .cloned()
+}
+
+/// Writes (or refreshes) the metadata Secret; true when it changed.
+async fn write_metadata(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
+    let client = ctx.client();
+    let infra_id = ctx.recorded_cluster()?.infra_id.clone();
+    let infra = Api::<Infrastructure>::all(client.clone())
+        .get(CLUSTER)
+        .await
+        .map_err(|e| PhaseError::from(e).context("reading the Infrastructure"))?;
+    let infra_v = serde_json::to_value(&infra).map_err(|e| PhaseError::fatal(e.to_string()))?;
+    let api_url = infra_v
+        .pointer("/status/apiServerURL")
+        .and_then(Value::as_str);
+    let cv = Api::<ClusterVersion>::all(client.clone())
+        .get(VERSION_NAME)
+        .await
+        .map_err(|e| PhaseError::from(e).context("reading ClusterVersion"))?;
+    let cluster_id = cv
+        .spec
+        .extra
+        .get("clusterID")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let target_secret = ctx.target_secret().await?;
+    let mut vcenters = vec![];
+    for server in ctx.migration.target_servers() {
+        // Validates both keys (message names keys, never values).
+        let c = creds::credentials_for(&target_secret, server).map_err(PhaseError::Fatal)?;
+        let password = secret_value(&target_secret, &creds::password_key(server))
+            .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+            .unwrap_or_default();
+        vcenters.push(MetadataVCenter {
+            server: server.to_string(),
+            username: c.username().to_string(),
+            password,
+        });
+    }
+    let doc = installer_metadata(
+        &cluster_name(api_url, &infra_id),
+        &cluster_id,
+        &infra_id,
+        &vcenters,
+    );
+    let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| PhaseError::fatal(e.to_string()))?;
+    let name = metadata_secret_name(ctx.name());
+    let api = Api::<Secret>::namespaced(client, ctx.namespace());
+    match api.get(&name).await {
+        Ok(s) => {
+            let same = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(METADATA_KEY))
+                .is_some_and(|b| b.0 == bytes);
+            if same {
+                return Ok(false);
+            }
+            let patch = json!({ "data": { METADATA_KEY: ByteString(bytes) } });
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| {
+                    PhaseError::from(e).context("updating the installer metadata Secret")
+                })?;
+            Ok(true)
+        }
+        Err(e) if is_not_found(&e) => {
+            // Not owned by the migration: it must outlive it (cluster destroy needs it).
+            let s = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some(BTreeMap::from([(
+                        METADATA_LABEL.to_string(),
+                        crate::openshift::machines::created_by_value(ctx.name()),
+                    )])),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(BTreeMap::from([(
+                    METADATA_KEY.to_string(),
+                    ByteString(bytes),
+                )])),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &s).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(e) => {
+                    Err(PhaseError::from(e).context("creating the installer metadata Secret"))
+                }
+            }
+        }
+        Err(e) => Err(PhaseError::from(e).context("reading the installer metadata Secret")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_name_from_api_url_or_infra_id() {
+        assert_eq!(
+            cluster_name(
+                Some("https://api.mycluster.example.com:6443"),
+                "mycluster-x7k2p"
+            ),
+            "mycluster"
+        );
+        assert_eq!(cluster_name(None, "mycluster-x7k2p"), "mycluster");
+        assert_eq!(
+            cluster_name(Some("https://10.0.0.5:6443"), "ocp-abcde"),
+            "ocp"
+        );
+        assert_eq!(cluster_name(None, "weird"), "weird");
+    }
+
+    #[test]
+    fn metadata_has_the_installer_shape_and_only_targets() {
+        let v = installer_metadata(
+            "ocp",
+            "0f0e-uuid",
+            "ocp-abcde",
+            &[MetadataVCenter {
+                server: "vc-target".into(),
+                username: "admin@vsphere.local".into(),
+                password: "p".into(),
+            }],
+        );
+        assert_eq!(v["clusterName"], "ocp");
+        assert_eq!(v["clusterID"], "0f0e-uuid");
+        assert_eq!(v["infraID"], "ocp-abcde");
+        assert_eq!(v["vsphere"]["vCenter"], "vc-target");
+        assert_eq!(v["vsphere"]["username"], "admin@vsphere.local");
+        assert_eq!(v["vsphere"]["vcenters"][0]["vCenter"], "vc-target");
+        assert_eq!(v["vsphere"]["vcenters"].as_array().map(Vec::len), Some(1));
+    }
+}

@@ -1,0 +1,289 @@
+//! Phase 11: one worker MachineSet per target failure domain, copied from a
+//! source worker MachineSet with placement, template and networks from the
+//! failure domain; done when every new Machine is Running with a Ready Node.
+//! Rollback scales the sets it created to zero, waits for their Machines (and
+//! so their VMs) to go, and deletes them.
+
+use super::{Phase, RollbackOutcome, RollbackSupport};
+use crate::context::PhaseCtx;
+use crate::error::PhaseError;
+use crate::openshift::machines::{
+    self, CREATED_BY_LABEL, MachineProgress, created_by_value, internal_ips, machine_progress,
+    machines_of, new_worker_machineset, pick_worker_template, targets_server,
+    worker_machineset_name,
+};
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use kube::api::{Api, PostParams};
+use std::time::Duration;
+use vcfm_api::LogLevel;
+use vcfm_api::openshift::{CLUSTER, Infrastructure, MACHINE_API_NAMESPACE, MachineSet};
+
+pub struct CreateWorkers;
+
+const RECHECK: Duration = Duration::from_secs(5);
+
+impl Phase for CreateWorkers {
+    fn name(&self) -> vcfm_api::PhaseName {
+        vcfm_api::PhaseName::CreateWorkers
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(60 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::Supported
+    }
+
+    fn validate<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
+        Box::pin(async move {
+            ctx.recorded_cluster()?;
+            ctx.recorded_source()?;
+            if ctx.migration.worker_failure_domains().is_empty() {
+                return Err(PhaseError::fatal(
+                    "no target failure domain receives workers: check machineSetConfig.failureDomain",
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(execute(ctx))
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a PhaseCtx,
+    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
+        Box::pin(rollback(ctx))
+    }
+}
+
+async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+    let client = ctx.client();
+    let infra_id = ctx.recorded_cluster()?.infra_id.clone();
+    let source = ctx.recorded_source()?.server.clone();
+    let replicas = ctx.migration.spec.machine_set_config.replicas;
+    let api = Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE);
+    let sets = machines::list_machinesets(client.clone()).await?;
+
+    let mut ours: Vec<MachineSet> = vec![];
+    for fd in ctx.migration.worker_failure_domains() {
+        let name = worker_machineset_name(&infra_id, &fd.name);
+        if let Some(ms) = sets
+            .iter()
+            .find(|m| m.metadata.name.as_deref() == Some(&name))
+        {
+            if !targets_server(ms, &fd.server) {
+                return Err(PhaseError::fatal(format!(
+                    "MachineSet {name} already exists but creates machines on {}, not on target {}: vcfm did not create it; rename or delete it and retry",
+                    ms.server().unwrap_or_else(|| "no server".into()),
+                    fd.server
+                )));
+            }
+            ours.push(ms.clone());
+            continue;
+        }
+        let template = pick_worker_template(&sets, &source).ok_or_else(|| {
+            PhaseError::fatal(format!(
+                "no worker MachineSet on the source vCenter {source} to copy (infra MachineSets are not copied): create the target MachineSets by hand or add a worker MachineSet"
+            ))
+        })?;
+        let new = new_worker_machineset(template, &name, fd, &infra_id, replicas, ctx.name())
+            .map_err(PhaseError::Fatal)?;
+        let created = match api.create(&PostParams::default(), &new).await {
+            Ok(ms) => {
+                ctx.log(
+                    LogLevel::Info,
+                    "machines",
+                    format!(
+                        "created MachineSet {name} ({replicas} replica(s)) on {} in failure domain {}, copied from {}",
+                        fd.server,
+                        fd.name,
+                        template.metadata.name.as_deref().unwrap_or("")
+                    ),
+                );
+                ms
+            }
+            // Created by an earlier attempt whose result was lost: adopt it.
+            Err(kube::Error::Api(s)) if s.code == 409 => api
+                .get(&name)
+                .await
+                .map_err(|e| PhaseError::from(e).context(&format!("reading MachineSet {name}")))?,
+            Err(e) => {
+                return Err(PhaseError::from(e).context(&format!("creating MachineSet {name}")));
+            }
+        };
+        ours.push(created);
+    }
+
+    let all_machines = machines::list_machines(client.clone()).await?;
+    let nodes = machines::nodes_by_name(client.clone()).await?;
+    let infra = Api::<Infrastructure>::all(client.clone())
+        .get(CLUSTER)
+        .await
+        .map_err(|e| PhaseError::from(e).context("reading the Infrastructure"))?;
+    let nets = machines::machine_networks(
+        &serde_json::to_value(&infra).map_err(|e| PhaseError::fatal(e.to_string()))?,
+    );
+
+    let mut waiting = vec![];
+    let mut ready_total = 0usize;
+    let mut desired_total = 0usize;
+    let mut net_warnings = vec![];
+    for ms in &ours {
+        let name = ms.metadata.name.as_deref().unwrap_or("");
+        let desired = usize::try_from(ms.spec.replicas.unwrap_or(0).max(0)).unwrap_or(0);
+        desired_total += desired;
+        let ms_machines = machines_of(ms, &all_machines);
+        let mut ready = 0usize;
+        for m in &ms_machines {
+            match machine_progress(m, &nodes) {
+                MachineProgress::Failed(why) => {
+                    return Ok(Outcome::Failed {
+                        message: format!(
+                            "{why}. Fix the cause on the target vCenter (template, datastore, network, resource pool, quota), then delete the failed Machine so that MachineSet {name} replaces it, or roll back"
+                        ),
+                    });
+                }
+                MachineProgress::Ready => ready += 1,
+                MachineProgress::Waiting(s) => waiting.push(s),
+            }
+            if let Some(n) = machines::node_name(m).and_then(|n| nodes.get(n)) {
+                let bad = machines::outside_networks(&internal_ips(n), &nets);
+                if !bad.is_empty() {
+                    net_warnings.push(format!(
+                        "node {} (machine {}) has InternalIP {} outside the cluster's machine network(s): the target port group {} probably does not carry the machine network; check spec.failureDomains[].topology.networks before the control plane moves",
+                        n.metadata.name.as_deref().unwrap_or(""),
+                        m.metadata.name.as_deref().unwrap_or(""),
+                        bad.join(", "),
+                        ms.provider_spec()
+                            .ok()
+                            .flatten()
+                            .and_then(|p| p.network)
+                            .map(|n| n.devices.iter().filter_map(|d| d.network_name.clone()).collect::<Vec<_>>().join(", "))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        let live = ms_machines
+            .iter()
+            .filter(|m| m.metadata.deletion_timestamp.is_none())
+            .count();
+        if live < desired {
+            waiting.push(format!(
+                "MachineSet {name}: {live}/{desired} machine(s) created"
+            ));
+        }
+        ready_total += ready.min(desired);
+    }
+    report_network_warnings(ctx, net_warnings);
+
+    let names: Vec<&str> = ours
+        .iter()
+        .filter_map(|m| m.metadata.name.as_deref())
+        .collect();
+    if waiting.is_empty() && ready_total >= desired_total {
+        return Ok(Outcome::Completed {
+            message: format!(
+                "{ready_total} worker(s) Running with Ready nodes on the target in MachineSet(s) {}",
+                names.join(", ")
+            ),
+        });
+    }
+    let progress = (89 * ready_total)
+        .checked_div(desired_total)
+        .and_then(|p| i32::try_from(10 + p).ok())
+        .unwrap_or(50);
+    Ok(Outcome::Running {
+        progress,
+        message: format!(
+            "{ready_total}/{desired_total} new worker(s) ready in MachineSet(s) {}",
+            names.join(", ")
+        ),
+        waiting_for: waiting.into_iter().take(20).collect(),
+        recheck: RECHECK,
+    })
+}
+
+/// Adds new wrong-network findings to status warnings (once each) and logs them.
+fn report_network_warnings(ctx: &PhaseCtx, found: Vec<String>) {
+    if found.is_empty() {
+        return;
+    }
+    let mut warnings = ctx
+        .migration
+        .status
+        .as_ref()
+        .map(|s| s.warnings.clone())
+        .unwrap_or_default();
+    let mut added = false;
+    for w in found {
+        if !warnings.contains(&w) {
+            ctx.log(LogLevel::Warning, "network", w.clone());
+            warnings.push(w);
+            added = true;
+        }
+    }
+    if added {
+        ctx.record(|u| u.warnings = Some(warnings));
+    }
+}
+
+async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+    let client = ctx.client();
+    let mine = created_by_value(ctx.name());
+    let sets = machines::list_machinesets(client.clone()).await?;
+    let ours: Vec<&MachineSet> = sets
+        .iter()
+        .filter(|ms| {
+            ms.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(CREATED_BY_LABEL))
+                == Some(&mine)
+        })
+        .collect();
+    if ours.is_empty() {
+        return Ok(RollbackOutcome::Done(
+            "no MachineSet created by this migration remains".into(),
+        ));
+    }
+    let all_machines = machines::list_machines(client.clone()).await?;
+    let mut pending = vec![];
+    for ms in ours {
+        let name = ms.metadata.name.as_deref().unwrap_or("");
+        if ms.spec.replicas.unwrap_or(1) != 0 {
+            machines::scale_machineset(client.clone(), name, 0).await?;
+            ctx.log(
+                LogLevel::Info,
+                "machines",
+                format!("scaled MachineSet {name} to 0"),
+            );
+            pending.push(format!("MachineSet {name} scaling down"));
+            continue;
+        }
+        let left = machines_of(ms, &all_machines).len();
+        if left > 0 {
+            pending.push(format!(
+                "{left} machine(s) of MachineSet {name} to be deleted"
+            ));
+            continue;
+        }
+        if machines::delete_empty_machineset(client.clone(), ms).await? {
+            ctx.log(
+                LogLevel::Info,
+                "machines",
+                format!("deleted MachineSet {name}"),
+            );
+        }
+        pending.push(format!("MachineSet {name} to be deleted"));
+    }
+    Ok(RollbackOutcome::InProgress {
+        message: pending.join("; "),
+        recheck: RECHECK,
+    })
+}

@@ -1,0 +1,133 @@
+//! Phase 13: scale the source MachineSets (those whose machines live on the
+//! source vCenter recorded by Preflight) to zero, wait for their Machines and
+//! Nodes to go, then delete the empty sets. A set is never deleted while it
+//! asks for replicas, and an empty recorded server selects nothing.
+
+use super::{Phase, RollbackSupport};
+use crate::context::PhaseCtx;
+use crate::error::PhaseError;
+use crate::openshift::machines::{self, is_worker_set, machines_of, source_machinesets};
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use vcfm_api::LogLevel;
+
+pub struct ScaleOldMachines;
+
+const RECHECK: Duration = Duration::from_secs(5);
+
+impl Phase for ScaleOldMachines {
+    fn name(&self) -> vcfm_api::PhaseName {
+        vcfm_api::PhaseName::ScaleOldMachines
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(60 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::Impossible(
+            "past the point of no return: the old machines are gone and the control plane runs on the target",
+        )
+    }
+
+    fn validate<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
+        Box::pin(async move {
+            let source = &ctx.recorded_source()?.server;
+            if source.trim().is_empty() {
+                return Err(PhaseError::fatal(
+                    "status.sourceVCenter.server is empty: refusing to select MachineSets without a source server",
+                ));
+            }
+            if ctx.migration.target_servers().contains(&source.as_str()) {
+                return Err(PhaseError::fatal(format!(
+                    "the recorded source vCenter {source} is also a target: refusing to scale down its machines"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(execute(ctx))
+    }
+}
+
+async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+    let client = ctx.client();
+    let source = ctx.recorded_source()?.server.clone();
+    let sets = machines::list_machinesets(client.clone()).await?;
+    let old = source_machinesets(&sets, &source);
+    if old.is_empty() {
+        return Ok(Outcome::Completed {
+            message: format!("no MachineSet on the source vCenter {source} remains"),
+        });
+    }
+    let all_machines = machines::list_machines(client.clone()).await?;
+    let nodes = machines::nodes_by_name(client.clone()).await?;
+    let mut waiting = vec![];
+    for ms in &old {
+        let name = ms.metadata.name.as_deref().unwrap_or("");
+        if ms.metadata.deletion_timestamp.is_some() {
+            waiting.push(format!("MachineSet {name} being deleted"));
+            continue;
+        }
+        if ms.spec.replicas.unwrap_or(1) != 0 {
+            machines::scale_machineset(client.clone(), name, 0).await?;
+            let what = if is_worker_set(ms) {
+                "worker"
+            } else {
+                "non-worker"
+            };
+            ctx.log(
+                LogLevel::Info,
+                "machines",
+                format!(
+                    "scaled source {what} MachineSet {name} from {} to 0",
+                    ms.spec.replicas.unwrap_or(1)
+                ),
+            );
+            if !is_worker_set(ms) {
+                ctx.log(
+                    LogLevel::Warning,
+                    "machines",
+                    format!(
+                        "MachineSet {name} (role {}) was not copied to the target: recreate it there if you need those machines",
+                        ms.role().unwrap_or("unknown")
+                    ),
+                );
+            }
+            waiting.push(format!("MachineSet {name} scaling down"));
+            continue;
+        }
+        let ms_machines = machines_of(ms, &all_machines);
+        let machine_names: BTreeSet<String> = ms_machines
+            .iter()
+            .filter_map(|m| m.metadata.name.clone())
+            .collect();
+        let ms_nodes = machines::nodes_of_machines(&machine_names, &ms_machines, &nodes);
+        if !ms_machines.is_empty() || !ms_nodes.is_empty() {
+            waiting.push(format!(
+                "MachineSet {name}: {} machine(s) and {} node(s) to go",
+                ms_machines.len(),
+                ms_nodes.len()
+            ));
+            continue;
+        }
+        if machines::delete_empty_machineset(client.clone(), ms).await? {
+            ctx.log(
+                LogLevel::Info,
+                "machines",
+                format!("deleted empty source MachineSet {name}"),
+            );
+        }
+        waiting.push(format!("MachineSet {name} to be deleted"));
+    }
+    Ok(Outcome::Running {
+        progress: 50,
+        message: format!("removing {} source MachineSet(s) on {source}", old.len()),
+        waiting_for: waiting.into_iter().take(20).collect(),
+        recheck: RECHECK,
+    })
+}

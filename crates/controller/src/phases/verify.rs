@@ -1,0 +1,107 @@
+//! Phase 15: the end state, checked: every operator stable (machine-config
+//! included again), only target vCenters in the Infrastructure, every Machine
+//! on a target, every Node Ready; then the cluster-version operator back at
+//! its original replicas and available. Until then the phase waits (its
+//! deadline applies); a Verify failure would leave the CVO down, so nothing
+//! here fails outright.
+
+use super::disable_cvo::restore_cvo;
+use super::{Phase, RollbackOutcome, RollbackSupport};
+use crate::context::PhaseCtx;
+use crate::error::PhaseError;
+use crate::openshift::{health, machines};
+use crate::state::Outcome;
+use futures::future::BoxFuture;
+use kube::api::Api;
+use std::time::Duration;
+use vcfm_api::openshift::{CLUSTER, Infrastructure};
+
+pub struct Verify;
+
+const RECHECK: Duration = Duration::from_secs(5);
+
+impl Phase for Verify {
+    fn name(&self) -> vcfm_api::PhaseName {
+        vcfm_api::PhaseName::Verify
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+
+    fn rollback_support(&self) -> RollbackSupport {
+        RollbackSupport::Impossible("the cluster already runs on the target vCenter only")
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(execute(ctx))
+    }
+}
+
+/// What still stands between the cluster and "migrated", empty when nothing.
+pub async fn remaining(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
+    let client = ctx.client();
+    let targets = ctx.migration.target_servers();
+    let mut waiting = health::unstable_operators(client.clone(), &[]).await?;
+    let infra = Api::<Infrastructure>::all(client.clone())
+        .get(CLUSTER)
+        .await
+        .map_err(|e| PhaseError::from(e).context("reading the Infrastructure"))?;
+    for v in infra.vcenters() {
+        if !targets.contains(&v.server.as_str()) {
+            waiting.push(format!(
+                "Infrastructure still lists vCenter {} (not a target)",
+                v.server
+            ));
+        }
+    }
+    for fd in infra.failure_domains() {
+        if !targets.contains(&fd.server.as_str()) {
+            waiting.push(format!(
+                "Infrastructure failure domain {} is on {} (not a target)",
+                fd.name, fd.server
+            ));
+        }
+    }
+    for m in machines::list_machines(client.clone()).await? {
+        let server = m.server().unwrap_or_default();
+        if !targets.contains(&server.as_str()) {
+            waiting.push(format!(
+                "machine {} is on {} (not a target)",
+                m.metadata.name.as_deref().unwrap_or(""),
+                if server.is_empty() {
+                    "no server"
+                } else {
+                    &server
+                }
+            ));
+        }
+    }
+    waiting.extend(health::unready_nodes(client).await?);
+    Ok(waiting)
+}
+
+async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+    let waiting = remaining(ctx).await?;
+    if !waiting.is_empty() {
+        return Ok(Outcome::Running {
+            progress: 30,
+            message: format!("{} check(s) not yet satisfied", waiting.len()),
+            waiting_for: waiting.into_iter().take(20).collect(),
+            recheck: RECHECK,
+        });
+    }
+    match restore_cvo(ctx).await? {
+        RollbackOutcome::Done(msg) => Ok(Outcome::Completed {
+            message: format!(
+                "operators stable, only target vCenters configured, every machine on the target and every node Ready; {msg}"
+            ),
+        }),
+        RollbackOutcome::InProgress { message, .. } => Ok(Outcome::Running {
+            progress: 80,
+            message,
+            waiting_for: vec!["deployment/cluster-version-operator available".into()],
+            recheck: RECHECK,
+        }),
+    }
+}
