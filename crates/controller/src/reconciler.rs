@@ -70,7 +70,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
         if changed {
             ctx.events.publish(m, true, "Blocked", "Wait", msg).await;
         }
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        return Ok(Action::requeue(Duration::from_secs(15)));
     }
 
     let decision = state::decide(&m.spec, &status, m.metadata.generation, now, |p| {
@@ -107,7 +107,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
                     .as_ref()
                     .is_some_and(|c| c.name == phase && c.requires_approval && !c.approved);
                 if !showing {
-                    state::set_waiting(st, phase, true, now);
+                    state::set_waiting(st, phase, true, g, now);
                 }
                 let msg =
                     format!("phase {phase} waits for approval: `vcfm approve {name} {phase}`");
@@ -329,7 +329,7 @@ async fn execute(
         );
         let mut changed = false;
         status::update(api, &name, |st, g| {
-            state::set_waiting(st, phase, false, now);
+            state::set_waiting(st, phase, false, g, now);
             if let Some(c) = st.current_phase_state.as_mut() {
                 c.message = msg.clone();
             }
@@ -482,6 +482,20 @@ async fn finish_step(
                     format!("phase {} ({phase}): {message}", phase.number()),
                 )
                 .await;
+            let waiting = done
+                .status
+                .as_ref()
+                .and_then(|s| s.current_phase_state.as_ref())
+                .filter(|c| c.status == vcfm_api::PhaseStatus::WaitingForApproval)
+                .map(|c| c.name);
+            if let Some(n) = waiting {
+                let note = format!(
+                    "phase {n} waits for approval (Manual mode): run `vcfm approve {name} {n}`"
+                );
+                ctx.events
+                    .publish(&done, false, "ApprovalRequired", "Wait", note)
+                    .await;
+            }
             if done.status.as_ref().and_then(|s| s.phase)
                 == Some(vcfm_api::MigrationPhase::Completed)
             {

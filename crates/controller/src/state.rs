@@ -290,9 +290,33 @@ pub fn set_waiting(
     status: &mut MigrationStatus,
     phase: PhaseName,
     needs_approval: bool,
+    generation: Option<i64>,
     now: Timestamp,
 ) {
     status.phase = Some(phase.into());
+    if needs_approval {
+        let msg = format!(
+            "phase {phase} waits for approval: add it to spec.approvedPhases (`vcfm approve <name> {phase}`)"
+        );
+        conditions::set(
+            &mut status.conditions,
+            ConditionType::WaitingForApproval,
+            true,
+            "ApprovalRequired",
+            &msg,
+            generation,
+            now,
+        );
+        conditions::set(
+            &mut status.conditions,
+            ConditionType::Progressing,
+            false,
+            "WaitingForApproval",
+            &msg,
+            generation,
+            now,
+        );
+    }
     status.current_phase_state = Some(PhaseState {
         name: phase,
         status: if needs_approval {
@@ -436,6 +460,7 @@ pub fn apply_outcome(
                     status,
                     next,
                     manual && !spec.approved_phases.contains(&next),
+                    generation,
                     now,
                 );
             }
