@@ -88,12 +88,16 @@ pub fn shared_dir() -> PathBuf {
 
 /// The directory of OpenShift CRDs for a feature set (`default` or `multi-vcenter-day2`).
 pub fn crd_dir(multi_vcenter_day2_gate: bool) -> Result<PathBuf, Error> {
+    crd_dir_in(&shared_dir(), multi_vcenter_day2_gate)
+}
+
+fn crd_dir_in(shared: &Path, multi_vcenter_day2_gate: bool) -> Result<PathBuf, Error> {
     let set = if multi_vcenter_day2_gate {
         "multi-vcenter-day2"
     } else {
         "default"
     };
-    let dir = shared_dir().join("openshift-crds").join(set);
+    let dir = shared.join("openshift-crds").join(set);
     if dir
         .join("0000_10_config-operator_01_infrastructures.crd.yaml")
         .is_file()
@@ -642,5 +646,39 @@ impl Seeder<'_> {
             .await
             .map_err(seed_err(format!("Machine {name}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_shared_dir_is_a_clear_error() {
+        let err = crd_dir_in(Path::new("/nonexistent/shared"), false).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("/nonexistent/shared/openshift-crds/default"),
+            "{text}"
+        );
+        assert!(text.contains("VCFM_SHARED_DIR"), "{text}");
+    }
+
+    #[test]
+    fn both_feature_sets_are_found_in_the_shared_dir() {
+        assert!(crd_dir(false).is_ok_and(|d| d.ends_with("default")));
+        assert!(crd_dir(true).is_ok_and(|d| d.ends_with("multi-vcenter-day2")));
+    }
+
+    #[test]
+    fn workaround_strips_only_the_named_rule() {
+        let mut v = json!({"a": {"x-kubernetes-validations": [
+            {"rule": "r1", "message": "machines_v1beta1_machine_openshift_io configuration is required"},
+            {"rule": "r2", "message": "other"}]}});
+        strip_rule(&mut v, CEL_WORKAROUND_RULE);
+        assert_eq!(
+            v,
+            json!({"a": {"x-kubernetes-validations": [{"rule": "r2", "message": "other"}]}})
+        );
     }
 }

@@ -88,6 +88,13 @@ async fn migrate(day2: bool) {
     let (src, tgt) = (sim.source().clone(), sim.target().clone());
     let id = sim.infra_id().to_string();
 
+    let cv: vcfm_api::openshift::ClusterVersion = Api::all(c.clone()).get("version").await.unwrap();
+    let fg: vcfm_api::openshift::FeatureGate = Api::all(c.clone()).get("cluster").await.unwrap();
+    assert_eq!(
+        fg.is_enabled(cv.desired_version().unwrap(), "VSphereMultiVCenterDay2"),
+        Some(day2)
+    );
+
     // Target: credentials, ownership tag and folder.
     common::add_target_credentials(&sim).await;
     let tvc = sim.vsphere_client(Site::Target).unwrap();

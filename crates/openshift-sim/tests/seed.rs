@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::ListParams;
 use openshift_sim::{Scenario, SimCluster, Site};
-use vcfm_api::openshift::{ClusterOperator, ControlPlaneMachineSet, Infrastructure};
+use vcfm_api::openshift::{
+    ClusterOperator, ClusterVersion, ControlPlaneMachineSet, FeatureGate, Infrastructure,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_cluster_matches_its_vcenter() {
@@ -56,6 +58,40 @@ async fn seeded_cluster_matches_its_vcenter() {
         "all operators stable"
     );
 
+    let cv: ClusterVersion = Api::all(c.clone()).get("version").await.unwrap();
+    let version = cv.desired_version().unwrap().to_string();
+    assert!(!cv.is_progressing());
+    let fg: FeatureGate = Api::all(c.clone()).get("cluster").await.unwrap();
+    assert_eq!(
+        fg.is_enabled(&version, "VSphereMultiVCenterDay2"),
+        Some(false)
+    );
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(c.clone(), "openshift-config");
+    let cfg = cms
+        .get("cloud-provider-config")
+        .await
+        .unwrap()
+        .data
+        .unwrap()
+        .remove("config")
+        .unwrap();
+    assert!(
+        cfg.contains(&format!("vcenter:\n  {}:\n", sim.source().server)),
+        "{cfg}"
+    );
+    let creds: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), "kube-system");
+    let creds = creds.get("vsphere-creds").await.unwrap().data.unwrap();
+    assert_eq!(
+        String::from_utf8(
+            creds[&format!("{}.password", sim.source().server)]
+                .0
+                .clone()
+        )
+        .unwrap(),
+        sim.source().password
+    );
+
     let cpms: Api<ControlPlaneMachineSet> = Api::namespaced(c.clone(), "openshift-machine-api");
     let cpms = cpms.get("cluster").await.unwrap();
     assert_eq!(cpms.spec.state.as_deref(), Some("Inactive"));
@@ -86,6 +122,7 @@ async fn seeded_cluster_matches_its_vcenter() {
 async fn preflight_blockers_are_seeded_on_request() {
     let sim = SimCluster::start(Scenario {
         workers: 0,
+        config_format: openshift_sim::ConfigFormat::Ini,
         csi_volumes: 2,
         autoscaling: true,
         user_machine_health_check: true,
@@ -94,6 +131,26 @@ async fn preflight_blockers_are_seeded_on_request() {
     .await
     .expect("start");
     let c = sim.client();
+    // An older cluster: INI cloud config and the older CSI label set.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(c.clone(), "openshift-config");
+    let cfg = cms
+        .get("cloud-provider-config")
+        .await
+        .unwrap()
+        .data
+        .unwrap()
+        .remove("config")
+        .unwrap();
+    assert!(cfg.starts_with("[Global]"), "{cfg}");
+    assert!(
+        cfg.contains(&format!("[VirtualCenter \"{}\"]", sim.source().server)),
+        "{cfg}"
+    );
+    let csi: Api<Pod> = Api::namespaced(c.clone(), "openshift-cluster-csi-drivers");
+    let lp = ListParams::default().labels("app=vmware-vsphere-csi-driver-controller");
+    assert_eq!(csi.list(&lp).await.unwrap().items.len(), 2);
+
     let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(c.clone());
     let pvs = pvs.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(pvs.len(), 2);
