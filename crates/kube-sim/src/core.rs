@@ -152,6 +152,16 @@ pub(crate) fn at_version(obj: &Value, def: &ResourceDef, version: &str) -> Value
 }
 
 impl Core {
+    /// A copy that shares no channels with the live state, for `dryRun=All`.
+    pub fn dry_run_copy(&self) -> Core {
+        Core {
+            registry: self.registry.clone(),
+            store: self.store.scratch_copy(),
+            validator: kube_cel::Validator::new(),
+            strict_fields: self.strict_fields,
+        }
+    }
+
     pub fn new(store: Store) -> Self {
         Core {
             registry: Registry::new(),

@@ -592,9 +592,15 @@ async fn resource(
     let table = wants_table(accept);
     let manager = manager_name(query, &ua);
     let strict = q(query, "fieldValidation") == Some("Strict");
-    if q(query, "dryRun").is_some_and(|d| !d.is_empty()) && *method != Method::GET {
-        return Err(ApiError::bad_request("kube-sim does not support dryRun"));
-    }
+    let dry_run = match q(query, "dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dryRun value {other:?}: supported values: \"All\""
+            )));
+        }
+    };
     match (method.as_str(), p.name.clone()) {
         ("GET", None) if q(query, "watch").is_some_and(|w| w == "true" || w == "1") => {
             watch(shared, def, &version, p.namespace.clone(), query, table)
@@ -625,7 +631,6 @@ async fn resource(
             } else {
                 core.get(&def, &version, &ns, &name)?
             };
-            drop(core);
             if table && p.sub.is_empty() {
                 let rv = obj
                     .pointer("/metadata/resourceVersion")
@@ -682,19 +687,33 @@ async fn resource(
         ("POST", None) => {
             let (bytes, ct) = read_body(req).await?;
             let body = parse_doc(&bytes, &ct)?;
-            let mut core = shared.core();
+            let mut guard = shared.core();
+            // dryRun=All: run the full request against a throw-away copy of the state.
+            let mut scratch = dry_run.then(|| guard.dry_run_copy());
+            let core: &mut Core = match scratch.as_mut() {
+                Some(c) => c,
+                None => &mut guard,
+            };
             core.strict_fields = strict;
             let res = core.create(&def, &version, &ns, body, &manager);
             core.strict_fields = false;
             let out = res?;
             let out_v = at_version(&out, &def, &version);
-            after_crd_change(shared, &def);
+            if !dry_run {
+                after_crd_change(shared, &def);
+            }
             Ok(json_response(201, &out_v))
         }
         ("PUT", Some(name)) => {
             let (bytes, ct) = read_body(req).await?;
             let body = parse_doc(&bytes, &ct)?;
-            let mut core = shared.core();
+            let mut guard = shared.core();
+            // dryRun=All: run the full request against a throw-away copy of the state.
+            let mut scratch = dry_run.then(|| guard.dry_run_copy());
+            let core: &mut Core = match scratch.as_mut() {
+                Some(c) => c,
+                None => &mut guard,
+            };
             if p.sub == "scale" {
                 let out = core.update_scale(&def, &version, &ns, &name, &body, &manager)?;
                 return Ok(json_response(200, &out));
@@ -704,7 +723,9 @@ async fn resource(
             core.strict_fields = false;
             let out = res?;
             let out = at_version(&out, &def, &version);
-            after_crd_change(shared, &def);
+            if !dry_run {
+                after_crd_change(shared, &def);
+            }
             Ok(json_response(200, &out))
         }
         ("PATCH", Some(name)) => {
@@ -737,7 +758,13 @@ async fn resource(
                 ));
             }
             let force = q(query, "force").is_some_and(|f| f == "true");
-            let mut core = shared.core();
+            let mut guard = shared.core();
+            // dryRun=All: run the full request against a throw-away copy of the state.
+            let mut scratch = dry_run.then(|| guard.dry_run_copy());
+            let core: &mut Core = match scratch.as_mut() {
+                Some(c) => c,
+                None => &mut guard,
+            };
             if p.sub == "scale" {
                 let cur = core.get_scale(&def, &version, &ns, &name)?;
                 let mut n = cur.clone();
@@ -758,7 +785,9 @@ async fn resource(
             core.strict_fields = false;
             let (out, created) = res?;
             let out = at_version(&out, &def, &version);
-            after_crd_change(shared, &def);
+            if !dry_run {
+                after_crd_change(shared, &def);
+            }
             Ok(json_response(if created { 201 } else { 200 }, &out))
         }
         ("DELETE", name) => {
@@ -787,7 +816,19 @@ async fn resource(
                     .and_then(Value::as_str)
                     .map(String::from),
             };
-            let mut core = shared.core();
+            // Delete carries dryRun in its DeleteOptions body.
+            let dry_run = dry_run
+                || body
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|d| d == "All"));
+            let mut guard = shared.core();
+            // dryRun=All: run the full request against a throw-away copy of the state.
+            let mut scratch = dry_run.then(|| guard.dry_run_copy());
+            let core: &mut Core = match scratch.as_mut() {
+                Some(c) => c,
+                None => &mut guard,
+            };
             let out = match name {
                 Some(n) => core.delete(&def, &version, &ns, &n, &opts)?,
                 None => {
@@ -795,8 +836,9 @@ async fn resource(
                     core.delete_collection(&def, &version, p.namespace.as_deref(), &lo, &opts)?
                 }
             };
-            drop(core);
-            after_crd_change(shared, &def);
+            if !dry_run {
+                after_crd_change(shared, &def);
+            }
             Ok(json_response(200, &out))
         }
         _ => Err(ApiError::method_not_allowed()),
@@ -1029,7 +1071,6 @@ fn watch(
                         core.store.floor
                     ));
                     initial.push(event_line("ERROR", &e.to_status()));
-                    drop(core);
                     let (etx, erx) = mpsc::channel::<Bytes>(4);
                     for b in initial {
                         let _ = etx.try_send(b);

@@ -255,6 +255,7 @@ const fn b(
 }
 
 /// All served resource types.
+#[derive(Clone)]
 pub(crate) struct Registry {
     defs: BTreeMap<String, Arc<ResourceDef>>,
     /// Group order as discovery lists it: built-in groups first, CRD groups after.

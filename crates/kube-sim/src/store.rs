@@ -66,6 +66,18 @@ impl Store {
         }
     }
 
+    /// The objects (shared, copy-on-write) without history or subscribers.
+    pub fn scratch_copy(&self) -> Store {
+        Store {
+            rv: self.rv,
+            objects: self.objects.clone(),
+            log: VecDeque::new(),
+            floor: self.rv,
+            cap: self.cap,
+            tx: broadcast::channel(1).0,
+        }
+    }
+
     pub fn get(&self, res: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
         self.objects
             .get(res)?

@@ -323,6 +323,41 @@ async fn builtins_apply_patch_scale_delete() {
         "b"
     );
 
+    // Server-side dry runs (apply, diff, delete) change nothing.
+    let v9 = APP.replace("nginx:1", "nginx:9");
+    let out = ok(&kubectl_stdin(kc, &["apply", "--dry-run=server", "-f", "-"], Some(&v9)).await);
+    assert!(
+        out.contains("deployment.apps/web configured (server dry run)"),
+        "{out}"
+    );
+    let diff = kubectl_stdin(kc, &["diff", "-f", "-"], Some(&v9)).await;
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "kubectl diff reports a difference"
+    );
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("+      - image: nginx:9"));
+    let out = ok(&kubectl(
+        kc,
+        &["-n", "app", "delete", "deploy", "web", "--dry-run=server"],
+    )
+    .await);
+    assert!(out.contains("(server dry run)"), "{out}");
+    let image = ok(&kubectl(
+        kc,
+        &[
+            "-n",
+            "app",
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    )
+    .await);
+    assert_eq!(image, "nginx:2");
+
     // Imperative creates (protobuf request bodies).
     ok(&kubectl(
         kc,
