@@ -451,6 +451,16 @@ fn attributes(method: &Method, path: &str, r: &Route, query: &[(String, String)]
             p.name.clone().unwrap_or_default(),
         )
     };
+    // Like the real RequestInfo: a list/watch pinned by `metadata.name=` carries the
+    // name, so RBAC `resourceNames` can grant watching one object.
+    let name = if name.is_empty() && (verb == "list" || verb == "watch") {
+        q(query, "fieldSelector")
+            .and_then(|f| FieldSelector::parse(f).ok())
+            .and_then(|f| f.pinned_name().map(String::from))
+            .unwrap_or_default()
+    } else {
+        name
+    };
     Attributes {
         verb: verb.into(),
         group: p.group.clone(),

@@ -1124,7 +1124,7 @@ kind: ClusterRole
 metadata: {name: web-scaler}
 rules:
 - {apiGroups: [apps], resources: [deployments/scale], verbs: [get, patch]}
-- {apiGroups: [apps], resources: [deployments], resourceNames: [web], verbs: [get]}
+- {apiGroups: [apps], resources: [deployments], resourceNames: [web], verbs: [get, list, watch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -1151,7 +1151,35 @@ subjects: [{kind: Group, name: "system:serviceaccounts:ops"}]
         deploys.get("web").await.unwrap();
         assert_eq!(status(deploys.get("other").await.unwrap_err()).code, 403);
         let e = status(deploys.list(&ListParams::default()).await.unwrap_err());
-        assert_eq!(e.code, 403, "resourceNames never grant list");
+        assert_eq!(
+            e.code, 403,
+            "resourceNames never grant an unrestricted list"
+        );
+        // ...but a list/watch pinned to the name by field selector is the object itself.
+        let pinned = deploys
+            .list(&ListParams::default().fields("metadata.name=web"))
+            .await
+            .unwrap();
+        assert_eq!(pinned.items.len(), 1);
+        let mut one = kube::runtime::watcher(
+            deploys.clone(),
+            kube::runtime::watcher::Config::default().fields("metadata.name=web"),
+        )
+        .boxed();
+        assert!(matches!(
+            one.try_next().await.unwrap(),
+            Some(kube::runtime::watcher::Event::Init)
+        ));
+        assert_eq!(
+            status(
+                deploys
+                    .list(&ListParams::default().fields("metadata.name=other"))
+                    .await
+                    .unwrap_err()
+            )
+            .code,
+            403
+        );
         deploys
             .patch_scale(
                 "web",
