@@ -66,7 +66,8 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
 
 fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = json_response(e.code, &e.to_status());
-    if e.code == 429 || e.code == 503 {
+    // Like API Priority and Fairness; 503s carry no hint so clients use their own backoff.
+    if e.code == 429 {
         r.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }

@@ -7,6 +7,22 @@
 //! let client = sim.client().await?;
 //! # drop(client); sim.shutdown().await; Ok(()) }
 //! ```
+//!
+//! What it does like the real server: discovery (legacy, not aggregated), a minimal
+//! OpenAPI v3 so kubectl uses server-side field validation, CRUD with resourceVersion
+//! preconditions and no-op detection, list paging/selectors, watches with bookmarks,
+//! resumption and `410 Expired`, CRDs (structural validation, defaulting, pruning, CEL
+//! via kube-cel, status/scale subresources, printer columns), merge/JSON/strategic/apply
+//! patches with field managers, finalizers, owner-reference GC and namespace
+//! termination, `dryRun=All`, bearer-token users with RBAC, impersonation and access
+//! reviews, fault injection and per-user request accounting.
+//!
+//! Known simplifications: one storage version per resource without conversion (objects
+//! are served at any served version as stored), no admission plugins, no kubelet (pods
+//! are deleted at once and keep the status they are given), no PodDisruptionBudgets,
+//! GC runs synchronously, protobuf is accepted only for the kinds kubectl's typed
+//! clients send (responses are always JSON), and managedFields ownership is tracked at
+//! leaf-field granularity with simplified list semantics.
 
 mod cel_compat;
 mod core;
