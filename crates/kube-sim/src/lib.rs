@@ -170,6 +170,40 @@ impl KubeSimBuilder {
                     "kube-apiserver",
                 )?;
             }
+            // The bootstrap `cluster-admin` role and its binding, as every cluster has.
+            let rbac_group = "rbac.authorization.k8s.io";
+            let cr = core
+                .registry
+                .get(rbac_group, "clusterroles")
+                .ok_or_else(|| SimError::Parse("no clusterroles".into()))?;
+            core.create(
+                &cr,
+                "v1",
+                "",
+                json!({
+                    "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                    "rules": [
+                        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                        {"nonResourceURLs": ["*"], "verbs": ["*"]},
+                    ],
+                }),
+                "kube-apiserver",
+            )?;
+            let crb = core
+                .registry
+                .get(rbac_group, "clusterrolebindings")
+                .ok_or_else(|| SimError::Parse("no clusterrolebindings".into()))?;
+            core.create(
+                &crb,
+                "v1",
+                "",
+                json!({
+                    "metadata": {"name": "cluster-admin", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                    "roleRef": {"apiGroup": rbac_group, "kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [{"apiGroup": rbac_group, "kind": "Group", "name": "system:masters"}],
+                }),
+                "kube-apiserver",
+            )?;
         }
         let (tmp, kubeconfig_path) = match self.kubeconfig_path {
             Some(p) => (None, p),

@@ -1314,6 +1314,11 @@ subjects: [{kind: Group, name: "system:serviceaccounts:ops"}]
             .code,
             403
         );
+        // The bootstrap cluster-admin role exists, as on every cluster.
+        Api::<ClusterRole>::all(admin.clone())
+            .get("cluster-admin")
+            .await
+            .unwrap();
         let cr: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "all"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]})).unwrap();
         Api::<ClusterRole>::all(admin.clone())
             .create(&PostParams::default(), &cr)
