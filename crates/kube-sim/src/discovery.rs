@@ -141,6 +141,58 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Optio
     )
 }
 
+/// The aggregated discovery document for `/api` (`legacy`) or `/apis`.
+pub(crate) fn aggregated(reg: &Registry, legacy: bool) -> Value {
+    let mut items = Vec::new();
+    for (g, versions) in reg.groups() {
+        if g.is_empty() != legacy {
+            continue;
+        }
+        let mut vs = Vec::new();
+        for v in &versions {
+            let mut resources = Vec::new();
+            for d in reg.resources_in(&g, v) {
+                let mut subs = Vec::new();
+                if d.has_status(v) {
+                    subs.push(json!({"subresource": "status", "responseKind": {"group": g, "version": v, "kind": d.kind}, "verbs": ["get", "patch", "update"]}));
+                }
+                if d.version(v).is_some_and(|x| x.scale.is_some()) {
+                    subs.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+                }
+                match (d.group.as_str(), d.plural.as_str()) {
+                    ("", "pods") => subs.push(json!({"subresource": "eviction", "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"}, "verbs": ["create"]})),
+                    ("", "serviceaccounts") => subs.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]})),
+                    _ => {}
+                }
+                let mut r = json!({
+                    "resource": d.plural,
+                    "responseKind": {"group": "", "version": "", "kind": d.kind},
+                    "scope": if d.namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": d.singular,
+                    "verbs": VERBS,
+                });
+                if !d.short_names.is_empty() {
+                    r["shortNames"] = json!(d.short_names);
+                }
+                if !d.categories.is_empty() {
+                    r["categories"] = json!(d.categories);
+                }
+                if !subs.is_empty() {
+                    r["subresources"] = json!(subs);
+                }
+                resources.push(r);
+            }
+            vs.push(json!({"version": v, "resources": resources, "freshness": "Current"}));
+        }
+        let mut meta = json!({"creationTimestamp": null});
+        if !g.is_empty() {
+            meta["name"] = json!(g);
+        }
+        items.push(json!({"metadata": meta, "versions": vs}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
 /// `/openapi/v3`: one document per group-version.
 pub(crate) fn openapi_v3_root(reg: &Registry, epoch: u64) -> Value {
     let mut paths = serde_json::Map::new();

@@ -158,6 +158,17 @@ fn q<'a>(query: &'a [(String, String)], k: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Aggregated discovery (apidiscovery.k8s.io/v2), which kubectl asks for first.
+fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|a| {
+        let a = a.replace(' ', "");
+        a.contains("g=apidiscovery.k8s.io")
+            && a.contains("v=v2;")
+            && a.contains("as=APIGroupDiscoveryList")
+            || a.ends_with("g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    })
+}
+
 fn wants_table(req_accept: &str) -> bool {
     req_accept
         .split(',')
@@ -315,6 +326,18 @@ pub(crate) async fn handle(
         .to_string();
     let result = match r {
         Route::Version => Ok(json_response(200, &discovery::version())),
+        Route::Api | Route::Apis if wants_aggregated(&accept) => {
+            let legacy = matches!(r, Route::Api);
+            let doc = discovery::aggregated(&shared.core().registry, legacy);
+            let mut resp = json_response(200, &doc);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                ),
+            );
+            Ok(resp)
+        }
         Route::Api => Ok(json_response(
             200,
             &discovery::api_versions(&shared.server_address),

@@ -58,6 +58,14 @@ async fn discovery_crd_lifecycle_printer_columns_wait_and_scale() {
     )
     .await);
     assert!(out.contains("condition met"), "{out}");
+    // Aggregated discovery: kubectl needs only /api and /apis, not one call per group.
+    let verbose = kubectl(kc, &["api-resources", "-v=6"]).await;
+    let log = String::from_utf8_lossy(&verbose.stderr);
+    let gets: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" GET https://"))
+        .collect();
+    assert_eq!(gets.len(), 2, "{log}");
     let res = ok(&kubectl(kc, &["api-resources", "--api-group=example.com"]).await);
     assert!(
         res.contains("widgets") && res.contains("wd") && res.contains("Widget"),
