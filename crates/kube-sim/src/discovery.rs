@@ -369,19 +369,39 @@ fn columns_for(def: &ResourceDef, version: &str) -> Vec<Column> {
         json_path: path.into(),
         priority: 0,
     };
+    // `#...` paths are computed cells, mirroring the built-in printers of the real server.
     let mut out = match (def.group.as_str(), def.plural.as_str()) {
-        ("", "pods") => vec![c("Status", "string", ".status.phase")],
+        ("", "pods") => vec![
+            c("Ready", "string", "#pod-ready"),
+            c("Status", "string", ".status.phase"),
+            c("Restarts", "integer", "#pod-restarts"),
+        ],
+        ("", "nodes") => vec![
+            c("Status", "string", "#node-status"),
+            c("Roles", "string", "#node-roles"),
+        ],
         ("", "namespaces") => vec![c("Status", "string", ".status.phase")],
-        ("", "secrets") => vec![c("Type", "string", ".type")],
-        ("", "persistentvolumeclaims") | ("", "persistentvolumes") => {
-            vec![c("Status", "string", ".status.phase")]
-        }
-        ("apps", "deployments") => {
+        ("", "secrets") => vec![
+            c("Type", "string", ".type"),
+            c("Data", "integer", "#data-count"),
+        ],
+        ("", "configmaps") => vec![c("Data", "integer", "#data-count")],
+        ("", "services") => vec![
+            c("Type", "string", ".spec.type"),
+            c("Cluster-IP", "string", ".spec.clusterIP"),
+        ],
+        ("", "persistentvolumeclaims") => {
             vec![
-                c("Ready", "integer", ".status.readyReplicas"),
-                c("Replicas", "integer", ".spec.replicas"),
+                c("Status", "string", ".status.phase"),
+                c("Volume", "string", ".spec.volumeName"),
             ]
         }
+        ("", "persistentvolumes") => vec![c("Status", "string", ".status.phase")],
+        ("apps", "deployments") => vec![
+            c("Ready", "string", "#deploy-ready"),
+            c("Up-to-date", "integer", "#updated"),
+            c("Available", "integer", "#available"),
+        ],
         ("coordination.k8s.io", "leases") => vec![c("Holder", "string", ".spec.holderIdentity")],
         _ => vec![],
     };
@@ -390,7 +410,94 @@ fn columns_for(def: &ResourceDef, version: &str) -> Vec<Column> {
     } else {
         out.push(c("Age", "date", ".metadata.creationTimestamp"));
     }
+    if def.group.is_empty() && def.plural == "nodes" {
+        out.push(c("Version", "string", ".status.nodeInfo.kubeletVersion"));
+    }
     out
+}
+
+/// Cells the real server computes rather than reads from one path.
+fn computed_cell(obj: &Value, what: &str) -> Value {
+    let n = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    match what {
+        "#pod-ready" => {
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let ready = statuses
+                .map(|a| a.iter().filter(|c| c["ready"] == true).count())
+                .unwrap_or(0);
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .unwrap_or(0);
+            json!(format!("{ready}/{total}"))
+        }
+        "#pod-restarts" => json!(
+            obj.pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .map(|a| a
+                    .iter()
+                    .filter_map(|c| c["restartCount"].as_i64())
+                    .sum::<i64>())
+                .unwrap_or(0)
+        ),
+        "#node-status" => {
+            let ready = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"] == "True");
+            let mut st = match ready {
+                Some(true) => "Ready".to_string(),
+                Some(false) => "NotReady".to_string(),
+                None => "Unknown".to_string(),
+            };
+            if obj.pointer("/spec/unschedulable") == Some(&json!(true)) {
+                st.push_str(",SchedulingDisabled");
+            }
+            json!(st)
+        }
+        "#node-roles" => {
+            let mut roles: Vec<String> = obj
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|l| {
+                    l.keys()
+                        .filter_map(|k| {
+                            k.strip_prefix("node-role.kubernetes.io/").map(String::from)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            roles.sort();
+            json!(if roles.is_empty() {
+                "<none>".to_string()
+            } else {
+                roles.join(",")
+            })
+        }
+        "#data-count" => {
+            let count = |k: &str| {
+                obj.get(k)
+                    .and_then(Value::as_object)
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            };
+            json!(count("data") + count("binaryData"))
+        }
+        "#deploy-ready" => {
+            let want = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            json!(format!("{}/{want}", n("/status/readyReplicas")))
+        }
+        "#updated" => json!(n("/status/updatedReplicas")),
+        "#available" => json!(n("/status/availableReplicas")),
+        _ => Value::Null,
+    }
 }
 
 fn row(obj: &Value, cols: &[Column]) -> Value {
@@ -400,6 +507,10 @@ fn row(obj: &Value, cols: &[Column]) -> Value {
             .unwrap_or("")
     )];
     for c in cols {
+        if c.json_path.starts_with('#') {
+            cells.push(computed_cell(obj, &c.json_path));
+            continue;
+        }
         let vals = jsonpath(obj, &c.json_path);
         let cell = match vals.first() {
             None => Value::Null,

@@ -212,6 +212,24 @@ async fn builtins_apply_patch_scale_delete() {
         "Opaque"
     );
 
+    // Built-in printer columns, as the real server renders them.
+    let table = ok(&kubectl(kc, &["-n", "app", "get", "deploy,secret"]).await);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1][..4],
+        ["deployment.apps/web", "0/1", "0", "0"],
+        "{table}"
+    );
+    assert_eq!(rows[3], ["NAME", "TYPE", "DATA", "AGE"], "{table}");
+    assert_eq!(rows[4][..3], ["secret/creds", "Opaque", "1"], "{table}");
     ok(&kubectl(kc, &["-n", "app", "scale", "deploy", "web", "--replicas=3"]).await);
     assert_eq!(
         ok(&kubectl(
