@@ -214,7 +214,7 @@ impl SimCluster {
             Vcsim::start_async(VcsimOptions::default())
         );
         let (src, tgt) = (src?, tgt?);
-        let mut builder = KubeSim::builder();
+        let mut builder = KubeSim::builder().rbac(scenario.rbac);
         if let Some(p) = &scenario.kubeconfig_path {
             builder = builder.kubeconfig_path(p.clone());
         }
@@ -289,21 +289,16 @@ impl SimCluster {
             let what = obj["kind"].as_str().unwrap_or_default().to_string();
             kapi::create(&client, &obj).await.map_err(seed_err(what))?;
         }
-        let masters: Vec<String> = nodes
-            .iter()
-            .filter(|n| n.contains("-master-"))
-            .cloned()
-            .collect();
-        let groups = seed::pod_groups(scenario.config_format, nodes.len(), &masters);
-        let first_node = nodes.first().cloned().unwrap_or_default();
+        let groups = seed::pod_groups(scenario.config_format);
         for g in &groups {
-            for i in 0..g.replicas {
+            let placement: Vec<&String> = match g.kind {
+                seed::PodKind::Deployment(n) => nodes.iter().take(1).cycle().take(n).collect(),
+                seed::PodKind::DaemonSet => nodes.iter().collect(),
+                seed::PodKind::Mirror => nodes.iter().filter(|n| n.contains("-master-")).collect(),
+            };
+            for node in placement {
                 let ip = ctx.allocate_ip("");
-                let (name, node) = match g.static_nodes.get(i) {
-                    Some(n) => (format!("{}-{n}", g.base), n.clone()),
-                    None => (g.new_pod_name(), first_node.clone()),
-                };
-                let obj = seed::pod(g, &name, &node, &ip, true);
+                let obj = seed::pod(g, &g.new_pod_name(node), node, &ip, true);
                 kapi::create(&client, &obj)
                     .await
                     .map_err(seed_err(g.id()))?;
@@ -318,7 +313,7 @@ impl SimCluster {
             tokio::spawn(ops::machines::run_machine_controller(ctx.clone())),
             tokio::spawn(ops::machines::run_machineset_controller(ctx.clone())),
             tokio::spawn(ops::cpms::run(ctx.clone())),
-            tokio::spawn(ops::pods::run(ctx.clone(), groups, first_node)),
+            tokio::spawn(ops::pods::run(ctx.clone(), groups)),
             tokio::spawn(ops::cluster_operators::run(ctx.clone())),
             tokio::spawn(ops::cvo::run(ctx.clone())),
         ];

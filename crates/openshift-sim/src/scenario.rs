@@ -170,6 +170,9 @@ pub struct Scenario {
     pub autoscaling: bool,
     /// Seed a user MachineHealthCheck on the workers (besides the platform's own).
     pub user_machine_health_check: bool,
+    /// Enforce RBAC in kube-sim for every non-admin token (the simulated operators are
+    /// admin), so a controller can run as a service account bound only by its manifests.
+    pub rbac: bool,
 }
 
 impl Default for Scenario {
@@ -188,6 +191,7 @@ impl Default for Scenario {
             csi_volumes: 0,
             autoscaling: false,
             user_machine_health_check: false,
+            rbac: false,
         }
     }
 }

@@ -480,24 +480,32 @@ pub(crate) fn node_status(name: &str, ip: &str, ready: bool) -> Value {
     })
 }
 
-/// A group of identical pods kept at a fixed count (what a Deployment or DaemonSet does).
+/// How the pods of a [`PodGroup`] are placed and replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PodKind {
+    /// A fixed number of pods named `<base>-<hash>-<5>`; replacements get new names.
+    Deployment(usize),
+    /// One pod per Node, named `<base>-<5>`.
+    DaemonSet,
+    /// Static mirror pod per control-plane Node, named `<base>-<node>`: deleting one restarts
+    /// nothing, the kubelet recreates the mirror under the same name at once.
+    Mirror,
+}
+
+/// The pods of one workload.
 #[derive(Debug, Clone)]
 pub(crate) struct PodGroup {
     pub namespace: String,
-    /// Workload name; pod names are `<base>-<hash>-<5>` (Deployment) or `<base>-<5>`.
     pub base: String,
     /// ReplicaSet hash for Deployment-style names.
     pub hash: Option<String>,
     pub labels: BTreeMap<String, String>,
-    pub replicas: usize,
-    /// Static pods: one mirror pod per listed node, named `<base>-<node>`; deleting one does
-    /// not restart anything, the kubelet recreates the mirror under the same name at once.
-    pub static_nodes: Vec<String>,
+    pub kind: PodKind,
 }
 
 impl PodGroup {
-    fn new(ns: &str, base: &str, labels: &[(&str, &str)], replicas: usize, daemon: bool) -> Self {
-        let hash = (!daemon).then(|| crate::kapi::suffix(10));
+    fn new(ns: &str, base: &str, labels: &[(&str, &str)], kind: PodKind) -> Self {
+        let hash = matches!(kind, PodKind::Deployment(_)).then(|| crate::kapi::suffix(10));
         let mut l: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -510,15 +518,8 @@ impl PodGroup {
             base: base.into(),
             hash,
             labels: l,
-            replicas,
-            static_nodes: Vec::new(),
+            kind,
         }
-    }
-
-    fn mirror(ns: &str, base: &str, labels: &[(&str, &str)], nodes: &[String]) -> Self {
-        let mut g = Self::new(ns, base, labels, nodes.len(), true);
-        g.static_nodes = nodes.to_vec();
-        g
     }
 
     /// `namespace/base`, recorded on every pod so the pod operator knows its group.
@@ -526,16 +527,19 @@ impl PodGroup {
         format!("{}/{}", self.namespace, self.base)
     }
 
-    pub(crate) fn new_pod_name(&self) -> String {
-        match &self.hash {
-            Some(h) => format!("{}-{h}-{}", self.base, crate::kapi::suffix(5)),
-            None => format!("{}-{}", self.base, crate::kapi::suffix(5)),
+    /// Name of a new pod of this group on `node`.
+    pub(crate) fn new_pod_name(&self, node: &str) -> String {
+        match (&self.kind, &self.hash) {
+            (PodKind::Mirror, _) => format!("{}-{node}", self.base),
+            (_, Some(h)) => format!("{}-{h}-{}", self.base, crate::kapi::suffix(5)),
+            (_, None) => format!("{}-{}", self.base, crate::kapi::suffix(5)),
         }
     }
 }
 
 /// The vSphere-related workloads whose pods a migration restarts, plus a few it must not.
-pub(crate) fn pod_groups(format: ConfigFormat, nodes: usize, masters: &[String]) -> Vec<PodGroup> {
+pub(crate) fn pod_groups(format: ConfigFormat) -> Vec<PodGroup> {
+    use PodKind::{DaemonSet, Deployment, Mirror};
     // Older clusters (INI config) run the older CSI label set.
     let csi = match format {
         ConfigFormat::Ini => "vmware-vsphere-csi-driver",
@@ -554,8 +558,7 @@ pub(crate) fn pod_groups(format: ConfigFormat, nodes: usize, masters: &[String])
                     "CCM",
                 ),
             ],
-            2,
-            false,
+            Deployment(2),
         ),
         PodGroup::new(
             "openshift-cloud-controller-manager-operator",
@@ -564,80 +567,70 @@ pub(crate) fn pod_groups(format: ConfigFormat, nodes: usize, masters: &[String])
                 ("k8s-app", "cloud-manager-operator"),
                 ("name", "cluster-cloud-controller-manager-operator"),
             ],
-            1,
-            false,
+            Deployment(1),
         ),
         PodGroup::new(
             MAPI_NS,
             "machine-api-controllers",
             &[("api", "clusterapi"), ("k8s-app", "controller")],
-            1,
-            false,
+            Deployment(1),
         ),
         PodGroup::new(
             MAPI_NS,
             "machine-api-operator",
             &[("k8s-app", "machine-api-operator")],
-            1,
-            false,
+            Deployment(1),
         ),
         PodGroup::new(
             MAPI_NS,
             "control-plane-machine-set-operator",
             &[("k8s-app", "control-plane-machine-set-operator")],
-            1,
-            false,
+            Deployment(1),
         ),
         PodGroup::new(
             "openshift-cluster-csi-drivers",
             "vmware-vsphere-csi-driver-controller",
             &[("app", csi_controller.as_str())],
-            2,
-            false,
+            Deployment(2),
         ),
         PodGroup::new(
             "openshift-cluster-csi-drivers",
             "vmware-vsphere-csi-driver-node",
             &[("app", csi_node.as_str())],
-            nodes,
-            true,
+            DaemonSet,
         ),
         PodGroup::new(
             "openshift-cluster-csi-drivers",
             "vmware-vsphere-csi-driver-operator",
             &[("name", "vmware-vsphere-csi-driver-operator")],
-            1,
-            false,
+            Deployment(1),
         ),
         PodGroup::new(
             "openshift-cluster-storage-operator",
             "cluster-storage-operator",
             &[("name", "cluster-storage-operator")],
-            1,
-            false,
+            Deployment(1),
         ),
         PodGroup::new(
             "openshift-machine-config-operator",
             "machine-config-operator",
             &[("k8s-app", "machine-config-operator")],
-            1,
-            false,
+            Deployment(1),
         ),
         PodGroup::new(
             "openshift-machine-config-operator",
             "machine-config-controller",
             &[("k8s-app", "machine-config-controller")],
-            1,
-            false,
+            Deployment(1),
         ),
-        PodGroup::mirror(
+        PodGroup::new(
             "openshift-kube-controller-manager",
             "kube-controller-manager",
             &[
                 ("app", "kube-controller-manager"),
                 ("kube-controller-manager", "true"),
             ],
-            masters,
+            Mirror,
         ),
     ]
 }
@@ -651,12 +644,12 @@ pub(crate) const POD_FINALIZER: &str = "openshift-sim.vcfm.io/graceful-terminati
 pub(crate) fn pod(group: &PodGroup, name: &str, node: &str, ip: &str, ready: bool) -> Value {
     let container = group.base.clone();
     let mut annotations = json!({POD_GROUP_ANNOTATION: group.id()});
-    let finalizers = if group.static_nodes.is_empty() {
-        json!([POD_FINALIZER])
-    } else {
+    let finalizers = if group.kind == PodKind::Mirror {
         annotations["kubernetes.io/config.mirror"] = json!(crate::kapi::suffix(32));
         annotations["kubernetes.io/config.source"] = json!("file");
         json!([])
+    } else {
+        json!([POD_FINALIZER])
     };
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": group.namespace, "labels": group.labels,

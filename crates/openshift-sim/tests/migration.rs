@@ -280,6 +280,53 @@ async fn migrate(day2: bool) {
         }
     })
     .await;
+    // Node-bound pods followed the nodes: CSI node pods and kube-controller-manager mirrors.
+    let node_names: Vec<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name.unwrap())
+        .collect();
+    let on_nodes = |ns: &'static str, labels: &'static str| {
+        let c = c.clone();
+        async move {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c, ns);
+            let items = pods
+                .list(&ListParams::default().labels(labels))
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let live: Vec<String> = items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| p.spec.as_ref().unwrap().node_name.clone().unwrap())
+                .collect();
+            Ok::<Vec<String>, String>(live)
+        }
+    };
+    eventually("node-bound pods on the new nodes", DEADLINE, || async {
+        let mut csi = on_nodes(
+            "openshift-cluster-csi-drivers",
+            "app=vsphere-csi-driver-node",
+        )
+        .await?;
+        csi.sort();
+        let mut want = node_names.clone();
+        want.sort();
+        let kcm = on_nodes(
+            "openshift-kube-controller-manager",
+            "app=kube-controller-manager",
+        )
+        .await?;
+        if csi == want && kcm.len() == 3 && kcm.iter().all(|n| node_names.contains(n)) {
+            Ok(())
+        } else {
+            Err(format!("csi {csi:?} kcm {kcm:?}"))
+        }
+    })
+    .await;
     let copy: Api<Secret> = Api::namespaced(c.clone(), "openshift-machine-api");
     eventually(
         "source credentials withdrawn from components",

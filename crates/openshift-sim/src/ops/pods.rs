@@ -1,20 +1,21 @@
-//! Workload pods: a deleted pod lingers Terminating for `pod_terminate` (a finalizer this
-//! operator removes, standing in for graceful shutdown) while its ReplicaSet/DaemonSet
-//! immediately creates a replacement under a new name, which becomes Ready after
-//! `pod_ready`. Static mirror pods (kube-controller-manager) come back at once under the
-//! same name, Ready: deleting them restarts nothing.
+//! Workload pods, played as kubelet + ReplicaSet/DaemonSet controllers + pod GC:
+//! a deleted pod lingers Terminating for `pod_terminate` (a finalizer this operator
+//! removes, standing in for graceful shutdown) while a replacement is created at once under
+//! a new name and becomes Ready after `pod_ready`; DaemonSet pods follow the Nodes; static
+//! mirror pods (kube-controller-manager) come back at once under the same name, Ready, so
+//! deleting them restarts nothing; pods bound to a Node that is gone are deleted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use super::{Ctx, run_loop, trigger};
 use crate::kapi::{self, call};
-use crate::seed::{POD_FINALIZER, POD_GROUP_ANNOTATION, PodGroup};
+use crate::seed::{POD_FINALIZER, POD_GROUP_ANNOTATION, PodGroup, PodKind};
 
 #[derive(Default)]
 struct State {
@@ -24,18 +25,19 @@ struct State {
     terminating: HashMap<String, Instant>,
 }
 
-/// Runs the pod "kubelet + ReplicaSet controller" until cancelled.
-pub(crate) async fn run(ctx: Ctx, groups: Vec<PodGroup>, node: String) {
+/// Runs the pod machinery until cancelled.
+pub(crate) async fn run(ctx: Ctx, groups: Vec<PodGroup>) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
     let state: Arc<Mutex<State>> = Arc::default();
     let groups = Arc::new(groups);
-    let triggers = vec![trigger(pods.clone())];
+    let triggers = vec![trigger(pods.clone()), trigger(nodes.clone())];
     run_loop("pods", &ctx, triggers, || {
         reconcile(
             ctx.clone(),
             pods.clone(),
+            nodes.clone(),
             groups.clone(),
-            node.clone(),
             state.clone(),
         )
     })
@@ -49,45 +51,80 @@ fn is_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+fn node_of(p: &Pod) -> &str {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+}
+
+fn pod_ip() -> String {
+    let n = uuid::Uuid::new_v4().as_u128();
+    format!("10.128.{}.{}", n % 250, (n >> 8) % 250 + 2)
+}
+
 async fn reconcile(
     ctx: Ctx,
     pods: Api<Pod>,
+    nodes_api: Api<Node>,
     groups: Arc<Vec<PodGroup>>,
-    node: String,
     state: Arc<Mutex<State>>,
 ) -> Result<(), String> {
     let e = |e: kapi::CallError| e.to_string();
     let list = call(pods.list(&ListParams::default())).await.map_err(e)?;
+    let node_list = call(nodes_api.list(&ListParams::default()))
+        .await
+        .map_err(e)?;
+    let nodes: BTreeSet<String> = node_list
+        .items
+        .iter()
+        .filter(|n| n.metadata.deletion_timestamp.is_none())
+        .map(ResourceExt::name_any)
+        .collect();
+    let masters: BTreeSet<String> = node_list
+        .items
+        .iter()
+        .filter(|n| n.labels().contains_key("node-role.kubernetes.io/master"))
+        .map(ResourceExt::name_any)
+        .filter(|n| nodes.contains(n))
+        .collect();
     let key = |p: &Pod| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+    let ours: Vec<&Pod> = list
+        .items
+        .iter()
+        .filter(|p| p.annotations().contains_key(POD_GROUP_ANNOTATION))
+        .collect();
     let mut to_ready = Vec::new();
     let mut to_release = Vec::new();
+    let mut orphans = Vec::new();
     {
         let mut st = state.lock().map_err(|e| e.to_string())?;
         let now = Instant::now();
-        let alive: std::collections::HashSet<String> = list.items.iter().map(key).collect();
+        let alive: HashSet<String> = list.items.iter().map(key).collect();
         st.starting.retain(|k, _| alive.contains(k));
         st.terminating.retain(|k, _| alive.contains(k));
-        for p in &list.items {
-            if !p.annotations().contains_key(POD_GROUP_ANNOTATION) {
-                continue;
-            }
+        for p in &ours {
             if p.metadata.deletion_timestamp.is_some() {
                 let since = *st.terminating.entry(key(p)).or_insert(now);
                 if since.elapsed() >= ctx.delays.pod_terminate {
-                    to_release.push(p.clone());
+                    to_release.push(*p);
                 }
+            } else if !nodes.contains(node_of(p)) {
+                orphans.push(*p);
             } else if !is_ready(p) {
                 let since = *st.starting.entry(key(p)).or_insert(now);
                 if since.elapsed() >= ctx.delays.pod_ready {
-                    to_ready.push(p.clone());
+                    to_ready.push(*p);
                 }
             }
         }
     }
+    let ns_api = |p: &Pod| -> Api<Pod> {
+        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default())
+    };
     for p in to_release {
-        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
         kapi::remove_finalizer(
-            &api,
+            &ns_api(p),
             &p.name_any(),
             p.resource_version().as_deref(),
             p.finalizers(),
@@ -96,8 +133,12 @@ async fn reconcile(
         .await
         .map_err(e)?;
     }
+    for p in orphans {
+        kapi::delete_ignore_missing(&ns_api(p), &p.name_any())
+            .await
+            .map_err(e)?;
+    }
     for p in to_ready {
-        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
         let container = p
             .spec
             .as_ref()
@@ -110,43 +151,58 @@ async fn reconcile(
             .and_then(|s| s.pod_ip.clone())
             .unwrap_or_default();
         kapi::merge_status(
-            &api,
+            &ns_api(p),
             &p.name_any(),
             crate::seed::pod_status(&container, &ip, true),
         )
         .await
         .map_err(e)?;
     }
-    for g in groups.iter().filter(|g| !g.static_nodes.is_empty()) {
-        for n in &g.static_nodes {
-            let name = format!("{}-{n}", g.base);
-            let present = list.items.iter().any(|p| {
-                p.namespace().as_deref() == Some(g.namespace.as_str()) && p.name_any() == name
-            });
-            if !present {
-                let obj = crate::seed::pod(g, &name, n, "10.0.0.5", true);
-                kapi::create(&ctx.client, &obj).await.map_err(e)?;
-            }
-        }
-    }
-    for g in groups.iter().filter(|g| g.static_nodes.is_empty()) {
+    // Replacements.
+    let default_node = masters
+        .iter()
+        .next()
+        .or(nodes.iter().next())
+        .cloned()
+        .unwrap_or_default();
+    for g in groups.iter() {
         let id = g.id();
-        let live = list
-            .items
+        let members: Vec<&&Pod> = ours
             .iter()
-            .filter(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.annotations().get(POD_GROUP_ANNOTATION) == Some(&id)
-            })
-            .count();
-        for _ in live..g.replicas {
-            let name = g.new_pod_name();
-            let ip = format!(
-                "10.128.{}.{}",
-                (uuid::Uuid::new_v4().as_u128() % 250) as u8,
-                (uuid::Uuid::new_v4().as_u128() % 250 + 2) as u8
-            );
-            let obj = crate::seed::pod(g, &name, &node, &ip, false);
+            .filter(|p| p.annotations().get(POD_GROUP_ANNOTATION) == Some(&id))
+            .collect();
+        let live_on = |n: &str| {
+            members
+                .iter()
+                .any(|p| p.metadata.deletion_timestamp.is_none() && node_of(p) == n)
+        };
+        let wanted: Vec<(String, bool)> = match g.kind {
+            PodKind::Deployment(n) => {
+                let live = members
+                    .iter()
+                    .filter(|p| {
+                        p.metadata.deletion_timestamp.is_none() && nodes.contains(node_of(p))
+                    })
+                    .count();
+                (live..n).map(|_| (default_node.clone(), false)).collect()
+            }
+            PodKind::DaemonSet => nodes
+                .iter()
+                .filter(|n| !live_on(n))
+                .map(|n| (n.clone(), false))
+                .collect(),
+            // A mirror pod exists whenever its static pod runs: recreated Ready, same name.
+            PodKind::Mirror => masters
+                .iter()
+                .filter(|n| !members.iter().any(|p| p.name_any() == g.new_pod_name(n)))
+                .map(|n| (n.clone(), true))
+                .collect(),
+        };
+        for (node, ready) in wanted {
+            if node.is_empty() {
+                continue;
+            }
+            let obj = crate::seed::pod(g, &g.new_pod_name(&node), &node, &pod_ip(), ready);
             kapi::create(&ctx.client, &obj).await.map_err(e)?;
         }
     }
