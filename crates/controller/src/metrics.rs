@@ -110,3 +110,29 @@ impl CallObserver for CallCounter {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_appear_in_the_exposition() {
+        let m = Metrics::default();
+        m.reconciled("ok");
+        m.reconciled("ok");
+        m.phase_failures
+            .get_or_create(&PhaseLabel {
+                phase: "Backup".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("vcfm_reconciles_total{outcome=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vcfm_phase_failures_total{phase=\"Backup\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -151,6 +151,32 @@ impl Env {
         self.controller = Some(child);
     }
 
+    /// A further `vcfm controller` process with extra arguments and
+    /// environment, managed by the caller (for leader-election tests).
+    pub fn spawn_controller(&mut self, extra: &[&str], envs: &[(&str, &str)]) -> Child {
+        let log = self
+            .dir
+            .path()
+            .join(format!("controller-{}.log", self.log_files.len()));
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcfm"));
+        cmd.args(["controller", "--log-format", "json", "--vcenter-ca-file"])
+            .arg(&self.ca_bundle)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        self.log_files.push(log);
+        cmd.spawn().unwrap()
+    }
+
     /// SIGKILL: no graceful shutdown, no final status write.
     pub fn kill_controller(&mut self) {
         if let Some(mut c) = self.controller.take() {

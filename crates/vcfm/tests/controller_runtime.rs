@@ -1,0 +1,195 @@
+//! The controller as a process: health, readiness and metrics on the port it
+//! is told, leader election that hands over on a clean shutdown, and a
+//! standby that does nothing while another replica leads.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use support::{Env, NS, Options};
+use vcfm_api::{PhaseName, PhaseStatus};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET (no chunked encoding to undo); returns (status code, body), or None when nothing listens.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("")
+        .to_string();
+    Some((code, body))
+}
+
+async fn wait_http(port: u16, path: &str, want: u16) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some((code, body)) = http_get(port, path)
+            && code == want
+        {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{path} on :{port} never answered {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sigterm(c: &Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+async fn lease_holder(env: &Env) -> Option<String> {
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.client.clone(), NS);
+    api.get_opt("vcfm-controller")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_are_served_on_the_listen_port() {
+    let mut env = Env::start(Options::default()).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut c = env.spawn_controller(&["--listen", &listen], &[]);
+    assert_eq!(wait_http(port, "/healthz", 200).await.trim(), "ok");
+    wait_http(port, "/readyz", 200).await;
+    env.create(&env.migration("metered", |m| {
+        m["spec"]["approvalMode"] = "Manual".into();
+        m["spec"]["approvedPhases"] = serde_json::json!(["Preflight"]);
+    }))
+    .await
+    .unwrap();
+    env.wait_for("metered", "Backup to wait", Duration::from_secs(60), |m| {
+        m.status
+            .as_ref()
+            .and_then(|s| s.current_phase_state.as_ref())
+            .is_some_and(|c| {
+                c.name == PhaseName::Backup && c.status == PhaseStatus::WaitingForApproval
+            })
+    })
+    .await;
+    let metrics = wait_http(port, "/metrics", 200).await;
+    assert!(
+        metrics.contains("vcfm_reconciles_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vcfm_phase_duration_seconds_count{phase=\"Preflight\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vcfm_vsphere_calls_total{"),
+        "vSphere calls are counted: {metrics}"
+    );
+    sigterm(&c);
+    let start = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the controller did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(c.wait().unwrap().success(), "a clean shutdown exits 0");
+    assert!(
+        http_get(port, "/healthz").is_none(),
+        "nothing listens after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_acts_and_a_clean_shutdown_hands_over_at_once() {
+    let mut env = Env::start(Options::default()).await;
+    let (pa, pb) = (free_port(), free_port());
+    let le = [
+        "--leader-elect",
+        "--lease-namespace",
+        NS,
+        "--lease-duration",
+        "60",
+    ];
+    let la = format!("127.0.0.1:{pa}");
+    let mut args_a = vec!["--listen", la.as_str()];
+    args_a.extend(le);
+    let a = env.spawn_controller(&args_a, &[("POD_NAME", "replica-a")]);
+    wait_http(pa, "/readyz", 200).await;
+    assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-a"));
+
+    let lb = format!("127.0.0.1:{pb}");
+    let mut args_b = vec!["--listen", lb.as_str()];
+    args_b.extend(le);
+    let mut b = env.spawn_controller(&args_b, &[("POD_NAME", "replica-b")]);
+    wait_http(pb, "/healthz", 200).await;
+    assert_eq!(
+        http_get(pb, "/readyz").map(|r| r.0),
+        Some(503),
+        "a standby is alive but not ready"
+    );
+
+    // The leader acts: the migration waits for approval of Preflight.
+    env.create(&env.migration("led", |m| m["spec"]["approvalMode"] = "Manual".into()))
+        .await
+        .unwrap();
+    env.wait_for("led", "Preflight to wait", Duration::from_secs(60), |m| {
+        m.status
+            .as_ref()
+            .and_then(|s| s.current_phase_state.as_ref())
+            .is_some_and(|c| c.status == PhaseStatus::WaitingForApproval)
+    })
+    .await;
+
+    // A clean shutdown releases the lease; the standby takes over well before
+    // the 60 s lease would have expired, and carries on.
+    let handover = Instant::now();
+    sigterm(&a);
+    wait_http(pb, "/readyz", 200).await;
+    assert!(
+        handover.elapsed() < Duration::from_secs(30),
+        "handover took {:?}",
+        handover.elapsed()
+    );
+    assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-b"));
+    let out = env.vcfm(&["approve", "led", "Preflight"]);
+    assert!(out.status.success());
+    env.wait_for(
+        "led",
+        "Preflight done by the new leader",
+        Duration::from_secs(60),
+        |m| {
+            m.status.as_ref().is_some_and(|s| {
+                s.phase_history
+                    .iter()
+                    .any(|e| e.phase == PhaseName::Preflight && e.status == PhaseStatus::Completed)
+            })
+        },
+    )
+    .await;
+    let _ = b.kill();
+    let _ = b.wait();
+}
