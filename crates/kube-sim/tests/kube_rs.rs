@@ -358,14 +358,19 @@ async fn watch_streams_resumes_and_expires() {
         other => panic!("expected 410, got {other:?}"),
     }
     // timeoutSeconds ends the stream.
-    let t0 = std::time::Instant::now();
     let mut short = api
         .watch(&WatchParams::default().timeout(1), "0")
         .await
         .unwrap()
         .boxed();
-    while short.try_next().await.unwrap().is_some() {}
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while short.try_next().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the server closes the watch after timeoutSeconds"
+    );
     sim.shutdown().await;
 }
 

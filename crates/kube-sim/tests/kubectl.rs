@@ -454,15 +454,32 @@ async fn builtins_apply_patch_scale_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_changes_until_the_request_timeout() {
+    use tokio::io::AsyncBufReadExt;
     let sim = sim().await;
     sim.apply_yaml(WIDGET_CRD).unwrap();
     sim.apply_yaml(WIDGET).unwrap();
-    let kc = sim.kubeconfig_path().to_path_buf();
-    let watcher = tokio::spawn(async move {
-        kubectl(&kc, &["get", "wd", "--watch", "--request-timeout=4s"]).await
-    });
+    let home = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new("kubectl")
+        .args(["get", "wd", "--watch", "--request-timeout=5s"])
+        .env("KUBECONFIG", sim.kubeconfig_path())
+        .env("HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_row = async || -> Vec<String> {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("watch output in time")
+            .unwrap()
+            .expect("watch still running");
+        line.split_whitespace().map(String::from).collect()
+    };
+    assert_eq!(next_row().await, ["NAME", "SIZE", "REPLICAS", "READY"]);
+    assert_eq!(next_row().await, ["w1", "small", "2"]);
+    // The watch is established once the initial state is printed; now change things.
     let kc = sim.kubeconfig_path();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     ok(&kubectl(
         kc,
         &[
@@ -475,17 +492,15 @@ async fn watch_streams_changes_until_the_request_timeout() {
         ],
     )
     .await);
+    assert_eq!(next_row().await, ["w1", "small", "7"]);
     ok(&kubectl_stdin(kc, &["apply", "-f", "-"], Some(&WIDGET.replace("w1", "w2"))).await);
-    let out = watcher.await.unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let rows: Vec<Vec<&str>> = text
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(rows[0], ["NAME", "SIZE", "REPLICAS", "READY"], "{text}");
-    assert!(rows.contains(&vec!["w1", "small", "2"]), "{text}");
-    assert!(rows.contains(&vec!["w1", "small", "7"]), "{text}");
-    assert!(rows.contains(&vec!["w2", "small", "2"]), "{text}");
+    assert_eq!(next_row().await, ["w2", "small", "2"]);
+    // --request-timeout ends the watch: kubectl exits on its own.
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
     sim.shutdown().await;
 }
 
