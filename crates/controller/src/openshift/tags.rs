@@ -80,10 +80,10 @@ pub fn ownership_spec(infra_id: &str, description: String) -> CategorySpec {
 }
 
 /// Objects this migration recorded, for one phase (all phases when `None`).
-pub fn recorded<'a>(
-    ctx: &'a PhaseCtx,
+pub fn recorded(
+    ctx: &PhaseCtx,
     phase: Option<PhaseName>,
-) -> impl Iterator<Item = &'a CreatedVSphereObject> {
+) -> impl Iterator<Item = &CreatedVSphereObject> {
     ctx.migration
         .status
         .iter()

@@ -1,0 +1,657 @@
+//! Harness for the phase 5–10 tests: an openshift-sim cluster (kube-sim, two
+//! vcsims, simulated operators) with the controller run in-process against it
+//! over HTTP, plus observations of everything phases 5–10 touch.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use openshift_sim::{Scenario, SimCluster, Site};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vcfm_api::openshift::Infrastructure;
+use vcfm_api::{PhaseName, PhaseState, PhaseStatus, VmwareCloudFoundationMigration};
+use vcfm_controller::context::{PhaseCtx, Shared, StatusUpdates};
+use vcfm_controller::state::Outcome;
+use vcfm_controller::{ControllerConfig, RunOptions};
+
+pub type Vcfm = VmwareCloudFoundationMigration;
+
+pub const TARGET_SECRET: &str = "target-vcenter-creds";
+pub const FD: &str = "target-fd";
+pub const REGION: &str = "target-region";
+pub const ZONE: &str = "target-zone";
+pub const CRD: &str = "infrastructures.config.openshift.io";
+
+/// Phases 1–10, the ones under test.
+pub const FIRST_TEN: [PhaseName; 10] = [
+    PhaseName::Preflight,
+    PhaseName::Backup,
+    PhaseName::DisableCvo,
+    PhaseName::UpdateSecrets,
+    PhaseName::CreateTags,
+    PhaseName::CreateFolder,
+    PhaseName::UpdateInfrastructure,
+    PhaseName::UpdateConfig,
+    PhaseName::RestartPods,
+    PhaseName::MonitorHealth,
+];
+
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+pub struct Env {
+    pub sim: SimCluster,
+    pub client: kube::Client,
+    pub ns: String,
+    ca: Vec<u8>,
+    controller: Option<(JoinHandle<()>, CancellationToken)>,
+}
+
+impl Env {
+    pub async fn start(scenario: Scenario, ns: &str) -> Env {
+        init_tracing();
+        let sim = SimCluster::start(scenario)
+            .await
+            .expect("simulated cluster");
+        let client = sim.client();
+        let n = Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &n)
+            .await
+            .expect("namespace");
+        let t = sim.target().clone();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(TARGET_SECRET.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            string_data: Some(BTreeMap::from([
+                (format!("{}.username", t.server), t.username.clone()),
+                (format!("{}.password", t.server), t.password.clone()),
+            ])),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("target secret");
+        let mut ca = std::fs::read(&sim.source().ca_pem_path).expect("source CA");
+        ca.extend(std::fs::read(&sim.target().ca_pem_path).expect("target CA"));
+        Env {
+            sim,
+            client,
+            ns: ns.into(),
+            ca,
+            controller: None,
+        }
+    }
+
+    pub fn config(&self) -> ControllerConfig {
+        ControllerConfig {
+            vcenter_ca_pem: Some(self.ca.clone()),
+            vcenter_insecure: false,
+            vcenter_timeout: Duration::from_secs(20),
+            poll_interval: Duration::from_millis(300),
+            manager: "vcfm-controller".into(),
+        }
+    }
+
+    pub fn spawn_controller(&mut self) {
+        if self.controller.is_some() {
+            return;
+        }
+        let token = CancellationToken::new();
+        let opts = RunOptions {
+            config: self.config(),
+            leader_election: None,
+            listen: None,
+        };
+        let client = self.client.clone();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = vcfm_controller::run(client, opts, t).await {
+                tracing::warn!(error = %e, "controller stopped with an error");
+            }
+        });
+        self.controller = Some((handle, token));
+    }
+
+    /// Aborts the controller task mid-flight, like a SIGKILL.
+    pub async fn kill_controller(&mut self) {
+        if let Some((h, _)) = self.controller.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        self.kill_controller().await;
+        self.sim.shutdown().await;
+    }
+
+    pub fn api(&self) -> Api<Vcfm> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// One target failure domain on the target vcsim, default folder.
+    pub fn spec(&self, manual: bool) -> Value {
+        let t = self.sim.target();
+        json!({
+            "state": "Running",
+            "approvalMode": if manual { "Manual" } else { "Automatic" },
+            "targetVCenterCredentialsSecret": {"name": TARGET_SECRET},
+            "failureDomains": [{
+                "name": FD, "region": REGION, "zone": ZONE, "server": t.server,
+                "topology": {"datacenter": t.datacenter, "computeCluster": t.compute_cluster,
+                    "datastore": t.datastore, "networks": [t.network],
+                    "resourcePool": t.resource_pool, "template": t.template}
+            }],
+            "machineSetConfig": {"replicas": 1},
+            "rollbackOnFailure": false,
+        })
+    }
+
+    pub async fn create_migration(&self, name: &str, spec: Value) -> Vcfm {
+        let obj: Vcfm = serde_json::from_value(json!({
+            "apiVersion": "migration.openshift.io/v1alpha1",
+            "kind": "VmwareCloudFoundationMigration",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": spec,
+        }))
+        .expect("valid migration");
+        self.api()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create migration")
+    }
+
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
+        self.api()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch spec");
+    }
+
+    pub async fn approve(&self, name: &str, phase: PhaseName) {
+        for _ in 0..20 {
+            let m = self.api().get(name).await.expect("migration");
+            let mut list = m.spec.approved_phases.clone();
+            if !list.contains(&phase) {
+                list.push(phase);
+            }
+            let patch = json!({"metadata": {"resourceVersion": m.metadata.resource_version},
+                "spec": {"approvedPhases": list}});
+            match self
+                .api()
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return,
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => panic!("approving {phase}: {e}"),
+            }
+        }
+        panic!("approving {phase} kept conflicting");
+    }
+
+    pub async fn wait(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Vcfm) -> bool,
+    ) -> Vcfm {
+        let start = Instant::now();
+        loop {
+            if let Ok(m) = self.api().get(name).await {
+                if pred(&m) {
+                    return m;
+                }
+                if start.elapsed() > timeout {
+                    panic!(
+                        "timed out after {timeout:?} waiting for {what}:\n{}",
+                        summary(&m)
+                    );
+                }
+            } else if start.elapsed() > timeout {
+                panic!("timed out after {timeout:?} waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Manual mode: approves phases 1–10 one at a time, each only once the
+    /// migration shows it waiting (proving Manual really pauses), and waits
+    /// for MonitorHealth to complete. `before` runs just before approving a phase.
+    pub async fn approve_through_monitor_health(&self, name: &str) -> Vcfm {
+        for p in FIRST_TEN {
+            self.wait(
+                name,
+                &format!("{p} waiting for approval"),
+                Duration::from_secs(60),
+                |m| waiting_for_approval(m) == Some(p),
+            )
+            .await;
+            // Still waiting a moment later: nothing runs without approval.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let m = self.api().get(name).await.unwrap();
+            assert_eq!(waiting_for_approval(&m), Some(p), "{}", summary(&m));
+            self.approve(name, p).await;
+        }
+        self.wait_completed(name, PhaseName::MonitorHealth).await
+    }
+
+    pub async fn wait_completed(&self, name: &str, phase: PhaseName) -> Vcfm {
+        self.wait(
+            name,
+            &format!("{phase} completed"),
+            Duration::from_secs(90),
+            |m| {
+                assert_not_failed(m);
+                phase_done(m, phase)
+            },
+        )
+        .await
+    }
+
+    /// Everything phases 5–10 may change, including resourceVersions.
+    pub async fn observe(&self) -> Observed {
+        let c = self.client.clone();
+        let infra = Api::<Infrastructure>::all(c.clone())
+            .get("cluster")
+            .await
+            .unwrap();
+        let crd = Api::<CustomResourceDefinition>::all(c.clone())
+            .get(CRD)
+            .await
+            .unwrap();
+        let cm = Api::<ConfigMap>::namespaced(c.clone(), "openshift-config")
+            .get("cloud-provider-config")
+            .await
+            .unwrap();
+        let creds = Api::<Secret>::namespaced(c.clone(), "kube-system")
+            .get("vsphere-creds")
+            .await
+            .unwrap();
+        let cvo = Api::<Deployment>::namespaced(c.clone(), "openshift-cluster-version")
+            .get("cluster-version-operator")
+            .await
+            .unwrap();
+        let mut pods = BTreeSet::new();
+        for ns in [
+            "openshift-cloud-controller-manager",
+            "openshift-cloud-controller-manager-operator",
+            "openshift-machine-api",
+            "openshift-cluster-csi-drivers",
+            "openshift-cluster-storage-operator",
+            "openshift-machine-config-operator",
+        ] {
+            for p in Api::<Pod>::namespaced(c.clone(), ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+            {
+                if p.metadata.deletion_timestamp.is_none() {
+                    pods.insert(p.metadata.uid.unwrap_or_default());
+                }
+            }
+        }
+        Observed {
+            versions: BTreeMap::from([
+                (
+                    "infrastructure",
+                    infra.metadata.resource_version.clone().unwrap_or_default(),
+                ),
+                (
+                    "crd",
+                    crd.metadata.resource_version.clone().unwrap_or_default(),
+                ),
+                (
+                    "cloud-provider-config",
+                    cm.metadata.resource_version.clone().unwrap_or_default(),
+                ),
+                (
+                    "vsphere-creds",
+                    creds.metadata.resource_version.clone().unwrap_or_default(),
+                ),
+                (
+                    "cvo",
+                    cvo.metadata.resource_version.clone().unwrap_or_default(),
+                ),
+            ]),
+            infra_spec: serde_json::to_value(&infra.spec).unwrap(),
+            vcenters: infra.vcenters().iter().map(|v| v.server.clone()).collect(),
+            crd_spec: serde_json::to_value(&crd.spec).unwrap(),
+            cloud_config: cm
+                .data
+                .unwrap_or_default()
+                .get("config")
+                .cloned()
+                .unwrap_or_default(),
+            creds: creds
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, hex::encode(Sha256::digest(&v.0))))
+                .collect(),
+            cvo_replicas: cvo.spec.replicas.unwrap_or(1),
+            pods,
+            target: self.target_state().await,
+        }
+    }
+
+    /// Categories, tags and the attachments/folder the migration cares about on the target.
+    pub async fn target_state(&self) -> TargetState {
+        let vc = self
+            .sim
+            .vsphere_client(Site::Target)
+            .expect("vsphere client");
+        let t = self.sim.target();
+        let mut categories = BTreeMap::new();
+        let mut tag_names = BTreeMap::new();
+        for id in vc.list_categories().await.unwrap() {
+            let c = vc.get_category(&id).await.unwrap();
+            categories.insert(c.name.clone(), (id.clone(), c.description.clone()));
+            for tid in vc.list_tags_for_category(&id).await.unwrap() {
+                let tag = vc.get_tag(&tid).await.unwrap();
+                tag_names.insert(tid, format!("{}/{}", c.name, tag.name));
+            }
+        }
+        let names = |ids: Vec<String>| -> BTreeSet<String> {
+            ids.iter()
+                .map(|i| tag_names.get(i).cloned().unwrap_or_else(|| i.clone()))
+                .collect()
+        };
+        let dc = vc
+            .find_datacenter(&format!("/{}", t.datacenter))
+            .await
+            .unwrap();
+        let cluster = vc.find_cluster(&t.compute_cluster).await.unwrap();
+        let folder = vc.find_by_inventory_path(&t.folder).await.unwrap();
+        let folder_tags = match &folder {
+            Some(f) => Some(names(vc.list_attached_tags(f).await.unwrap())),
+            None => None,
+        };
+        TargetState {
+            categories,
+            tags: tag_names.values().cloned().collect(),
+            datacenter_tags: names(vc.list_attached_tags(&dc).await.unwrap()),
+            cluster_tags: names(vc.list_attached_tags(&cluster).await.unwrap()),
+            folder: folder.map(|f| f.to_string()),
+            folder_tags,
+        }
+    }
+
+    /// Runs one phase's execute again, in-process, as a controller resuming it
+    /// after a crash would: the phase shown Running since its recorded start.
+    pub async fn rerun(&self, name: &str, phase: PhaseName) -> (Outcome, StatusUpdates) {
+        let mut m = self.api().get(name).await.unwrap();
+        let st = m.status.as_mut().unwrap();
+        let start = st
+            .phase_history
+            .iter()
+            .rev()
+            .find(|h| h.phase == phase)
+            .and_then(|h| h.start_time.clone());
+        st.current_phase_state = Some(PhaseState {
+            name: phase,
+            status: PhaseStatus::Running,
+            progress: 0,
+            message: String::new(),
+            waiting_for: vec![],
+            requires_approval: false,
+            approved: false,
+            start_time: start,
+            last_heartbeat: None,
+        });
+        let shared = Arc::new(Shared {
+            client: self.client.clone(),
+            config: self.config(),
+            sessions: vcfm_vsphere::SessionCache::default(),
+            metrics: Arc::new(vcfm_controller::metrics::Metrics::default()),
+        });
+        let ctx = PhaseCtx::new(shared, Arc::new(m), Timestamp::now());
+        let imp = vcfm_controller::phases::lookup(phase).expect("implemented");
+        imp.validate(&ctx).await.expect("validate");
+        let out = imp.execute(&ctx).await.expect("execute");
+        let (_, updates) = ctx.take();
+        (out, updates)
+    }
+
+    /// The CRD's vcenters rules, per version.
+    pub async fn crd_rules(&self) -> Value {
+        let crd = Api::<CustomResourceDefinition>::all(self.client.clone())
+            .get(CRD)
+            .await
+            .unwrap();
+        let v = serde_json::to_value(&crd).unwrap();
+        Value::Array(
+            v.pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    v.pointer("/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters/x-kubernetes-validations")
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                })
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub versions: BTreeMap<&'static str, String>,
+    pub infra_spec: Value,
+    pub vcenters: Vec<String>,
+    pub crd_spec: Value,
+    pub cloud_config: String,
+    /// Key → SHA-256 of the value (no secrets in test output).
+    pub creds: BTreeMap<String, String>,
+    pub cvo_replicas: i32,
+    /// UIDs of the live pods in the vSphere-related namespaces.
+    pub pods: BTreeSet<String>,
+    pub target: TargetState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetState {
+    /// Name → (id, description).
+    pub categories: BTreeMap<String, (String, String)>,
+    /// `category/tag`.
+    pub tags: BTreeSet<String>,
+    pub datacenter_tags: BTreeSet<String>,
+    pub cluster_tags: BTreeSet<String>,
+    pub folder: Option<String>,
+    pub folder_tags: Option<BTreeSet<String>>,
+}
+
+/// Asserts what phases 5–10 must have left on the cluster and the target.
+pub fn assert_taught_target(env: &Env, o: &Observed) {
+    let (src, tgt) = (&env.sim.source().server, &env.sim.target().server);
+    let id = env.sim.infra_id();
+    assert_eq!(
+        o.vcenters,
+        [src.clone(), tgt.clone()],
+        "source first, target appended"
+    );
+    let fds = o.infra_spec["platformSpec"]["vsphere"]["failureDomains"]
+        .as_array()
+        .unwrap();
+    assert_eq!(fds.len(), 2);
+    assert_eq!(fds[1]["name"], FD);
+    assert_eq!(fds[1]["server"], tgt.as_str());
+    assert_eq!(
+        fds[1]["topology"]["folder"],
+        format!("/{}/vm/{id}", env.sim.target().datacenter)
+    );
+    assert_eq!(
+        fds[1]["topology"]["template"],
+        env.sim.target().template.as_str()
+    );
+    for s in [src, tgt] {
+        assert!(
+            o.cloud_config.contains(s.as_str()),
+            "{s} in config:\n{}",
+            o.cloud_config
+        );
+        assert!(o.creds.contains_key(&format!("{s}.username")));
+        assert!(o.creds.contains_key(&format!("{s}.password")));
+    }
+    let t = &o.target;
+    for c in [
+        "openshift-region",
+        "openshift-zone",
+        &format!("openshift-{id}"),
+    ] {
+        assert!(t.categories.contains_key(c), "category {c}: {t:?}");
+    }
+    for tag in [
+        format!("openshift-region/{REGION}"),
+        format!("openshift-zone/{ZONE}"),
+        format!("openshift-{id}/{id}"),
+    ] {
+        assert!(t.tags.contains(&tag), "tag {tag}: {t:?}");
+    }
+    assert!(
+        t.datacenter_tags
+            .contains(&format!("openshift-region/{REGION}")),
+        "{t:?}"
+    );
+    assert!(
+        t.cluster_tags.contains(&format!("openshift-zone/{ZONE}")),
+        "{t:?}"
+    );
+    assert!(
+        t.folder.is_some(),
+        "folder {}: {t:?}",
+        env.sim.target().folder
+    );
+    assert_eq!(
+        t.folder_tags.as_ref().unwrap(),
+        &BTreeSet::from([format!("openshift-{id}/{id}")])
+    );
+}
+
+/// Re-runs phases 5–10 after completion and asserts nothing changes.
+pub async fn assert_idempotent(env: &Env, name: &str) {
+    let before = env.observe().await;
+    let recorded = env
+        .api()
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .created_vsphere_objects;
+    for p in &FIRST_TEN[4..] {
+        let (out, updates) = env.rerun(name, *p).await;
+        assert!(
+            matches!(out, Outcome::Completed { .. }),
+            "{p} re-run: {out:?}"
+        );
+        for c in &updates.created {
+            assert!(
+                recorded
+                    .iter()
+                    .any(|r| r.server == c.server && r.kind == c.kind && r.id == c.id),
+                "{p} re-run recorded a new object {c:?}"
+            );
+        }
+    }
+    let after = env.observe().await;
+    assert_eq!(before, after, "re-running phases 5-10 changed something");
+}
+
+pub fn phase_done(m: &Vcfm, phase: PhaseName) -> bool {
+    m.status.as_ref().is_some_and(|s| {
+        s.phase_history.iter().any(|h| {
+            h.phase == phase && matches!(h.status, PhaseStatus::Completed | PhaseStatus::Skipped)
+        })
+    })
+}
+
+pub fn phase_status(m: &Vcfm, phase: PhaseName) -> Option<PhaseStatus> {
+    m.status
+        .as_ref()?
+        .phase_history
+        .iter()
+        .rev()
+        .find(|h| h.phase == phase)
+        .map(|h| h.status)
+}
+
+pub fn current(m: &Vcfm) -> Option<(PhaseName, PhaseStatus)> {
+    let c = m.status.as_ref()?.current_phase_state.as_ref()?;
+    Some((c.name, c.status))
+}
+
+pub fn assert_not_failed(m: &Vcfm) {
+    let failed = m.status.as_ref().is_some_and(|s| {
+        s.phase_history
+            .iter()
+            .any(|h| h.status == PhaseStatus::Failed)
+    });
+    assert!(!failed, "a phase failed:\n{}", summary(m));
+}
+
+pub fn waiting_for_approval(m: &Vcfm) -> Option<PhaseName> {
+    let c = m.status.as_ref()?.current_phase_state.as_ref()?;
+    (c.status == PhaseStatus::WaitingForApproval).then_some(c.name)
+}
+
+pub fn summary(m: &Vcfm) -> String {
+    let Some(s) = m.status.as_ref() else {
+        return "no status".into();
+    };
+    let mut out = format!("phase {:?}", s.phase);
+    if let Some(c) = &s.current_phase_state {
+        out += &format!(
+            "\ncurrent {} {:?} {}% {:?} waiting for {:?}",
+            c.name, c.status, c.progress, c.message, c.waiting_for
+        );
+    }
+    for c in &s.conditions {
+        out += &format!(
+            "\ncondition {}={} {}: {}",
+            c.type_, c.status, c.reason, c.message
+        );
+    }
+    for h in &s.phase_history {
+        out += &format!("\n  {} {:?} {}", h.phase, h.status, h.message);
+        for l in h.logs.iter().rev().take(6).rev() {
+            out += &format!("\n      [{:?}] {}", l.level, l.message);
+        }
+    }
+    if let Some(rb) = &s.rollback {
+        out += &format!("\nrollback {rb:?}");
+    }
+    out
+}

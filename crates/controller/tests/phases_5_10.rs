@@ -1,0 +1,221 @@
+//! Phases 1–10 against a simulated OpenShift cluster (kube-sim, openshift-sim,
+//! two vcsims, all over HTTP): the target is taught to the cluster, a re-run
+//! of every phase changes nothing, and a rollback from phase 10 restores the
+//! cluster exactly while removing only what the migration created.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common_os;
+
+use common_os::*;
+use openshift_sim::{ConfigFormat, Scenario, Site};
+use serde_json::json;
+use std::time::Duration;
+use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
+use vcfm_vsphere::{Cardinality, CategorySpec};
+
+/// A topology category another cluster made on the target, with its own tag.
+async fn pre_existing_region_category(env: &Env) {
+    let vc = env.sim.vsphere_client(Site::Target).unwrap();
+    let cat = vc
+        .ensure_category(&CategorySpec {
+            name: "openshift-region".into(),
+            description: "Added by openshift-install do not remove".into(),
+            cardinality: Cardinality::Single,
+            associable_types: vec![
+                "urn:vim25:Datacenter".into(),
+                "urn:vim25:ClusterComputeResource".into(),
+            ],
+        })
+        .await
+        .unwrap();
+    vc.ensure_tag(&cat.id, "other-region", "another cluster")
+        .await
+        .unwrap();
+}
+
+async fn roll_back_and_check(env: &Env, name: &str, before: &Observed) {
+    env.patch_spec(name, json!({"state": "Rollback"})).await;
+    let m = env
+        .wait(name, "rollback completed", Duration::from_secs(90), |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.rollback.as_ref())
+                .is_some_and(|r| r.completion_time.is_some())
+        })
+        .await;
+    eprintln!("{}", summary(&m));
+    let st = m.status.as_ref().unwrap();
+    assert_eq!(
+        st.phase,
+        Some(MigrationPhase::RollbackCompleted),
+        "{}",
+        summary(&m)
+    );
+    let rb = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "RolledBack")
+        .unwrap_or_else(|| panic!("no RolledBack condition:\n{}", summary(&m)));
+    assert_eq!(rb.status, "True", "{}", summary(&m));
+    for p in &FIRST_TEN[4..] {
+        assert!(
+            st.rollback.as_ref().unwrap().rolled_back_phases.contains(p),
+            "{p} not rolled back:\n{}",
+            summary(&m)
+        );
+    }
+    // The CVO comes back (DisableCVO rollback waits for it).
+    let after = env.observe().await;
+    assert_eq!(
+        after.infra_spec, before.infra_spec,
+        "Infrastructure restored"
+    );
+    assert_eq!(
+        after.crd_spec, before.crd_spec,
+        "CRD (and its rule) restored"
+    );
+    assert_eq!(
+        after.cloud_config, before.cloud_config,
+        "cloud-provider-config restored"
+    );
+    assert_eq!(after.creds, before.creds, "vsphere-creds restored");
+    assert_eq!(
+        after.cvo_replicas, before.cvo_replicas,
+        "CVO replicas restored"
+    );
+    // Only what the migration created is gone; the other cluster's category and tag stay.
+    assert_eq!(after.target, before.target, "target vCenter as before");
+    assert!(after.target.tags.contains("openshift-region/other-region"));
+}
+
+/// Gate off (CRD rule lifted around the update), YAML config, Automatic mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back() {
+    let mut env = Env::start(
+        Scenario {
+            workers: 1,
+            ..Scenario::default()
+        },
+        "p510-off-yaml",
+    )
+    .await;
+    pre_existing_region_category(&env).await;
+    let before = env.observe().await;
+    env.spawn_controller();
+    env.create_migration("m", env.spec(false)).await;
+    // Automatic all the way; switch to Manual while phase 10 runs so that the
+    // migration stops before CreateWorkers, outside this test's scope.
+    env.wait(
+        "m",
+        "MonitorHealth running",
+        Duration::from_secs(120),
+        |m| {
+            assert_not_failed(m);
+            current(m) == Some((PhaseName::MonitorHealth, PhaseStatus::Running))
+        },
+    )
+    .await;
+    env.patch_spec("m", json!({"approvalMode": "Manual"})).await;
+    let m = env.wait_completed("m", PhaseName::MonitorHealth).await;
+    assert!(m.spec.approved_phases.is_empty(), "no approval was needed");
+    assert_eq!(
+        phase_status(&m, PhaseName::DisableCvo),
+        Some(PhaseStatus::Completed)
+    );
+    env.wait("m", "CreateWorkers waiting", Duration::from_secs(30), |m| {
+        waiting_for_approval(m) == Some(PhaseName::CreateWorkers)
+    })
+    .await;
+
+    let taught = env.observe().await;
+    assert_taught_target(&env, &taught);
+    assert_eq!(
+        taught.crd_spec, before.crd_spec,
+        "the CRD rule is back in place"
+    );
+    assert_ne!(
+        taught.versions["crd"], before.versions["crd"],
+        "the rule was lifted"
+    );
+    assert_eq!(taught.cvo_replicas, 0);
+    // The pre-existing shared category was reused, not duplicated.
+    assert_eq!(
+        taught.target.categories["openshift-region"],
+        before.target.categories["openshift-region"]
+    );
+    // Only the target's entry was added: the original text is intact up to `labels:`.
+    let cut = before.cloud_config.find("labels:").unwrap();
+    assert!(
+        taught
+            .cloud_config
+            .starts_with(&before.cloud_config[..cut - 1])
+    );
+    assert!(taught.cloud_config.ends_with(&before.cloud_config[cut..]));
+    let status = m.status.as_ref().unwrap();
+    assert!(
+        status
+            .created_vsphere_objects
+            .iter()
+            .all(|o| o.name != "openshift-region"),
+        "a pre-existing category is not recorded as created: {:?}",
+        status.created_vsphere_objects
+    );
+
+    assert_idempotent(&env, "m").await;
+    roll_back_and_check(&env, "m", &before).await;
+    env.shutdown().await;
+}
+
+/// Gate on (plain update, CVO untouched), INI config, Manual mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back() {
+    let mut env = Env::start(
+        Scenario {
+            workers: 1,
+            multi_vcenter_day2_gate: true,
+            config_format: ConfigFormat::Ini,
+            ..Scenario::default()
+        },
+        "p510-on-ini",
+    )
+    .await;
+    pre_existing_region_category(&env).await;
+    let before = env.observe().await;
+    env.spawn_controller();
+    env.create_migration("m", env.spec(true)).await;
+    let m = env.approve_through_monitor_health("m").await;
+    assert_eq!(
+        phase_status(&m, PhaseName::DisableCvo),
+        Some(PhaseStatus::Skipped)
+    );
+    env.wait("m", "CreateWorkers waiting", Duration::from_secs(30), |m| {
+        waiting_for_approval(m) == Some(PhaseName::CreateWorkers)
+    })
+    .await;
+
+    let taught = env.observe().await;
+    assert_taught_target(&env, &taught);
+    assert_eq!(
+        taught.versions["crd"], before.versions["crd"],
+        "CRD never touched"
+    );
+    assert_eq!(taught.cvo_replicas, 1);
+    assert!(
+        taught.cloud_config.contains(&format!(
+            "[VirtualCenter \"{}\"]\ndatacenters = \"{}\"\n",
+            env.sim.target().server,
+            env.sim.target().datacenter
+        )),
+        "{}",
+        taught.cloud_config
+    );
+    assert!(
+        taught
+            .cloud_config
+            .starts_with(&before.cloud_config[..before.cloud_config.find("[Labels]").unwrap() - 1])
+    );
+
+    assert_idempotent(&env, "m").await;
+    roll_back_and_check(&env, "m", &before).await;
+    env.shutdown().await;
+}
