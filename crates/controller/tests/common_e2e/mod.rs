@@ -25,6 +25,9 @@ pub type Vcfm = VmwareCloudFoundationMigration;
 pub const NS: &str = "vcfm-e2e";
 pub const TARGET_SECRET: &str = "target-vcenter-creds";
 pub const FD: &str = "target-fd-1";
+/// The identity the controller talks to kube-sim with (its requests are counted apart).
+pub const CONTROLLER_USER: &str = "system:serviceaccount:vcfm:vcfm-controller";
+const CONTROLLER_TOKEN: &str = "vcfm-controller-e2e-token";
 
 /// Logs once per process when `RUST_LOG` is set.
 pub fn init_tracing() {
@@ -40,6 +43,8 @@ pub fn init_tracing() {
 pub struct Env {
     pub sim: SimCluster,
     pub client: kube::Client,
+    /// The controller's own client (user [`CONTROLLER_USER`]).
+    pub controller_client: kube::Client,
     ca: Vec<u8>,
     controller: Option<(JoinHandle<()>, CancellationToken)>,
     pub leader_election: Option<LeaderElection>,
@@ -80,11 +85,24 @@ impl Env {
             .create(&PostParams::default(), &secret)
             .await
             .expect("target secret");
+        sim.kube().add_token(
+            CONTROLLER_TOKEN,
+            kube_sim::UserInfo {
+                name: CONTROLLER_USER.into(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+            },
+        );
+        let controller_client = sim
+            .kube()
+            .client_for_token(CONTROLLER_TOKEN)
+            .await
+            .expect("controller client");
         let mut ca = std::fs::read(&sim.source().ca_pem_path).expect("source CA");
         ca.extend(std::fs::read(&sim.target().ca_pem_path).expect("target CA"));
         Env {
             sim,
             client,
+            controller_client,
             ca,
             controller: None,
             leader_election: None,
@@ -113,7 +131,7 @@ impl Env {
             leader_election: self.leader_election.clone(),
             listen: self.listen,
         };
-        let client = self.client.clone();
+        let client = self.controller_client.clone();
         let t = token.clone();
         let handle = tokio::spawn(async move {
             if let Err(e) = vcfm_controller::run(client, opts, t).await {
@@ -374,6 +392,23 @@ impl Env {
             }
             *vms.entry(v.name).or_insert(0usize) += 1;
         }
+        let mut folders = BTreeMap::new();
+        let children = vc.folder_children(&root).await.expect("vm folder children");
+        let sub: Vec<vcfm_vsphere::MoRef> = children
+            .into_iter()
+            .filter(|c| c.kind == "Folder")
+            .collect();
+        if !sub.is_empty() {
+            for o in vc
+                .retrieve_properties("Folder", &sub, &["name"])
+                .await
+                .expect("folder names")
+            {
+                if let Some(n) = o.str("name") {
+                    *folders.entry(n.to_string()).or_insert(0usize) += 1;
+                }
+            }
+        }
         let folder = vc.find_folder(&info.folder).await.ok();
         let mut folder_vms = BTreeSet::new();
         if let Some(f) = &folder {
@@ -413,6 +448,7 @@ impl Env {
         };
         VcenterState {
             vms,
+            folders,
             folder_exists: folder.is_some(),
             folder_vms,
             ownership_tagged,
@@ -436,6 +472,8 @@ impl Env {
 pub struct VcenterState {
     /// VM name → how many VMs carry it (duplicates show as > 1).
     pub vms: BTreeMap<String, usize>,
+    /// Folder name → count, directly under the datacenter's VM folder.
+    pub folders: BTreeMap<String, usize>,
     pub folder_exists: bool,
     pub folder_vms: BTreeSet<String>,
     /// VMs in the cluster folder carrying the ownership tag.

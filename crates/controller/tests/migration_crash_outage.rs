@@ -1,0 +1,153 @@
+//! Crash safety (the controller killed at seeded random points across a whole
+//! migration always reaches the same end state, with nothing duplicated) and
+//! an API outage during the control-plane rollout (the migration continues).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common_e2e;
+
+use common_e2e::*;
+use openshift_sim::{Faults, Scenario};
+use std::time::{Duration, Instant};
+use vcfm_api::{MigrationPhase, PhaseName};
+use vcfm_controller::LeaderElection;
+
+const WORKERS: u32 = 2;
+const KILLS: usize = 24;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_points_the_controller_always_finishes_the_same_way() {
+    // Replay a failure with VCFM_CRASH_SEED=<printed seed>.
+    let seed = std::env::var("VCFM_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_c0de_u64);
+    eprintln!("crash test seed {seed} (VCFM_CRASH_SEED to replay)");
+    let mut rng = Rng::new(seed);
+    let mut env = Env::start(Scenario {
+        workers: WORKERS,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    env.create_migration("crashy", env.spec(FD, WORKERS, false))
+        .await;
+    let start = Instant::now();
+    let mut kills = vec![];
+    while kills.len() < KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.range(150, 2500))).await;
+        let m = env.api().get("crashy").await.unwrap();
+        if phase_of(&m).is_some_and(|p| p.is_terminal()) {
+            break;
+        }
+        let at = m
+            .status
+            .as_ref()
+            .and_then(|s| s.current_phase_state.as_ref())
+            .map(|c| format!("{}@{}%", c.name, c.progress))
+            .unwrap_or_else(|| "start".into());
+        env.kill_controller().await;
+        kills.push(at);
+        tokio::time::sleep(Duration::from_millis(rng.range(0, 300))).await;
+        env.spawn_controller();
+    }
+    let m = env.wait_terminal("crashy", Duration::from_secs(300)).await;
+    eprintln!(
+        "{} kills at {:?}; finished in {:.1}s",
+        kills.len(),
+        kills,
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        phase_of(&m),
+        Some(MigrationPhase::Completed),
+        "seed {seed}: {}",
+        summary(&m)
+    );
+    assert!(
+        kills.len() >= 20,
+        "only {} kills happened before the migration ended",
+        kills.len()
+    );
+    let phases_hit: std::collections::BTreeSet<&str> =
+        kills.iter().filter_map(|k| k.split('@').next()).collect();
+    assert!(
+        phases_hit.len() >= 5,
+        "kills should spread over the migration: {phases_hit:?}"
+    );
+    let state = env.snapshot().await;
+    let findings = migrated_findings(&env, &state, WORKERS as usize);
+    assert!(findings.is_empty(), "seed {seed}: {findings:#?}");
+    // Nothing created twice on the target.
+    assert_eq!(
+        state
+            .target
+            .folders
+            .get(env.sim.infra_id())
+            .copied()
+            .unwrap_or(0),
+        1
+    );
+    assert_eq!(
+        state
+            .target
+            .categories
+            .get(&format!("openshift-{}", env.sim.infra_id())),
+        Some(&1)
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_outage_during_the_control_plane_rollout_does_not_fail_the_migration() {
+    let outage = Duration::from_secs(12);
+    let mut env = Env::start(Scenario {
+        workers: WORKERS,
+        faults: Faults {
+            api_outage_during_cpms_rollout: Some(outage),
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    // Leader election with the production timings: the lease survives the outage.
+    env.leader_election = Some(LeaderElection::new(NS, "e2e-controller"));
+    env.spawn_controller();
+    env.create_migration("outage", env.spec(FD, WORKERS, false))
+        .await;
+    let m = env.wait_terminal("outage", Duration::from_secs(300)).await;
+    assert_eq!(
+        phase_of(&m),
+        Some(MigrationPhase::Completed),
+        "{}",
+        summary(&m)
+    );
+    let st = m.status.as_ref().unwrap();
+    let cpms = st
+        .phase_history
+        .iter()
+        .find(|h| h.phase == PhaseName::RecreateCpms)
+        .expect("RecreateCPMS ran");
+    let took = cpms
+        .completion_time
+        .as_ref()
+        .unwrap()
+        .0
+        .duration_since(cpms.start_time.as_ref().unwrap().0);
+    assert!(
+        took.as_secs() + 1 >= outage.as_secs() as i64,
+        "the outage happened inside RecreateCPMS ({took:?})"
+    );
+    assert_eq!(
+        st.phase_history
+            .iter()
+            .filter(|h| h.phase == PhaseName::RecreateCpms)
+            .count(),
+        1,
+        "RecreateCPMS ran once, without a false failure: {}",
+        summary(&m)
+    );
+    let findings = migrated_findings(&env, &env.snapshot().await, WORKERS as usize);
+    assert!(findings.is_empty(), "{findings:#?}");
+    eprintln!("outage of {outage:?} survived: {}", durations(&m));
+    env.shutdown().await;
+}
