@@ -1,6 +1,7 @@
 //! `vcfm`: the single binary: the controller, the administrator's CLI, and the CRD.
 
 mod cli;
+mod demo;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -40,6 +41,8 @@ enum Command {
     Resume { name: String },
     /// Undo the completed phases (refused past the point of no return).
     Rollback { name: String },
+    /// A whole migration on an embedded simulated cluster and two simulated vCenters, shown live.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,6 +110,18 @@ async fn main() -> anyhow::Result<()> {
                 vcfm_api::MigrationState::Running,
             )
             .await
+        }
+        Command::Demo(args) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
+            if !demo::run(args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Rollback { name } => {
             set_state(
