@@ -182,8 +182,43 @@ async fn gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back() {
     pre_existing_region_category(&env).await;
     let before = env.observe().await;
     env.spawn_controller();
-    env.create_migration("m", env.spec(true)).await;
-    let m = env.approve_through_monitor_health("m").await;
+    let created = env.create_migration("m", env.spec(true)).await;
+    env.approve_manually("m", &FIRST_TEN[..4]).await;
+    env.wait("m", "CreateTags waiting", Duration::from_secs(60), |m| {
+        waiting_for_approval(m) == Some(PhaseName::CreateTags)
+    })
+    .await;
+    // A category this migration created just before a crash, never recorded:
+    // its description names the migration, so the phase adopts it.
+    let vc = env.sim.vsphere_client(Site::Target).unwrap();
+    let orphan = vc
+        .create_category(&CategorySpec {
+            name: "openshift-zone".into(),
+            description: format!(
+                "Created by vcfm migration {}/m (uid {})",
+                env.ns,
+                created.metadata.uid.as_deref().unwrap()
+            ),
+            cardinality: Cardinality::Single,
+            associable_types: vec![
+                "urn:vim25:Datacenter".into(),
+                "urn:vim25:ClusterComputeResource".into(),
+            ],
+        })
+        .await
+        .unwrap();
+    env.approve_manually("m", &FIRST_TEN[4..]).await;
+    let m = env.wait_completed("m", PhaseName::MonitorHealth).await;
+    assert!(
+        m.status
+            .as_ref()
+            .unwrap()
+            .created_vsphere_objects
+            .iter()
+            .any(|o| o.kind == "TagCategory" && o.id == orphan),
+        "the orphaned category is adopted: {:?}",
+        m.status.as_ref().unwrap().created_vsphere_objects
+    );
     assert_eq!(
         phase_status(&m, PhaseName::DisableCvo),
         Some(PhaseStatus::Skipped)

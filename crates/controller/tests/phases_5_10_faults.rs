@@ -16,6 +16,9 @@ use vcfm_api::{
     ClusterFacts, MigrationPhase, MigrationStatus, PhaseHistoryEntry, PhaseName, PhaseState,
     PhaseStatus, SourceVCenter,
 };
+use vcfm_controller::error::PhaseError;
+use vcfm_controller::state::Outcome;
+use vcfm_vsphere::{Cardinality, CategorySpec};
 
 /// Gate off, INI, Manual: the target vCenter restarts (losing every session
 /// and object) as CreateTags starts; then the controller dies while the CRD
@@ -286,5 +289,91 @@ async fn a_degraded_operator_ends_monitor_health_at_its_deadline() {
         "{}",
         summary(&failed)
     );
+    env.shutdown().await;
+}
+
+/// CreateTags refuses a target already tagged with another region, and an
+/// incompatible pre-existing topology category, without creating anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_tags_reports_conflicts_and_incompatible_categories() {
+    let env = Env::start(
+        Scenario {
+            workers: 1,
+            multi_vcenter_day2_gate: true,
+            ..Scenario::default()
+        },
+        "p510-conflict",
+    )
+    .await;
+    let vc = env.sim.vsphere_client(Site::Target).unwrap();
+    let t = env.sim.target().clone();
+    let region = vc
+        .ensure_category(&CategorySpec {
+            name: "openshift-region".into(),
+            description: "Added by openshift-install do not remove".into(),
+            cardinality: Cardinality::Single,
+            associable_types: vec![
+                "urn:vim25:Datacenter".into(),
+                "urn:vim25:ClusterComputeResource".into(),
+            ],
+        })
+        .await
+        .unwrap();
+    let theirs = vc
+        .ensure_tag(&region.id, "someone-elses-region", "")
+        .await
+        .unwrap();
+    let dc = vc
+        .find_datacenter(&format!("/{}", t.datacenter))
+        .await
+        .unwrap();
+    vc.attach_tag(&theirs.id, &dc).await.unwrap();
+    vc.create_category(&CategorySpec {
+        name: "openshift-zone".into(),
+        description: "made by hand".into(),
+        cardinality: Cardinality::Multiple,
+        associable_types: vec![],
+    })
+    .await
+    .unwrap();
+
+    let m: Vcfm = serde_json::from_value(json!({
+        "apiVersion": "migration.openshift.io/v1alpha1",
+        "kind": "VmwareCloudFoundationMigration",
+        "metadata": {"name": "m", "namespace": env.ns, "uid": "0b9e4a52-conflict"},
+        "spec": env.spec(false),
+        "status": {
+            "sourceVCenter": {"server": env.sim.source().server, "datacenter": env.sim.source().datacenter},
+            "cluster": {"infraId": env.sim.infra_id(), "version": "4.16.8", "multiVCenterDay2": true},
+        },
+    }))
+    .unwrap();
+
+    let before = env.target_state().await;
+    let (out, updates) = env.execute_once(m.clone(), PhaseName::CreateTags).await;
+    match out {
+        Ok(Outcome::Failed { message }) => {
+            assert!(message.contains("someone-elses-region"), "{message}");
+            assert!(message.contains(REGION), "{message}");
+            assert!(message.contains(&format!("/{}", t.datacenter)), "{message}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(updates.created.is_empty(), "{:?}", updates.created);
+    assert_eq!(env.target_state().await, before, "nothing created");
+
+    // Without the conflict, the incompatible zone category is named.
+    vc.detach_tag(&theirs.id, &dc).await.unwrap();
+    let before = env.target_state().await;
+    let (out, _) = env.execute_once(m, PhaseName::CreateTags).await;
+    match out {
+        Err(PhaseError::Fatal(message)) => {
+            assert!(message.contains("openshift-zone"), "{message}");
+            assert!(message.contains("incompatible"), "{message}");
+            assert!(message.contains("SINGLE"), "{message}");
+        }
+        other => panic!("expected an incompatible category, got {other:?}"),
+    }
+    assert_eq!(env.target_state().await, before, "nothing created");
     env.shutdown().await;
 }

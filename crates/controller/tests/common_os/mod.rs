@@ -245,25 +245,27 @@ impl Env {
         }
     }
 
-    /// Manual mode: approves phases 1–10 one at a time, each only once the
-    /// migration shows it waiting (proving Manual really pauses), and waits
-    /// for MonitorHealth to complete. `before` runs just before approving a phase.
-    pub async fn approve_through_monitor_health(&self, name: &str) -> Vcfm {
-        for p in FIRST_TEN {
+    /// Manual mode: approves `phases` one at a time, each only once the
+    /// migration shows it waiting and still waits a moment later (proving
+    /// Manual really pauses).
+    pub async fn approve_manually(&self, name: &str, phases: &[PhaseName]) {
+        for p in phases {
+            let p = *p;
             self.wait(
                 name,
                 &format!("{p} waiting for approval"),
                 Duration::from_secs(60),
-                |m| waiting_for_approval(m) == Some(p),
+                |m| {
+                    assert_not_failed(m);
+                    waiting_for_approval(m) == Some(p)
+                },
             )
             .await;
-            // Still waiting a moment later: nothing runs without approval.
             tokio::time::sleep(Duration::from_millis(150)).await;
             let m = self.api().get(name).await.unwrap();
             assert_eq!(waiting_for_approval(&m), Some(p), "{}", summary(&m));
             self.approve(name, p).await;
         }
-        self.wait_completed(name, PhaseName::MonitorHealth).await
     }
 
     pub async fn wait_completed(&self, name: &str, phase: PhaseName) -> Vcfm {
@@ -442,6 +444,48 @@ impl Env {
         let out = imp.execute(&ctx).await.expect("execute");
         let (_, updates) = ctx.take();
         (out, updates)
+    }
+
+    /// Runs one step of a phase in-process on a migration object that need
+    /// not exist in the API (its namespace must hold the target Secret).
+    pub async fn execute_once(
+        &self,
+        m: Vcfm,
+        phase: PhaseName,
+    ) -> (
+        Result<Outcome, vcfm_controller::error::PhaseError>,
+        StatusUpdates,
+    ) {
+        let shared = Arc::new(Shared {
+            client: self.client.clone(),
+            config: self.config(),
+            sessions: vcfm_vsphere::SessionCache::default(),
+            metrics: Arc::new(vcfm_controller::metrics::Metrics::default()),
+        });
+        let ctx = PhaseCtx::new(shared, Arc::new(m), Timestamp::now());
+        let out = vcfm_controller::phases::lookup(phase)
+            .expect("implemented")
+            .execute(&ctx)
+            .await;
+        let (_, updates) = ctx.take();
+        (out, updates)
+    }
+
+    /// Approves `phases` one at a time, each once the migration shows it waiting.
+    pub async fn approve_each(&self, name: &str, phases: &[PhaseName]) {
+        for p in phases {
+            self.wait(
+                name,
+                &format!("{p} waiting for approval"),
+                Duration::from_secs(60),
+                |m| {
+                    assert_not_failed(m);
+                    waiting_for_approval(m) == Some(*p)
+                },
+            )
+            .await;
+            self.approve(name, *p).await;
+        }
     }
 
     /// The CRD's vcenters rules, per version.
