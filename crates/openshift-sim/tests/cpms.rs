@@ -76,9 +76,13 @@ async fn activate(c: &kube::Client, fd: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_cpms_rolls_masters_to_the_target_one_by_one() {
+    // A long observation delay keeps the stale-counter window wide even on a loaded machine.
+    let mut delays = openshift_sim::Delays::instant();
+    delays.cpms_observe = Duration::from_secs(1);
     let sim = SimCluster::start(Scenario {
         workers: 0,
         multi_vcenter_day2_gate: true,
+        delays,
         ..Scenario::default()
     })
     .await

@@ -25,8 +25,13 @@ fn ready(p: &Pod) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_pods_linger_then_come_back_under_new_names() {
+    // Windows wide enough to observe each state on a loaded machine.
+    let mut delays = openshift_sim::Delays::instant();
+    delays.pod_ready = Duration::from_secs(1);
+    delays.pod_terminate = Duration::from_secs(1);
     let sim = SimCluster::start(Scenario {
         workers: 0,
+        delays,
         ..Scenario::default()
     })
     .await
@@ -103,9 +108,12 @@ async fn condition(cos: &Api<ClusterOperator>, name: &str, type_: &str) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_progress_after_config_changes_and_machine_config_degrades_with_two_vcenters() {
+    let mut delays = openshift_sim::Delays::instant();
+    delays.operator_progressing = Duration::from_secs(2);
     let sim = SimCluster::start(Scenario {
         workers: 0,
         multi_vcenter_day2_gate: true,
+        delays,
         ..Scenario::default()
     })
     .await
