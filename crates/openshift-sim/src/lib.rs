@@ -6,6 +6,38 @@
 //! vcsims, through the HTTP API only, so the controller is judged against OpenShift's
 //! behaviour rather than its own expectations.
 //!
+//! What the operators do (each a tokio task, watch-triggered and level-triggered, all
+//! waits from [`Delays`]):
+//! - **cloud-credential operator**: copies `kube-system/vsphere-creds` verbatim into
+//!   `openshift-machine-api/vsphere-cloud-credentials` and the CCM and CSI copies.
+//! - **Machine API**: MachineSets create `<set>-<5 hex>` Machines and delete the surplus
+//!   (annotated `delete-machine` first, then not-Running, then newest; `deletePolicy:
+//!   Oldest` flips the last rule). Machines clone the provider spec's template into its
+//!   workspace on the vCenter `workspace.server` names, logging in with
+//!   `<server>.username/.password` from the credentials secret, tag the VM with
+//!   `openshift-<infraID>/<infraID>` when that tag exists, then get `vsphere://<uuid>`, a
+//!   Node (Ready after `node_ready`) and phase Running. Missing keys, template, folder,
+//!   pool or datastore make the Machine `Failed` with machine-api's texts; login, network
+//!   and vCenter errors are retried (`providerStatus.conditions[MachineCreation]`).
+//!   Deletion (finalizer `machine.openshift.io`) destroys the VM and the Node.
+//! - **CPMS operator**: Inactive does nothing; Active rolls masters one at a time toward the
+//!   template with failure domains resolved through the Infrastructure, with truthful
+//!   counters at the generation it observed; unknown names set `Degraded=True`; a deleted
+//!   CPMS comes back Inactive.
+//! - **pods**: deleted pods linger Terminating, replacements get new names and turn Ready
+//!   later; DaemonSet and mirror pods follow the Nodes.
+//! - **cluster operators**: Progressing after Infrastructure / cloud-provider-config
+//!   changes and during master replacement; `machine-config` Degraded while more than one
+//!   vCenter is configured.
+//! - **CVO**: its Deployment status follows scaling; while available it restores the
+//!   Infrastructure CRD's vCenter rule as seeded.
+//!
+//! Deviations from OpenShift, on purpose or by necessity: a ControlPlaneMachineSet CEL rule
+//! is removed from the served CRD because kube-cel 0.8 misevaluates `has()` on its
+//! underscored field; Machines are not failed when their VM disappears (a vcsim restart
+//! loses its inventory, a real vCenter restart does not); a missing credentials *Secret*
+//! (as opposed to missing keys) is retried, as machine-api does.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), openshift_sim::Error> {
 //! use openshift_sim::{Scenario, SimCluster};
