@@ -34,6 +34,13 @@ async fn pre_existing_region_category(env: &Env) {
 }
 
 async fn roll_back_and_check(env: &Env, name: &str, before: &Observed) {
+    roll_back(env, name, before, false).await;
+}
+
+/// Rolls back from phase 10 and checks the cluster is as before. With
+/// `foreign_child`, something not made by the migration sits in the cluster
+/// folder, which must then be kept (and said so).
+async fn roll_back(env: &Env, name: &str, before: &Observed, foreign_child: bool) {
     env.patch_spec(name, json!({"state": "Rollback"})).await;
     let m = env
         .wait(name, "rollback completed", Duration::from_secs(90), |m| {
@@ -84,7 +91,24 @@ async fn roll_back_and_check(env: &Env, name: &str, before: &Observed) {
         "CVO replicas restored"
     );
     // Only what the migration created is gone; the other cluster's category and tag stay.
-    assert_eq!(after.target, before.target, "target vCenter as before");
+    if foreign_child {
+        let h = st
+            .phase_history
+            .iter()
+            .rev()
+            .find(|h| h.phase == PhaseName::CreateFolder)
+            .unwrap();
+        assert!(h.message.contains("kept folder"), "{}", h.message);
+        assert!(h.message.contains("not empty"), "{}", h.message);
+        assert!(after.target.folder.is_some(), "a non-empty folder is kept");
+        assert_eq!(after.target.folder_tags, Some(Default::default()));
+        let mut t = after.target.clone();
+        t.folder = None;
+        t.folder_tags = None;
+        assert_eq!(t, before.target, "target vCenter otherwise as before");
+    } else {
+        assert_eq!(after.target, before.target, "target vCenter as before");
+    }
     assert!(after.target.tags.contains("openshift-region/other-region"));
 }
 
@@ -251,6 +275,9 @@ async fn gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back() {
     );
 
     assert_idempotent(&env, "m").await;
-    roll_back_and_check(&env, "m", &before).await;
+    // Someone put their own folder inside the cluster folder meanwhile.
+    let folder = vc.find_folder(&env.sim.target().folder).await.unwrap();
+    vc.create_folder(&folder, "not-ours").await.unwrap();
+    roll_back(&env, "m", &before, true).await;
     env.shutdown().await;
 }

@@ -730,6 +730,28 @@ mod tests {
     }
 
     #[test]
+    fn server_names_are_quoted_only_when_yaml_would_misread_them() {
+        assert_eq!(yaml_scalar("vcenter.example.com"), "vcenter.example.com");
+        assert_eq!(yaml_scalar("10.0.0.3"), "10.0.0.3");
+        assert_eq!(yaml_scalar("1.5"), "\"1.5\"");
+        assert_eq!(yaml_scalar("yes"), "\"yes\"");
+        assert_eq!(yaml_scalar("123"), "\"123\"");
+        for s in [
+            "vcenter.example.com",
+            "10.0.0.3",
+            "1.5",
+            "yes",
+            "123",
+            "null",
+            "vc-1",
+            "DC 1",
+        ] {
+            let doc = parse_yaml(&format!("{}: {}\n", yaml_scalar(s), yaml_scalar(s))).unwrap();
+            assert_eq!(doc.get(s), Some(&Value::String(s.into())), "{s}");
+        }
+    }
+
+    #[test]
     fn invalid_yaml_is_an_error_not_a_rewrite() {
         assert!(matches!(
             add_vcenter("global: [unclosed\n", &target()),
