@@ -1,0 +1,542 @@
+//! The shipped manifests (`deploy/`, a kustomize base), proven:
+//! - `kubectl kustomize deploy/` renders, the Deployment is restricted, its
+//!   probes target the port `--listen` serves, leader election is on;
+//! - least privilege: whole migrations (one completed, one failed and rolled
+//!   back) run with kube-sim enforcing RBAC, the controller being the real
+//!   `vcfm controller` binary authenticated as `vcfm-system/vcfm-controller`
+//!   and bound only by the rendered manifests; then every rule of every
+//!   ClusterRole and Role must have been used, or carry a `justified:` comment.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use openshift_sim::{Scenario, SimCluster};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vcfm_api::{MigrationPhase, VmwareCloudFoundationMigration};
+
+const NS: &str = "vcfm-system";
+const SA: &str = "vcfm-controller";
+const FD: &str = "wld01";
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+/// `kubectl kustomize deploy/`: what `kubectl apply -k deploy/` would apply.
+fn render() -> (String, Vec<Value>) {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(deploy_dir())
+        .output()
+        .expect("kubectl (with its built-in kustomize) must be installed");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/ failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    (text, docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifests"))
+}
+
+fn controller_container(docs: &[Value]) -> &Value {
+    &find(docs, "Deployment", "vcfm-controller")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn args_of(c: &Value) -> Vec<String> {
+    c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn kustomize_renders_a_restricted_deployment_whose_probes_hit_the_listen_port() {
+    let (_, docs) = render();
+    let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for k in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "Secret",
+        "VmwareCloudFoundationMigration",
+    ] {
+        assert!(kinds.contains(k), "no {k} in deploy/: {kinds:?}");
+    }
+    // The CRD is the generated one, byte for byte in content.
+    let generated: Value = serde_saphyr::from_multiple::<Value>(&vcfm_api::crd_yaml().unwrap())
+        .unwrap()
+        .into_iter()
+        .find(|d| !d.is_null())
+        .unwrap();
+    let crd = find(
+        &docs,
+        "CustomResourceDefinition",
+        "vmwarecloudfoundationmigrations.migration.openshift.io",
+    );
+    assert_eq!(numbers_as_f64(crd.clone()), numbers_as_f64(generated));
+
+    let ns = find(&docs, "Namespace", NS);
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let dep = find(&docs, "Deployment", "vcfm-controller");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], SA);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = controller_container(&docs);
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert!(sc["capabilities"]["add"].is_null());
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(sc["privileged"].is_null() || sc["privileged"] == false);
+    assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
+
+    // Probes: on the port `--listen` binds, by name or number.
+    let args = args_of(c);
+    assert_eq!(args.first().map(String::as_str), Some("controller"));
+    assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
+    let listen: std::net::SocketAddr = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--listen="))
+        .expect("--listen=ADDR in the Deployment")
+        .parse()
+        .unwrap();
+    let ports: BTreeMap<String, u64> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_string(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        let port = match &get["port"] {
+            Value::String(name) => *ports
+                .get(name)
+                .unwrap_or_else(|| panic!("{probe} port {name} not declared")),
+            Value::Number(n) => n.as_u64().unwrap(),
+            other => panic!("{probe} port {other}"),
+        };
+        assert_eq!(port, u64::from(listen.port()), "{probe} must hit --listen");
+    }
+    let svc = find(&docs, "Service", "vcfm-controller-metrics");
+    let target = svc["spec"]["ports"][0]["targetPort"].clone();
+    assert!(
+        target == json!("http") || target == json!(listen.port()),
+        "{target}"
+    );
+    // Requests and limits are set (their values: see the footprint test below).
+    for k in ["requests", "limits"] {
+        for r in ["cpu", "memory"] {
+            assert!(c["resources"][k][r].is_string(), "resources.{k}.{r}");
+        }
+    }
+    // Survives the drain of its own node: a standby on another node.
+    assert!(dep["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"),
+        "a PDB would block draining the leader's node (the standby is never Ready)"
+    );
+}
+
+/// kustomize writes `1.0` as `1`: compare numbers by value.
+fn numbers_as_f64(v: Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(m) => {
+            Value::Object(m.into_iter().map(|(k, v)| (k, numbers_as_f64(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Memory in MiB from a Kubernetes quantity (`64Mi`, `1Gi`).
+fn mebibytes(q: &str) -> f64 {
+    if let Some(n) = q.strip_suffix("Mi") {
+        n.parse().unwrap()
+    } else if let Some(n) = q.strip_suffix("Gi") {
+        n.parse::<f64>().unwrap() * 1024.0
+    } else {
+        panic!("unexpected memory quantity {q}")
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Peak RSS (MiB) and CPU seconds of a live process.
+fn footprint(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit(')').next().unwrap();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    (hwm_kb / 1024.0, ticks / 100.0)
+}
+
+struct Run {
+    stats: Vec<(String, String)>,
+    peak_mib: f64,
+    cpu_s: f64,
+    wall_s: f64,
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One migration on a fresh simulated cluster with RBAC enforced, the
+/// controller bound only by the rendered manifests.
+async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scenario = Scenario {
+        workers: 1,
+        rbac: true,
+        ..Scenario::default()
+    };
+    if fail_workers {
+        scenario.faults.fail_provision_matching = Some(format!("-worker-{FD}-"));
+    }
+    let sim = SimCluster::start(scenario).await.unwrap();
+    // Everything `kubectl apply -k deploy/` creates, examples included (the
+    // example migration is Pending, so the controller leaves it alone).
+    sim.kube().apply_yaml(docs_text).unwrap();
+    let client = sim.client();
+    let t = sim.target().clone();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("target-creds".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([
+            (format!("{}.username", t.server), t.username.clone()),
+            (format!("{}.password", t.server), t.password.clone()),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let m: VmwareCloudFoundationMigration = serde_json::from_value(json!({
+        "apiVersion": "migration.openshift.io/v1alpha1",
+        "kind": "VmwareCloudFoundationMigration",
+        "metadata": {"name": "move", "namespace": NS},
+        "spec": {
+            "state": "Running", "approvalMode": "Automatic", "rollbackOnFailure": true,
+            "targetVCenterCredentialsSecret": {"name": "target-creds"},
+            "failureDomains": [{"name": FD, "region": "region-b", "zone": "az1", "server": t.server,
+                "topology": {"datacenter": t.datacenter, "computeCluster": t.compute_cluster,
+                    "datastore": t.datastore, "networks": [t.network],
+                    "resourcePool": t.resource_pool, "template": t.template}}],
+            "machineSetConfig": {"replicas": 1}
+        }
+    }))
+    .unwrap();
+    let api = Api::<VmwareCloudFoundationMigration>::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &m).await.unwrap();
+
+    // The controller process, started with the Deployment's own arguments.
+    let token = sim.kube().mint_service_account_token(NS, SA);
+    let kubeconfig = dir.path().join("sa.kubeconfig");
+    sim.kube()
+        .write_kubeconfig(&kubeconfig, Some(&token))
+        .unwrap();
+    let mut ca = std::fs::read(&sim.source().ca_pem_path).unwrap();
+    ca.extend(std::fs::read(&t.ca_pem_path).unwrap());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let port = free_port();
+    let args: Vec<String> = args_of(controller_container(docs))
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--listen=") {
+                format!("--listen=127.0.0.1:{port}")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let log = dir.path().join("controller.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_vcfm"))
+        .args(&args)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--vcenter-ca-file")
+        .arg(&ca_file)
+        .env("POD_NAMESPACE", NS)
+        .env("POD_NAME", "vcfm-controller-test")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    let pid = child.0.id();
+
+    let start = Instant::now();
+    let want = if fail_workers {
+        MigrationPhase::RollbackCompleted
+    } else {
+        MigrationPhase::Completed
+    };
+    let mut probed = false;
+    let fin = loop {
+        if !probed
+            && let Some(r) = http_get(port, "/readyz")
+            && r.starts_with("HTTP/1.0 200")
+        {
+            // The probes' paths answer on the port the Deployment names.
+            assert!(
+                http_get(port, "/healthz")
+                    .unwrap()
+                    .starts_with("HTTP/1.0 200")
+            );
+            probed = true;
+        }
+        let m = api.get("move").await.unwrap();
+        let phase = m.status.as_ref().and_then(|s| s.phase);
+        if phase == Some(want) {
+            break m;
+        }
+        let logs = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            start.elapsed() < Duration::from_secs(150)
+                && phase != Some(MigrationPhase::RollbackCompleted),
+            "migration did not reach {want:?}: {}\ncontroller log tail:\n{}",
+            serde_json::to_string_pretty(&m.status).unwrap(),
+            logs.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(probed, "/readyz never answered 200 on the --listen port");
+    let wall_s = start.elapsed().as_secs_f64();
+    let (peak_mib, cpu_s) = footprint(pid);
+    drop(child);
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "the controller was refused something:\n{}",
+        logs.lines()
+            .filter(|l| l.to_lowercase().contains("forbidden"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let user = format!("system:serviceaccount:{NS}:{SA}");
+    let stats = sim
+        .kube()
+        .stats()
+        .snapshot()
+        .into_iter()
+        .filter(|(k, _)| k.user == user)
+        .map(|(k, _)| (k.verb, k.resource))
+        .collect();
+    eprintln!(
+        "{}: {:?} in {wall_s:.1}s; controller peak RSS {peak_mib:.1} MiB, CPU {cpu_s:.2}s",
+        if fail_workers {
+            "rollback"
+        } else {
+            "completed"
+        },
+        fin.status.and_then(|s| s.phase)
+    );
+    sim.shutdown().await;
+    Run {
+        stats,
+        peak_mib,
+        cpu_s,
+        wall_s,
+    }
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The comment lines right above each rule (`- apiGroups:` at column 0) of
+/// each Role/ClusterRole in `deploy/rbac.yaml`, by `kind/namespace/name`.
+fn rule_comments(rbac: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for doc in rbac.split("\n---") {
+        let parsed: Value = match serde_saphyr::from_str(doc) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        let kind = parsed["kind"].as_str().unwrap_or_default();
+        if kind != "Role" && kind != "ClusterRole" {
+            continue;
+        }
+        let id = format!(
+            "{kind}/{}/{}",
+            parsed["metadata"]["namespace"].as_str().unwrap_or(""),
+            parsed["metadata"]["name"].as_str().unwrap_or("")
+        );
+        let mut comments: Vec<&str> = vec![];
+        for line in doc.lines() {
+            if line.starts_with('#') {
+                comments.push(line);
+            } else if line.starts_with("- apiGroups:") {
+                out.entry(id.clone()).or_default().push(comments.join("\n"));
+                comments.clear();
+            } else {
+                comments.clear();
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_pass_with_rbac_enforced_and_every_rule_is_used_or_justified() {
+    let (text, docs) = render();
+    let completed = migrate(&text, &docs, false).await;
+    let rolled_back = migrate(&text, &docs, true).await;
+    let used: BTreeSet<(String, String)> = completed
+        .stats
+        .iter()
+        .chain(&rolled_back.stats)
+        .cloned()
+        .collect();
+
+    let rbac_src = std::fs::read_to_string(deploy_dir().join("rbac.yaml")).unwrap();
+    let comments = rule_comments(&rbac_src);
+    let mut unused = vec![];
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole")
+    {
+        let id = format!(
+            "{}/{}/{}",
+            d["kind"].as_str().unwrap(),
+            d["metadata"]["namespace"].as_str().unwrap_or(""),
+            d["metadata"]["name"].as_str().unwrap()
+        );
+        let rules = d["rules"].as_array().unwrap();
+        let notes = comments.get(&id).cloned().unwrap_or_default();
+        assert_eq!(
+            notes.len(),
+            rules.len(),
+            "{id}: rbac.yaml and the rendered manifests disagree"
+        );
+        for (rule, comment) in rules.iter().zip(notes) {
+            // Exercised when some request of the controller had one of the
+            // rule's verbs on one of its group/resources. (Counters carry no
+            // namespace or name, so a namespaced rule counts as used when the
+            // verb and resource were used anywhere.)
+            let mut unexercised = vec![];
+            for g in strs(&rule["apiGroups"]) {
+                for r in strs(&rule["resources"]) {
+                    let res = if g.is_empty() {
+                        r.clone()
+                    } else {
+                        format!("{g}/{r}")
+                    };
+                    for v in strs(&rule["verbs"]) {
+                        if !used.contains(&(v.clone(), res.clone())) {
+                            unexercised.push(format!("{v} {res}"));
+                        }
+                    }
+                }
+            }
+            if !unexercised.is_empty() && !comment.contains("justified:") {
+                unused.push(format!("{id}: {} never used", unexercised.join(", ")));
+            }
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "rules the migrations never used (remove them, or justify them in a `# justified:` comment above the rule):\n{}",
+        unused.join("\n")
+    );
+
+    // Requests and limits against the measured footprint (both runs).
+    let peak = completed.peak_mib.max(rolled_back.peak_mib);
+    let c = controller_container(&docs);
+    let limit = mebibytes(c["resources"]["limits"]["memory"].as_str().unwrap());
+    let request = mebibytes(c["resources"]["requests"]["memory"].as_str().unwrap());
+    eprintln!(
+        "footprint: peak RSS {peak:.1} MiB; CPU {:.2}s over {:.1}s and {:.2}s over {:.1}s; memory request {request} Mi, limit {limit} Mi",
+        completed.cpu_s, completed.wall_s, rolled_back.cpu_s, rolled_back.wall_s
+    );
+    assert!(
+        limit >= 2.0 * peak,
+        "memory limit {limit} Mi leaves no headroom over the measured {peak:.1} MiB"
+    );
+    assert!(
+        request >= peak * 0.75,
+        "memory request {request} Mi is far below the measured {peak:.1} MiB"
+    );
+}
