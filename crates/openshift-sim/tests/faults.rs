@@ -334,3 +334,28 @@ async fn wrong_credentials_and_degraded_operator() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_vcsim_restart_drops_the_inventory_and_the_vcenter_comes_back() {
+    let mut scenario = Scenario {
+        workers: 0,
+        ..Scenario::default()
+    };
+    scenario.faults.vcsim_restart = Some(openshift_sim::VcsimRestart {
+        site: Site::Target,
+        after: Duration::from_millis(1500),
+    });
+    let sim = SimCluster::start(scenario).await.expect("start");
+    let vc = sim.vsphere_client(Site::Target).unwrap();
+    vc.ensure_folder(&sim.target().folder).await.unwrap();
+    eventually("the restart dropped the folder", DEADLINE, || async {
+        match vc.find_folder(&sim.target().folder).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Same server, same CA, fresh inventory: the template is back and sessions re-login.
+    vc.find_vm(&sim.target().template).await.unwrap();
+    sim.shutdown().await;
+}
