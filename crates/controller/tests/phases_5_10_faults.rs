@@ -57,7 +57,24 @@ async fn vcsim_restart_and_a_kill_between_lift_and_restore_are_survived() {
         env.sim.restart_vcsim(Site::Target)
     );
     restarted.unwrap();
-    env.wait_completed("m", PhaseName::CreateTags).await;
+    let m = env.wait_completed("m", PhaseName::CreateTags).await;
+    // The restart really hit the phase: some of its vSphere calls failed.
+    let tags_phase = m
+        .status
+        .as_ref()
+        .unwrap()
+        .phase_history
+        .iter()
+        .find(|h| h.phase == PhaseName::CreateTags)
+        .unwrap();
+    assert!(
+        tags_phase
+            .logs
+            .iter()
+            .any(|l| l.component == "vsphere" && l.fields.get("failed").is_some_and(|f| f != "0")),
+        "{}",
+        summary(&m)
+    );
     env.approve("m", PhaseName::CreateFolder).await;
     env.wait_completed("m", PhaseName::CreateFolder).await;
 
