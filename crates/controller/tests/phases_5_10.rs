@@ -13,8 +13,9 @@ use std::time::Duration;
 use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
 use vcfm_vsphere::{Cardinality, CategorySpec};
 
-/// A topology category another cluster made on the target, with its own tag.
-async fn pre_existing_region_category(env: &Env) {
+/// A topology category another cluster made on the target, with its own tag
+/// and, when `with_ours`, an unattached tag named like our region.
+async fn pre_existing_region_category(env: &Env, with_ours: bool) {
     let vc = env.sim.vsphere_client(Site::Target).unwrap();
     let cat = vc
         .ensure_category(&CategorySpec {
@@ -31,6 +32,11 @@ async fn pre_existing_region_category(env: &Env) {
     vc.ensure_tag(&cat.id, "other-region", "another cluster")
         .await
         .unwrap();
+    if with_ours {
+        vc.ensure_tag(&cat.id, REGION, "made by hand")
+            .await
+            .unwrap();
+    }
 }
 
 async fn roll_back_and_check(env: &Env, name: &str, before: &Observed) {
@@ -123,7 +129,7 @@ async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back(
         "p510-off-yaml",
     )
     .await;
-    pre_existing_region_category(&env).await;
+    pre_existing_region_category(&env, true).await;
     let before = env.observe().await;
     env.spawn_controller();
     env.create_migration("m", env.spec(false)).await;
@@ -184,6 +190,24 @@ async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back(
         "a pre-existing category is not recorded as created: {:?}",
         status.created_vsphere_objects
     );
+    // The pre-existing region tag is reused: only its attachment is ours.
+    let region_tag = format!("openshift-region/{REGION}");
+    assert!(
+        !status
+            .created_vsphere_objects
+            .iter()
+            .any(|o| o.kind == "Tag" && o.name == region_tag),
+        "{:?}",
+        status.created_vsphere_objects
+    );
+    assert!(
+        status
+            .created_vsphere_objects
+            .iter()
+            .any(|o| o.kind == "TagAttachment" && o.name.starts_with(&format!("{REGION} on "))),
+        "{:?}",
+        status.created_vsphere_objects
+    );
 
     assert_idempotent(&env, "m").await;
     roll_back_and_check(&env, "m", &before).await;
@@ -203,7 +227,7 @@ async fn gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back() {
         "p510-on-ini",
     )
     .await;
-    pre_existing_region_category(&env).await;
+    pre_existing_region_category(&env, false).await;
     let before = env.observe().await;
     env.spawn_controller();
     let created = env.create_migration("m", env.spec(true)).await;
