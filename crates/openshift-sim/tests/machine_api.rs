@@ -310,3 +310,35 @@ async fn broken_credential_operator_never_propagates_and_missing_folder_fails() 
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_pool_datastore_and_folder_fall_back_to_machine_api_defaults() {
+    let sim = SimCluster::start(Scenario {
+        workers: 0,
+        ..Scenario::default()
+    })
+    .await
+    .expect("start");
+    let c = sim.client();
+    common::add_target_credentials(&sim).await;
+    common::wait_target_credentials_propagated(&sim).await;
+    let set = format!("{}-worker-defaults", sim.infra_id());
+    let mut ms = common::target_machineset(&sim, &set, 1).await;
+    let tmpl = ms.spec.template.as_mut().unwrap().spec.as_mut().unwrap();
+    let value = tmpl.provider_spec.as_mut().unwrap().value.as_mut().unwrap();
+    for k in ["resourcePool", "datastore", "folder"] {
+        value["workspace"].as_object_mut().unwrap().remove(k);
+    }
+    machinesets(&c)
+        .create(&PostParams::default(), &ms)
+        .await
+        .unwrap();
+    let names = wait_running(&c, &set, 1).await;
+    let tgt = sim.vsphere_client(Site::Target).unwrap();
+    let root = format!("/{}/vm", sim.target().datacenter);
+    assert!(
+        vms_in(&tgt, &root).await.unwrap().contains(&names[0]),
+        "cloned into the datacenter's VM folder"
+    );
+    sim.shutdown().await;
+}

@@ -382,21 +382,30 @@ async fn clone_vm(
         .find_folder(&place.folder)
         .await
         .map_err(|e| not_found_or(e, "folder", name))?;
+    // Empty pool / datastore: machine-api's defaults (the datacenter's first cluster's root
+    // pool; the template's datastore).
     let pool_path = ws.resource_pool.clone().unwrap_or_default();
-    let pool = vc
-        .find_resource_pool(&pool_path)
-        .await
-        .map_err(|e| not_found_or(e, "resource pool", name))?;
-    let ds = ws.datastore.clone().unwrap_or_default();
-    let ds_path = if ds.starts_with('/') {
-        ds
+    let pool = if pool_path.is_empty() {
+        default_pool(&vc, dc).await
     } else {
-        format!("/{dc}/datastore/{ds}")
+        vc.find_resource_pool(&pool_path).await
+    }
+    .map_err(|e| not_found_or(e, "resource pool", name))?;
+    let ds = ws.datastore.clone().unwrap_or_default();
+    let datastore = if ds.is_empty() {
+        None
+    } else {
+        let ds_path = if ds.starts_with('/') {
+            ds
+        } else {
+            format!("/{dc}/datastore/{ds}")
+        };
+        Some(
+            vc.find_datastore(&ds_path)
+                .await
+                .map_err(|e| not_found_or(e, "datastore", name))?,
+        )
     };
-    let datastore = vc
-        .find_datastore(&ds_path)
-        .await
-        .map_err(|e| not_found_or(e, "datastore", name))?;
     for dev in ps
         .network
         .as_ref()
@@ -422,7 +431,7 @@ async fn clone_vm(
         ));
     }
     let mut spec = CloneSpec::new(folder, Some(pool));
-    spec.datastore = Some(datastore);
+    spec.datastore = datastore;
     spec.power_on = true;
     spec.timeout = Duration::from_secs(60);
     let vm = match vc.clone_vm(&template, name, &spec).await {
@@ -446,6 +455,27 @@ async fn clone_vm(
         tracing::warn!(machine = %name, error = %e, "attaching the ownership tag failed");
     }
     vm_uuid(&vc, &vm).await
+}
+
+/// The root resource pool of the datacenter's first compute cluster.
+async fn default_pool(vc: &vcfm_vsphere::Client, dc: &str) -> vcfm_vsphere::Result<MoRef> {
+    let host_folder = vc.find_folder(&format!("/{dc}/host")).await?;
+    let children = vc.folder_children(&host_folder).await?;
+    let clusters: Vec<MoRef> = children
+        .into_iter()
+        .filter(|c| c.kind == "ClusterComputeResource")
+        .collect();
+    let props = vc
+        .retrieve_properties("ClusterComputeResource", &clusters, &["resourcePool"])
+        .await?;
+    props
+        .first()
+        .and_then(|o| o.moref("resourcePool"))
+        .ok_or_else(|| vcfm_vsphere::Error::NotFound {
+            server: vc.server().to_string(),
+            kind: "resource pool".into(),
+            path: format!("/{dc}/host/*/Resources"),
+        })
 }
 
 async fn vm_uuid(vc: &vcfm_vsphere::Client, vm: &MoRef) -> Result<String, Stop> {
