@@ -11,7 +11,9 @@ use common::{eventually, list_machines, vms_in};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use openshift_sim::{Scenario, SimCluster, Site};
-use vcfm_api::openshift::{ControlPlaneMachineSet, Infrastructure, Machine, find_condition};
+use vcfm_api::openshift::{
+    ClusterOperator, ControlPlaneMachineSet, Infrastructure, Machine, find_condition,
+};
 
 fn cpms_api(c: &kube::Client) -> Api<ControlPlaneMachineSet> {
     Api::namespaced(c.clone(), "openshift-machine-api")
@@ -253,6 +255,27 @@ async fn unknown_failure_domain_degrades_and_deleted_cpms_returns_inactive() {
         3,
         "no master touched"
     );
+    let cos: Api<ClusterOperator> = Api::all(c.clone());
+    eventually(
+        "control-plane-machine-set operator Degraded",
+        Duration::from_secs(20),
+        || async {
+            let co = cos
+                .get("control-plane-machine-set")
+                .await
+                .map_err(|e| e.to_string())?;
+            let bad = co.instability();
+            if bad
+                .iter()
+                .any(|b| b.starts_with("Degraded=True") && b.contains("no-such-fd"))
+            {
+                Ok(())
+            } else {
+                Err(format!("{bad:?}"))
+            }
+        },
+    )
+    .await;
 
     cpms_api(&c)
         .delete("cluster", &DeleteParams::default())

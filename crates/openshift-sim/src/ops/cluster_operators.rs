@@ -101,6 +101,12 @@ async fn reconcile(
     let rolling = cpms
         .as_ref()
         .is_some_and(|c| c.spec.state.as_deref() == Some("Active") && !c.rollout_complete());
+    let cpms_degraded = cpms.as_ref().and_then(|c| {
+        let st = c.status.as_ref()?;
+        vcfm_api::openshift::find_condition(&st.conditions, "Degraded")
+            .filter(|d| d.status == "True")
+            .map(|d| d.message.clone().unwrap_or_default())
+    });
     let now = Instant::now();
     let active: HashMap<&'static str, bool> = {
         let mut st = state.lock().map_err(|e| e.to_string())?;
@@ -132,6 +138,10 @@ async fn reconcile(
         .then(|| progressing_message(&name, &ctx.version));
         let degraded = if ctx.faults.degraded_operator.as_deref() == Some(name.as_str()) {
             Some("simulated fault: operator reports Degraded".to_string())
+        } else if name == "control-plane-machine-set"
+            && let Some(msg) = cpms_degraded.clone()
+        {
+            Some(msg)
         } else if name == "machine-config" && vcenters > 1 {
             Some(format!(
                 "Unable to apply {}: error during syncRequiredMachineConfigPools: [context deadline exceeded, error pool master is not ready, retrying. Status: (pool degraded: true total: 3, ready 0, updated: 0, unavailable: 3)]: the cloud provider configuration lists {vcenters} vCenters",
