@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod plan;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -41,6 +42,16 @@ enum Command {
     Resume { name: String },
     /// Undo the completed phases (refused past the point of no return).
     Rollback { name: String },
+    /// Run the preflight checks read-only and print what the migration would change.
+    Plan {
+        name: String,
+        /// PEM bundle of the CAs that sign the vCenter certificates (default: system roots).
+        #[arg(long, env = "VCFM_VCENTER_CA_FILE")]
+        vcenter_ca_file: Option<PathBuf>,
+        /// Do not verify vCenter certificates. Only for labs.
+        #[arg(long)]
+        vcenter_insecure: bool,
+    },
     /// A whole migration on an embedded simulated cluster and two simulated vCenters, shown live.
     Demo(demo::DemoArgs),
 }
@@ -110,6 +121,29 @@ async fn main() -> anyhow::Result<()> {
                 vcfm_api::MigrationState::Running,
             )
             .await
+        }
+        Command::Plan {
+            name,
+            vcenter_ca_file,
+            vcenter_insecure,
+        } => {
+            let client = cli::client(cli.kubeconfig.as_deref()).await?;
+            let ca_pem = match &vcenter_ca_file {
+                Some(p) => Some(std::fs::read(p).map_err(|e| {
+                    anyhow::anyhow!("reading --vcenter-ca-file {}: {e}", p.display())
+                })?),
+                None => None,
+            };
+            let tls = plan::VcenterTls {
+                ca_pem,
+                insecure: vcenter_insecure,
+            };
+            let (text, passed) = plan::plan(client, &cli.namespace, &name, tls).await?;
+            print!("{text}");
+            if !passed {
+                std::process::exit(2);
+            }
+            Ok(())
         }
         Command::Demo(args) => {
             if std::env::var_os("RUST_LOG").is_some() {

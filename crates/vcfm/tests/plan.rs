@@ -1,0 +1,230 @@
+//! `vcfm plan NAME` on a simulated OpenShift cluster: it prints the preflight
+//! verdict and every change the migration would make, and changes nothing
+//! (no write request reaches the API server, every object keeps its
+//! resourceVersion, both vCenters keep their inventory, tags and folders).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::discovery::{Discovery, verbs};
+use kube_sim::UserInfo;
+use openshift_sim::{Scenario, SimCluster, Site};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use vcfm_api::VmwareCloudFoundationMigration;
+
+const NS: &str = "vcfm-system";
+
+/// resourceVersion of every object of every listable kind.
+async fn all_objects(client: &kube::Client) -> BTreeMap<String, String> {
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let mut out = BTreeMap::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            if !caps.supports_operation(verbs::LIST) || ar.kind == "Event" {
+                continue;
+            }
+            let list = Api::<DynamicObject>::all_with(client.clone(), &ar)
+                .list(&ListParams::default())
+                .await
+                .unwrap();
+            for o in list.items {
+                out.insert(
+                    format!(
+                        "{} {}/{}",
+                        ar.kind,
+                        o.metadata.namespace.unwrap_or_default(),
+                        o.metadata.name.unwrap_or_default()
+                    ),
+                    o.metadata.resource_version.unwrap_or_default(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Categories, tags, VMs and VM folders of one simulated vCenter.
+async fn vcenter_state(sim: &SimCluster, site: Site) -> BTreeSet<String> {
+    let vc = sim.vsphere_client(site).unwrap();
+    let info = sim.vcenter(site);
+    let mut out = BTreeSet::new();
+    for c in vc.list_categories().await.unwrap() {
+        out.insert(format!("category {c}"));
+    }
+    for t in vc.list_tags().await.unwrap() {
+        out.insert(format!("tag {t}"));
+    }
+    let root = vc
+        .find_folder(&format!("/{}/vm", info.datacenter))
+        .await
+        .unwrap();
+    for child in vc.folder_children(&root).await.unwrap() {
+        out.insert(format!("child {child:?}"));
+    }
+    for v in vc.list_vms(&root, true).await.unwrap() {
+        out.insert(format!("vm {} {}", v.name, v.power_state));
+    }
+    let _ = vc.logout().await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_prints_the_changes_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimCluster::start(Scenario {
+        workers: 1,
+        ..Scenario::default()
+    })
+    .await
+    .unwrap();
+    let client = sim.client();
+    let (src, t) = (sim.source().clone(), sim.target().clone());
+    let infra_id = sim.infra_id().to_string();
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(NS.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("target-creds".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([
+            (format!("{}.username", t.server), t.username.clone()),
+            (format!("{}.password", t.server), t.password.clone()),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let m: VmwareCloudFoundationMigration = serde_json::from_value(json!({
+        "apiVersion": "migration.openshift.io/v1alpha1",
+        "kind": "VmwareCloudFoundationMigration",
+        "metadata": {"name": "move", "namespace": NS},
+        "spec": {
+            "state": "Pending",
+            "targetVCenterCredentialsSecret": {"name": "target-creds"},
+            "failureDomains": [{"name": "wld01-az1", "region": "region-b", "zone": "az1", "server": t.server,
+                "topology": {"datacenter": t.datacenter, "computeCluster": t.compute_cluster,
+                    "datastore": t.datastore, "networks": [t.network],
+                    "resourcePool": t.resource_pool, "template": t.template}}],
+            "machineSetConfig": {"replicas": 2}
+        }
+    }))
+    .unwrap();
+    Api::<VmwareCloudFoundationMigration>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &m)
+        .await
+        .unwrap();
+
+    // The simulated operators are level-triggered: a quiet cluster stays put.
+    let before = all_objects(&client).await;
+    let (src_before, tgt_before) = (
+        vcenter_state(&sim, Site::Source).await,
+        vcenter_state(&sim, Site::Target).await,
+    );
+
+    // The plan runs as its own user, so its requests can be told apart.
+    let token = "plan-user-token";
+    sim.kube().add_token(
+        token,
+        UserInfo {
+            name: "plan-user".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        },
+    );
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.kube()
+        .write_kubeconfig(&kubeconfig, Some(token))
+        .unwrap();
+    let mut ca = std::fs::read(&src.ca_pem_path).unwrap();
+    ca.extend(std::fs::read(&t.ca_pem_path).unwrap());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
+        .args(["plan", "move", "-n", NS, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--vcenter-ca-file")
+        .arg(&ca_file)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "vcfm plan failed:\n{text}\n{err}");
+    eprintln!("{text}");
+
+    // What it says.
+    let has = |s: &str| assert!(text.contains(s), "plan lacks {s:?}:\n{text}");
+    has("Preflight: all checks passed.");
+    has("Confirm before starting");
+    // Infrastructure: the target vCenter and failure domain appended, the source kept.
+    has(&format!("    +   server: \"{}\"", t.server));
+    has("    + - name: wld01-az1");
+    has(&format!("        server: \"{}\"", src.server));
+    has("cluster-version operator is scaled to 0");
+    // cloud-provider-config: a vcenter entry for the target, the rest unchanged.
+    has(&format!(
+        "    +   {}:\n    +     server: {}",
+        t.server, t.server
+    ));
+    has(&format!("        {}:\n", src.server));
+    has("      labels:");
+    // Credentials: key names, never values.
+    has(&format!("  + {}.username", t.server));
+    has(&format!("  + {}.password", t.server));
+    assert!(!text.contains(&t.password) && !text.contains(&src.password));
+    // Tags and the folder on the target.
+    has("+ category openshift-region   + tag region-b   attached to datacenter");
+    has("+ category openshift-zone   + tag az1   attached to compute cluster");
+    has(&format!(
+        "+ category openshift-{infra_id}   + tag {infra_id}"
+    ));
+    has(&format!("+ VM folder /{}/vm/{infra_id}", t.datacenter));
+    // Machines.
+    has(&format!(
+        "  + {infra_id}-worker-wld01-az1: 2 replica(s), copied from {infra_id}-worker-0"
+    ));
+    has(&format!("template {}", t.template));
+    has("    - state: Inactive\n");
+    has("    + state: Active\n");
+    has("    -   - name: generated-failure-domain\n");
+    has("    +   - name: wld01-az1\n");
+    has(&format!(
+        "  - MachineSet {infra_id}-worker-0 (1 replica(s)) scaled to 0, then deleted"
+    ));
+
+    // What it did: reads only.
+    let user_verbs: BTreeSet<String> = sim
+        .kube()
+        .stats()
+        .snapshot()
+        .into_iter()
+        .filter(|(k, _)| k.user == "plan-user")
+        .map(|(k, _)| k.verb)
+        .collect();
+    assert!(!user_verbs.is_empty());
+    assert!(
+        user_verbs.iter().all(|v| v == "get" || v == "list"),
+        "vcfm plan made requests other than reads: {user_verbs:?}"
+    );
+    let after = all_objects(&client).await;
+    assert_eq!(before, after, "objects changed");
+    assert_eq!(src_before, vcenter_state(&sim, Site::Source).await);
+    assert_eq!(tgt_before, vcenter_state(&sim, Site::Target).await);
+    sim.shutdown().await;
+}
