@@ -16,7 +16,6 @@ use vcfm_api::{
     ClusterFacts, MigrationPhase, MigrationStatus, PhaseHistoryEntry, PhaseName, PhaseState,
     PhaseStatus, SourceVCenter,
 };
-use vcfm_controller::error::PhaseError;
 use vcfm_controller::state::Outcome;
 use vcfm_vsphere::{Cardinality, CategorySpec};
 
@@ -370,9 +369,14 @@ async fn create_tags_reports_conflicts_and_incompatible_categories() {
     let (out, updates) = env.execute_once(m.clone(), PhaseName::CreateTags).await;
     match out {
         Ok(Outcome::Failed { message }) => {
+            // Both problems at once, so that one round of fixes suffices.
             assert!(message.contains("someone-elses-region"), "{message}");
             assert!(message.contains(REGION), "{message}");
             assert!(message.contains(&format!("/{}", t.datacenter)), "{message}");
+            assert!(
+                message.contains("\"openshift-zone\" exists but is incompatible"),
+                "{message}"
+            );
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -384,7 +388,8 @@ async fn create_tags_reports_conflicts_and_incompatible_categories() {
     let before = env.target_state().await;
     let (out, _) = env.execute_once(m, PhaseName::CreateTags).await;
     match out {
-        Err(PhaseError::Fatal(message)) => {
+        Ok(Outcome::Failed { message }) => {
+            assert!(!message.contains("someone-elses-region"), "{message}");
             assert!(message.contains("openshift-zone"), "{message}");
             assert!(message.contains("incompatible"), "{message}");
             assert!(message.contains("SINGLE"), "{message}");

@@ -112,6 +112,26 @@ pub fn record(ctx: &PhaseCtx, phase: PhaseName, server: &str, kind: &str, id: &s
     });
 }
 
+/// Fails with an actionable message when a pre-existing category cannot serve `spec`.
+pub fn check_compatible(
+    server: &str,
+    found: &Category,
+    spec: &CategorySpec,
+) -> Result<(), PhaseError> {
+    match found.incompatibility(spec) {
+        None => Ok(()),
+        Some(why) => Err(PhaseError::fatal(format!(
+            "target vCenter {server}: tag category {:?} exists but is incompatible ({why}); it must have cardinality SINGLE and be associable with {}: fix or delete it in vCenter, then retry",
+            spec.name,
+            spec.associable_types
+                .iter()
+                .map(|t| vcfm_vsphere::normalise_associable_type(t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// Returns the category, creating it (marked as ours, recorded) when missing.
 /// A pre-existing one must be compatible.
 pub async fn ensure_category(
@@ -136,17 +156,7 @@ pub async fn ensure_category(
             Err(e) => return Err(e.into()),
         },
     };
-    if let Some(why) = found.incompatibility(spec) {
-        return Err(PhaseError::fatal(format!(
-            "target vCenter {server}: tag category {:?} exists but is incompatible ({why}); it must have cardinality SINGLE and be associable with {}: fix or delete it in vCenter, then retry",
-            spec.name,
-            spec.associable_types
-                .iter()
-                .map(|t| vcfm_vsphere::normalise_associable_type(t))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    check_compatible(&server, &found, spec)?;
     if is_ours(ctx, &found.description) {
         record(ctx, phase, &server, KIND_CATEGORY, &found.id, &found.name);
     }

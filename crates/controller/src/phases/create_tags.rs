@@ -76,18 +76,33 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             message: conflicts.join("; "),
         });
     }
+    // Pass 1, read-only on every target: conflicts and incompatible
+    // categories are reported before anything is created anywhere.
     let mut conflicts = vec![];
-    let mut pending = vec![];
-    let mut attached = 0;
+    let mut plan = vec![];
     for server in ctx.migration.target_servers() {
         let vc = ctx.target_vcenter(server).await?;
-        let on_server: Vec<&FailureDomain> = fds.iter().filter(|f| f.server == server).collect();
-
-        // Conflicts first, so that nothing is created on a vCenter that cannot be used.
         let region_cat = vc.find_category(REGION_CATEGORY).await?;
         let zone_cat = vc.find_category(ZONE_CATEGORY).await?;
+        let owner_cat = vc
+            .find_category(&tags::ownership_category(&infra_id))
+            .await?;
+        for (cat, spec) in [
+            (
+                &region_cat,
+                tags::topology_spec(REGION_CATEGORY, String::new()),
+            ),
+            (&zone_cat, tags::topology_spec(ZONE_CATEGORY, String::new())),
+            (&owner_cat, tags::ownership_spec(&infra_id, String::new())),
+        ] {
+            if let Some(c) = cat
+                && let Err(e) = tags::check_compatible(server, c, &spec)
+            {
+                conflicts.push(e.to_string());
+            }
+        }
         let mut placements = vec![];
-        for fd in &on_server {
+        for fd in fds.iter().filter(|f| f.server == server) {
             let dc_path = format!("/{}", datacenter_name(fd));
             let dc = vc.find_datacenter(&dc_path).await?;
             let cluster = vc.find_cluster(&fd.topology.compute_cluster).await?;
@@ -106,12 +121,22 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
                     fd.topology.compute_cluster, fd.name, fd.zone
                 ));
             }
-            placements.push((*fd, dc, dc_path, cluster));
+            placements.push((fd, dc, dc_path, cluster));
         }
-        if !conflicts.is_empty() {
-            continue;
-        }
-
+        plan.push((server, vc, placements));
+    }
+    if !conflicts.is_empty() {
+        return Ok(Outcome::Failed {
+            message: format!(
+                "the target vCenter cannot take the topology tags: {}",
+                conflicts.join("; ")
+            ),
+        });
+    }
+    // Pass 2: create what is missing and attach.
+    let mut pending = vec![];
+    let mut attached = 0;
+    for (server, vc, placements) in plan {
         let desc = tags::marker(ctx);
         let region_cat = tags::ensure_category(
             ctx,
@@ -145,14 +170,6 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
                 }
             }
         }
-    }
-    if !conflicts.is_empty() {
-        return Ok(Outcome::Failed {
-            message: format!(
-                "the target is already tagged differently: {}",
-                conflicts.join("; ")
-            ),
-        });
     }
     if !pending.is_empty() {
         // The intent is persisted with this outcome; the next step attaches.
