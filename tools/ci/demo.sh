@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# `make demo`: a whole migration on the simulated environment.
+# `make demo`: a whole migration on the simulated environment (two vcsim
+# vCenters, kube-sim, openshift-sim), shown live. The Makefile has already
+# installed the packages and built vcsim (target/vcsim/vcsim). Extra
+# arguments go to `vcfm demo` (e.g. tools/ci/demo.sh --manual).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! cargo run -q -p vcfm -- demo --help >/dev/null 2>&1; then
-  echo "make demo: 'vcfm demo' is not built yet (it lands with the deploy/demo work, issue 9)." >&2
-  echo "Until then, 'make test' exercises every piece that exists against the simulators." >&2
+if [ -z "${VCFM_SHARED_DIR:-}" ] && [ ! -d ../shared/openshift-crds ]; then
+  echo "make demo: the OpenShift CRDs are not at ../shared/openshift-crds; set VCFM_SHARED_DIR to the directory holding openshift-crds/." >&2
   exit 1
 fi
-exec cargo run -q -p vcfm -- demo "$@"
+cargo build -q -p vcfm --bin vcfm
+exec cargo run -q -p vcfm --bin vcfm -- demo "$@"
