@@ -32,9 +32,7 @@
 //! - **CVO**: its Deployment status follows scaling; while available it restores the
 //!   Infrastructure CRD's vCenter rule as seeded.
 //!
-//! Deviations from OpenShift, on purpose or by necessity: a ControlPlaneMachineSet CEL rule
-//! is removed from the served CRD because kube-cel 0.8 misevaluates `has()` on its
-//! underscored field; Machines are not failed when their VM disappears (a vcsim restart
+//! Deviations from OpenShift, on purpose or by necessity: Machines are not failed when their VM disappears (a vcsim restart
 //! loses its inventory, a real vCenter restart does not); a missing credentials *Secret*
 //! (as opposed to missing keys) is retried, as machine-api does.
 //!
@@ -140,61 +138,13 @@ fn crd_dir_in(shared: &Path, multi_vcenter_day2_gate: bool) -> Result<PathBuf, E
     }
 }
 
-/// The one rule of the real CRDs that kube-cel 0.8 evaluates wrongly: `has()` on the
-/// underscored field `machines_v1beta1_machine_openshift_io` is always false, so every valid
-/// ControlPlaneMachineSet would be rejected. The CRD is served without it (schema and all
-/// other rules intact) until kube-cel or kube-sim handles it.
-const CEL_WORKAROUND_RULE: &str = "machines_v1beta1_machine_openshift_io configuration is";
-
-/// Applies every CRD of `dir`, minus [`CEL_WORKAROUND_RULE`].
+/// Applies every CRD of `dir` exactly as OpenShift ships it.
 fn install_openshift_crds(kube: &KubeSim, dir: &Path) -> Result<(), Error> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|_| Error::SharedDirMissing(dir.to_path_buf()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|_| Error::SharedDirMissing(f.clone()))?;
-        if !text.contains(CEL_WORKAROUND_RULE) {
-            kube.apply_yaml(&text)?;
-            continue;
-        }
-        let mut crd: Value = serde_saphyr::from_str(&text).map_err(|e| Error::Seed {
-            what: f.display().to_string(),
-            message: e.to_string(),
-        })?;
-        strip_rule(&mut crd, CEL_WORKAROUND_RULE);
-        let json = serde_json::to_string(&crd).map_err(|e| Error::Seed {
-            what: f.display().to_string(),
-            message: e.to_string(),
-        })?;
-        kube.apply_yaml(&json)?;
+    if !dir.is_dir() {
+        return Err(Error::SharedDirMissing(dir.to_path_buf()));
     }
+    kube.apply_yaml_dir(dir)?;
     Ok(())
-}
-
-/// Removes every `x-kubernetes-validations` entry whose message starts with `message`.
-fn strip_rule(v: &mut Value, message: &str) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::Array(rules)) = m.get_mut("x-kubernetes-validations") {
-                rules.retain(|r| {
-                    !r.get("message")
-                        .and_then(Value::as_str)
-                        .is_some_and(|s| s.starts_with(message))
-                });
-                if rules.is_empty() {
-                    m.remove("x-kubernetes-validations");
-                }
-            }
-            for child in m.values_mut() {
-                strip_rule(child, message);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|c| strip_rule(c, message)),
-        _ => {}
-    }
 }
 
 /// CRDs OpenShift's API repository does not ship (cluster-autoscaler-operator's).
@@ -695,17 +645,5 @@ mod tests {
     fn both_feature_sets_are_found_in_the_shared_dir() {
         assert!(crd_dir(false).is_ok_and(|d| d.ends_with("default")));
         assert!(crd_dir(true).is_ok_and(|d| d.ends_with("multi-vcenter-day2")));
-    }
-
-    #[test]
-    fn workaround_strips_only_the_named_rule() {
-        let mut v = json!({"a": {"x-kubernetes-validations": [
-            {"rule": "r1", "message": "machines_v1beta1_machine_openshift_io configuration is required"},
-            {"rule": "r2", "message": "other"}]}});
-        strip_rule(&mut v, CEL_WORKAROUND_RULE);
-        assert_eq!(
-            v,
-            json!({"a": {"x-kubernetes-validations": [{"rule": "r2", "message": "other"}]}})
-        );
     }
 }
