@@ -323,34 +323,7 @@ async fn execute(
     now: Timestamp,
 ) -> Result<Action, Error> {
     let name = m.name_any();
-    let Some(imp) = phases::lookup(phase) else {
-        let msg = format!(
-            "phase {phase} is not available in this version of vcfm; the migration stops here, before changing anything more"
-        );
-        let mut changed = false;
-        status::update(api, &name, |st, g| {
-            state::set_waiting(st, phase, false, g, now);
-            if let Some(c) = st.current_phase_state.as_mut() {
-                c.message = msg.clone();
-            }
-            changed = conditions::set(
-                &mut st.conditions,
-                ConditionType::Progressing,
-                false,
-                "PhaseNotImplemented",
-                &msg,
-                g,
-                now,
-            );
-        })
-        .await?;
-        if changed {
-            ctx.events
-                .publish(m, true, "PhaseNotImplemented", "Stop", msg)
-                .await;
-        }
-        return Ok(Action::await_change());
-    };
+    let imp = phases::phase(phase);
 
     // Persist "started" before touching anything, so a crash mid-phase leaves
     // a record that rollback will see.
@@ -541,12 +514,7 @@ async fn rollback(
 ) -> Result<Action, Error> {
     let name = m.name_any();
     let pctx = PhaseCtx::new(ctx.shared.clone(), Arc::new(m.clone()), now);
-    let result = match phases::lookup(phase) {
-        Some(imp) => imp.rollback(&pctx).await,
-        None => Ok(RollbackOutcome::Done(
-            "nothing to undo in this version".into(),
-        )),
-    };
+    let result = phases::phase(phase).rollback(&pctx).await;
     let (logs, updates) = pctx.take();
     let step = match result {
         Ok(RollbackOutcome::Done(msg)) => Ok(msg),

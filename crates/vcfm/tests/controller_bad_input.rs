@@ -79,13 +79,22 @@ async fn expect_refused(
         st.source_vcenter.is_none() && st.backup_manifests.is_empty(),
         "{name}: a failed Preflight records nothing"
     );
-    let events = env.events_for(name).await;
-    assert!(
-        events
+    // The Event is published right after the status write it describes.
+    let start = std::time::Instant::now();
+    loop {
+        let events = env.events_for(name).await;
+        if events
             .iter()
-            .any(|l| l.starts_with("PhaseFailed") && must_mention.iter().all(|s| l.contains(s))),
-        "{name}: no PhaseFailed Event naming the problem: {events:#?}"
-    );
+            .any(|l| l.starts_with("PhaseFailed") && must_mention.iter().all(|s| l.contains(s)))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{name}: no PhaseFailed Event naming the problem: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         env.snapshot().await,
         before,
