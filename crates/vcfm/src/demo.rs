@@ -746,7 +746,7 @@ impl View {
         };
         if tty {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
-            let plain = ProgressStyle::with_template("{msg}")
+            let plain = ProgressStyle::with_template("{wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             let header = multi.add(ProgressBar::new(1).with_style(plain.clone()));
             for p in PhaseName::ALL {
@@ -865,7 +865,7 @@ impl View {
         };
         if row.running {
             let style = ProgressStyle::with_template(&format!(
-                "{name} {icon} {{bar:30.cyan/blue}} {{pos:>3}}% {{msg}}"
+                "{name} {icon} {{bar:30.cyan/blue}} {{pos:>3}}% {{wide_msg}}"
             ))
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("█▉▊▋▌▍▎▏ ");
@@ -874,7 +874,7 @@ impl View {
             b.set_message(row.detail.clone());
         } else {
             b.set_style(
-                ProgressStyle::with_template("{msg}")
+                ProgressStyle::with_template("{wide_msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_message(format!("{name} {icon} {:<18} {}", row.status, row.detail));
@@ -897,7 +897,10 @@ impl View {
             print!("{question}");
             std::io::stdout().flush()?;
             let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
+            // End of input is no approval.
+            if std::io::stdin().read_line(&mut line)? == 0 {
+                return Ok("q".into());
+            }
             Ok(line)
         };
         let line = match &self.multi {

@@ -6,14 +6,28 @@
 use std::process::{Command, Stdio};
 
 fn demo(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
-        .arg("demo")
-        .args(["--speed", "max", "--timeout", "240"])
-        .args(args)
+    demo_with_input(args, "")
+}
+
+/// Runs `vcfm demo ARGS` (at test speed unless ARGS set one) with `input` on stdin.
+fn demo_with_input(args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcfm"));
+    cmd.arg("demo").args(["--timeout", "240"]).args(args);
+    if !args.contains(&"--speed") {
+        cmd.args(["--speed", "max"]);
+    }
+    let mut child = cmd
         .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -49,7 +63,8 @@ fn phase_result(text: &str, phase: &str) -> String {
 
 #[test]
 fn demo_runs_a_whole_migration_and_reports_it() {
-    let (ok, text) = demo(&["--workers", "2"]);
+    // The README's example: a bigger cluster at a faster pace than the default.
+    let (ok, text) = demo(&["--workers", "3", "--speed", "10"]);
     assert!(ok, "demo failed:\n{text}");
     assert!(text.contains("Result: Completed"), "{text}");
     // Live progress, as plain lines: every phase reported while running and at its end.
@@ -69,11 +84,11 @@ fn demo_runs_a_whole_migration_and_reports_it() {
         assert_eq!(phase_result(&text, p.as_str()), "Completed", "{p}:\n{text}");
     }
     assert!(text.contains("waiting for:"), "{text}");
-    // 3 masters + 2 workers leave the source and are recreated on the target.
+    // 3 masters + 3 workers leave the source and are recreated on the target.
     let src = vcenter_row(&text, "source");
     let tgt = vcenter_row(&text, "target");
-    assert_eq!(&src[..4], &[5, 0, 5, 0], "source row:\n{text}");
-    assert_eq!(&tgt[..4], &[0, 5, 0, 5], "target row:\n{text}");
+    assert_eq!(&src[..4], &[6, 0, 6, 0], "source row:\n{text}");
+    assert_eq!(&tgt[..4], &[0, 6, 0, 6], "target row:\n{text}");
     assert!(src[4] > 0 && tgt[4] > src[4], "vSphere calls:\n{text}");
     let api = text
         .lines()
@@ -111,4 +126,105 @@ fn demo_refuses_a_failure_past_the_point_of_no_return() {
     let (ok, text) = demo(&["--fail-at", "Cleanup"]);
     assert!(!ok);
     assert!(text.contains("point of no return"), "{text}");
+}
+
+#[test]
+fn demo_manual_asks_for_each_phase_and_stops_when_input_ends() {
+    // Approve the first four phases, then end the input: no approval, so the
+    // demo stops (exit 1) with the migration waiting before CreateTags.
+    let (ok, text) = demo_with_input(&["--manual", "--workers", "1"], "y\n\ny\nyes\n");
+    assert!(!ok, "{text}");
+    let asked: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("waits for your approval"))
+        .collect();
+    assert_eq!(asked.len(), 5, "{text}");
+    for (i, p) in [
+        "Preflight",
+        "Backup",
+        "DisableCVO",
+        "UpdateSecrets",
+        "CreateTags",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            asked[i].contains(&format!("{}/15 {p} waits", i + 1)),
+            "{text}"
+        );
+    }
+    assert!(text.contains("stopped at your request"), "{text}");
+    let line = |n: usize, p: &str, st: &str| format!("{n:>2}/15 {p:<22} {st}");
+    assert!(
+        text.contains(&line(4, "UpdateSecrets", "Completed")),
+        "{text}"
+    );
+    assert!(!text.contains(&line(5, "CreateTags", "Running")), "{text}");
+}
+
+#[test]
+fn demo_keep_leaves_the_cluster_up_for_kubectl_and_vcfm() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vcfm"))
+        .args(["demo", "--keep", "--speed", "max", "--workers", "1"])
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let kubeconfig = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(240))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("no kubeconfig printed:\n{seen}")
+            });
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(p) = line.trim().strip_prefix("export KUBECONFIG=") {
+            break p.to_string();
+        }
+    };
+    assert!(seen.contains("Result: Completed"), "{seen}");
+    let kubectl = Command::new("kubectl")
+        .args([
+            "get",
+            "vcfm",
+            "-n",
+            "vcfm-system",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&kubectl.stdout).to_string();
+    let status = Command::new(env!("CARGO_BIN_EXE_vcfm"))
+        .args(["status", "demo", "--kubeconfig", &kubeconfig])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    // Ctrl-C ends it.
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let exit = child.wait().unwrap();
+    assert!(kubectl.status.success(), "{listed}");
+    assert!(
+        listed.contains("demo") && listed.contains("Completed"),
+        "{listed}"
+    );
+    assert!(status.contains("Phase:      Completed"), "{status}");
+    assert!(exit.success(), "exit after Ctrl-C: {exit:?}");
 }

@@ -44,6 +44,23 @@ fn render() -> (String, Vec<Value>) {
     (text, docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
+/// Runs kubectl against a kubeconfig; panics with its output when it fails.
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubectl {}: {text}", args.join(" "));
+    text
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -261,9 +278,34 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
         scenario.faults.fail_provision_matching = Some(format!("-worker-{FD}-"));
     }
     let sim = SimCluster::start(scenario).await.unwrap();
-    // Everything `kubectl apply -k deploy/` creates, examples included (the
+    // The README's install: `kubectl apply -k deploy/`, examples included (the
     // example migration is Pending, so the controller leaves it alone).
-    sim.kube().apply_yaml(docs_text).unwrap();
+    let admin = sim.kubeconfig_path().to_path_buf();
+    kubectl(&admin, &["apply", "-k", deploy_dir().to_str().unwrap()]);
+    let examples = deploy_dir().join("examples");
+    kubectl(
+        &admin,
+        &[
+            "apply",
+            "-f",
+            examples.join("target-credentials.yaml").to_str().unwrap(),
+            "-f",
+            examples.join("migration.yaml").to_str().unwrap(),
+        ],
+    );
+    for d in docs {
+        let (kind, name) = (
+            d["kind"].as_str().unwrap(),
+            d["metadata"]["name"].as_str().unwrap(),
+        );
+        let mut args = vec!["get", kind, name];
+        let ns = d["metadata"]["namespace"].as_str();
+        if let Some(ns) = ns {
+            args.extend(["-n", ns]);
+        }
+        kubectl(&admin, &args);
+    }
+    let _ = docs_text;
     let client = sim.client();
     let t = sim.target().clone();
     let secret = Secret {
@@ -378,6 +420,32 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
     assert!(probed, "/readyz never answered 200 on the --listen port");
     let wall_s = start.elapsed().as_secs_f64();
     let (peak_mib, cpu_s) = footprint(pid);
+    // What a node drain does to the pod: SIGTERM. The controller releases
+    // its Lease for the standby and exits cleanly.
+    let mut child = child;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the controller ignored SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "controller exit after SIGTERM: {exit:?}");
+    let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(client.clone(), NS)
+        .get("vcfm-controller")
+        .await
+        .unwrap();
+    assert!(
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .is_none_or(|h| h.is_empty()),
+        "the Lease was not released on SIGTERM"
+    );
     drop(child);
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -398,6 +466,33 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
         .filter(|(k, _)| k.user == user)
         .map(|(k, _)| (k.verb, k.resource))
         .collect();
+    if !fail_workers {
+        // The README's uninstall.
+        let out = kubectl(
+            &admin,
+            &[
+                "delete",
+                "-k",
+                deploy_dir().to_str().unwrap(),
+                "--ignore-not-found",
+            ],
+        );
+        assert!(out.contains("deleted"), "{out}");
+        let crds = Command::new("kubectl")
+            .args([
+                "get",
+                "crd",
+                "vmwarecloudfoundationmigrations.migration.openshift.io",
+                "--kubeconfig",
+            ])
+            .arg(&admin)
+            .output()
+            .unwrap();
+        assert!(
+            !crds.status.success(),
+            "the CRD is still there after kubectl delete -k"
+        );
+    }
     eprintln!(
         "{}: {:?} in {wall_s:.1}s; controller peak RSS {peak_mib:.1} MiB, CPU {cpu_s:.2}s",
         if fail_workers {
