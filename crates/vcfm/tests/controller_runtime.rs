@@ -137,7 +137,7 @@ async fn only_the_leader_acts_and_a_clean_shutdown_hands_over_at_once() {
     let la = format!("127.0.0.1:{pa}");
     let mut args_a = vec!["--listen", la.as_str()];
     args_a.extend(le);
-    let a = env.spawn_controller(&args_a, &[("POD_NAME", "replica-a")]);
+    let mut a = env.spawn_controller(&args_a, &[("POD_NAME", "replica-a")]);
     wait_http(pa, "/readyz", 200).await;
     assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-a"));
 
@@ -175,6 +175,7 @@ async fn only_the_leader_acts_and_a_clean_shutdown_hands_over_at_once() {
         handover.elapsed()
     );
     assert_eq!(lease_holder(&env).await.as_deref(), Some("replica-b"));
+    assert!(a.wait().unwrap().success(), "the old leader exits cleanly");
     let out = env.vcfm(&["approve", "led", "Preflight"]);
     assert!(out.status.success());
     env.wait_for(
