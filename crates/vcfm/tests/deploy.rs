@@ -257,11 +257,85 @@ struct Run {
     wall_s: f64,
 }
 
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
+/// One `vcfm controller` process, as one replica of the Deployment would run it.
+struct Replica {
+    name: String,
+    port: u16,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Drop for Replica {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Replica {
+    /// The Deployment's arguments, with `--listen` moved to a free loopback port.
+    fn spawn(args: &[String], name: &str, kubeconfig: &Path, ca_file: &Path, dir: &Path) -> Self {
+        let port = free_port();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.starts_with("--listen=") {
+                    format!("--listen=127.0.0.1:{port}")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vcfm"))
+            .args(&args)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--vcenter-ca-file")
+            .arg(ca_file)
+            .env("POD_NAMESPACE", NS)
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Replica {
+            name: name.to_string(),
+            port,
+            log,
+            child,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn ready(&self) -> bool {
+        http_get(self.port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.0 200"))
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then a clean exit within 20 s.
+    async fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "{} ignored SIGTERM", self.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(exit.success(), "{} exit after SIGTERM: {exit:?}", self.name);
     }
 }
 
@@ -352,102 +426,95 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
     ca.extend(std::fs::read(&t.ca_pem_path).unwrap());
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca).unwrap();
-    let port = free_port();
-    let args: Vec<String> = args_of(controller_container(docs))
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("--listen=") {
-                format!("--listen=127.0.0.1:{port}")
-            } else {
-                a
-            }
-        })
-        .collect();
-    let log = dir.path().join("controller.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vcfm"))
-        .args(&args)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--vcenter-ca-file")
-        .arg(&ca_file)
-        .env("POD_NAMESPACE", NS)
-        .env("POD_NAME", "vcfm-controller-test")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let child = KillOnDrop(child);
-    let pid = child.0.id();
-
+    let args = args_of(controller_container(docs));
+    let spawn = |replica: &str| Replica::spawn(&args, replica, &kubeconfig, &ca_file, dir.path());
+    let mut leader = spawn("replica-a");
     let start = Instant::now();
+    // The probes' paths answer on the port the Deployment names (`--listen`).
+    while !leader.ready() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "/readyz never answered 200 on the --listen port:\n{}",
+            leader.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        http_get(leader.port, "/healthz")
+            .unwrap()
+            .starts_with("HTTP/1.0 200")
+    );
+    // A standby on "another node" for the completed run: the leader is
+    // drained (SIGTERM) mid-migration and the standby must finish the job.
+    let mut standby = (!fail_workers).then(|| spawn("replica-b"));
+    let mut retired: Vec<Replica> = vec![];
+    let (mut peak_mib, mut cpu_s) = (0f64, 0f64);
+
     let want = if fail_workers {
         MigrationPhase::RollbackCompleted
     } else {
         MigrationPhase::Completed
     };
-    let mut probed = false;
     let fin = loop {
-        if !probed
-            && let Some(r) = http_get(port, "/readyz")
-            && r.starts_with("HTTP/1.0 200")
-        {
-            // The probes' paths answer on the port the Deployment names.
-            assert!(
-                http_get(port, "/healthz")
-                    .unwrap()
-                    .starts_with("HTTP/1.0 200")
-            );
-            probed = true;
-        }
         let m = api.get("move").await.unwrap();
         let phase = m.status.as_ref().and_then(|s| s.phase);
         if phase == Some(want) {
             break m;
         }
-        let logs = std::fs::read_to_string(&log).unwrap_or_default();
+        if phase == Some(MigrationPhase::CreateWorkers)
+            && let Some(next) = standby.take()
+        {
+            assert!(
+                !next.ready(),
+                "the standby must not be Ready while not leading"
+            );
+            let (p, c) = footprint(leader.pid());
+            (peak_mib, cpu_s) = (peak_mib.max(p), cpu_s + c);
+            leader.terminate().await;
+            retired.push(std::mem::replace(&mut leader, next));
+        }
         assert!(
-            start.elapsed() < Duration::from_secs(150)
+            start.elapsed() < Duration::from_secs(180)
                 && phase != Some(MigrationPhase::RollbackCompleted),
             "migration did not reach {want:?}: {}\ncontroller log tail:\n{}",
             serde_json::to_string_pretty(&m.status).unwrap(),
-            logs.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            leader
+                .logs()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(probed, "/readyz never answered 200 on the --listen port");
+    assert!(standby.is_none(), "the migration finished before the drain");
     let wall_s = start.elapsed().as_secs_f64();
-    let (peak_mib, cpu_s) = footprint(pid);
+    assert!(leader.ready(), "the last leader is not Ready");
+    let lease = |client: kube::Client| async move {
+        let l: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(client, NS)
+            .get("vcfm-controller")
+            .await
+            .unwrap();
+        l.spec.and_then(|s| s.holder_identity).unwrap_or_default()
+    };
+    assert_eq!(lease(client.clone()).await, leader.name);
+    let (p, c) = footprint(leader.pid());
+    (peak_mib, cpu_s) = (peak_mib.max(p), cpu_s + c);
     // What a node drain does to the pod: SIGTERM. The controller releases
     // its Lease for the standby and exits cleanly.
-    let mut child = child;
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the controller ignored SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(exit.success(), "controller exit after SIGTERM: {exit:?}");
-    let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(client.clone(), NS)
-        .get("vcfm-controller")
-        .await
-        .unwrap();
-    assert!(
-        lease
-            .spec
-            .and_then(|s| s.holder_identity)
-            .is_none_or(|h| h.is_empty()),
+    leader.terminate().await;
+    assert_eq!(
+        lease(client.clone()).await,
+        "",
         "the Lease was not released on SIGTERM"
     );
-    drop(child);
-    let logs = std::fs::read_to_string(&log).unwrap();
+    retired.push(leader);
+    let logs: String = retired
+        .iter()
+        .map(Replica::logs)
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         !logs.to_lowercase().contains("forbidden"),
         "the controller was refused something:\n{}",

@@ -208,6 +208,39 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         "  - MachineSet {infra_id}-worker-0 (1 replica(s)) scaled to 0, then deleted"
     ));
 
+    assert_eq!(before, all_objects(&client).await, "objects changed");
+
+    // A migration preflight rejects: the problems are listed, exit status 2.
+    let mut broken = m.clone();
+    broken.metadata.name = Some("broken".into());
+    broken.spec.target_vcenter_credentials_secret.name = "missing".into();
+    Api::<VmwareCloudFoundationMigration>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &broken)
+        .await
+        .unwrap();
+    let before = all_objects(&client).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
+        .args(["plan", "broken", "-n", NS, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--vcenter-ca-file")
+        .arg(&ca_file)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("Preflight: 1 problem(s) to fix first:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("target credentials Secret {NS}/missing not found")),
+        "{text}"
+    );
+
+    let after = all_objects(&client).await;
+    assert_eq!(before, after, "objects changed");
     // What it did: reads only.
     let user_verbs: BTreeSet<String> = sim
         .kube()
@@ -222,8 +255,7 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         user_verbs.iter().all(|v| v == "get" || v == "list"),
         "vcfm plan made requests other than reads: {user_verbs:?}"
     );
-    let after = all_objects(&client).await;
-    assert_eq!(before, after, "objects changed");
+
     assert_eq!(src_before, vcenter_state(&sim, Site::Source).await);
     assert_eq!(tgt_before, vcenter_state(&sim, Site::Target).await);
     sim.shutdown().await;
