@@ -94,19 +94,25 @@ async fn health_readiness_and_metrics_are_served_on_the_listen_port() {
             })
     })
     .await;
-    let metrics = wait_http(port, "/metrics", 200).await;
-    assert!(
-        metrics.contains("vcfm_reconciles_total{outcome=\"ok\"}"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("vcfm_phase_duration_seconds_count{phase=\"Preflight\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("vcfm_vsphere_calls_total{"),
-        "vSphere calls are counted: {metrics}"
-    );
+    // The reconcile that wrote that status is counted when it returns, a
+    // moment later: poll (bounded) until every family has samples.
+    let wanted = [
+        "vcfm_reconciles_total{outcome=\"ok\"}",
+        "vcfm_phase_duration_seconds_count{phase=\"Preflight\"} 1",
+        "vcfm_vsphere_calls_total{",
+    ];
+    let start = Instant::now();
+    loop {
+        let metrics = wait_http(port, "/metrics", 200).await;
+        if wanted.iter().all(|w| metrics.contains(w)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "missing one of {wanted:?} in:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     sigterm(&c);
     let start = Instant::now();
     while c.try_wait().unwrap().is_none() {
