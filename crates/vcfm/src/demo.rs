@@ -189,6 +189,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     result
 }
 
+/// A lifecycle phase as the API spells it (`RecreateCPMS`, not `RecreateCpms`).
+fn api_name(p: MigrationPhase) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| format!("{p:?}"))
+}
+
 fn say(s: &str) {
     println!("{s}");
 }
@@ -606,10 +614,7 @@ fn summary(
     sim: &SimCluster,
 ) -> String {
     let st = m.status.clone().unwrap_or_default();
-    let phase = st
-        .phase
-        .map(|p| format!("{p:?}"))
-        .unwrap_or_else(|| "Pending".into());
+    let phase = st.phase.map(api_name).unwrap_or_else(|| "Pending".into());
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -773,10 +778,7 @@ impl View {
 
     fn update(&mut self, m: &Vcfm, elapsed: Duration) {
         let st = m.status.clone().unwrap_or_default();
-        let overall = st
-            .phase
-            .map(|p| format!("{p:?}"))
-            .unwrap_or_else(|| "Pending".into());
+        let overall = st.phase.map(api_name).unwrap_or_else(|| "Pending".into());
         let cur = st.current_phase_state.clone();
         for (i, p) in PhaseName::ALL.into_iter().enumerate() {
             let live = cur.as_ref().filter(|c| c.name == p);
@@ -811,7 +813,7 @@ impl View {
                     self.draw_row(i, p, &row);
                     self.rows[i] = Some(row);
                 }
-            } else {
+            } else if row.status != "Pending" {
                 let line = format!(
                     "{:>2}/15 {:<22} {:<18} {:>3}%  {}",
                     p.number(),
