@@ -228,3 +228,19 @@ fn demo_keep_leaves_the_cluster_up_for_kubectl_and_vcfm() {
     assert!(status.contains("Phase:      Completed"), "{status}");
     assert!(exit.success(), "exit after Ctrl-C: {exit:?}");
 }
+
+#[test]
+fn demo_fail_at_an_api_write_rolls_back_from_that_phase() {
+    // The API server refuses UpdateInfrastructure's write (injected when the
+    // phase is about to start): the phase fails and phases 1-7 roll back.
+    let (ok, text) = demo(&["--workers", "1", "--fail-at", "UpdateInfrastructure"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("Result: RollbackCompleted"), "{text}");
+    assert!(
+        text.contains("UpdateInfrastructure failed:") && text.contains("Forbidden"),
+        "{text}"
+    );
+    assert_eq!(phase_result(&text, "UpdateInfrastructure"), "RolledBack");
+    assert_eq!(phase_result(&text, "Backup"), "RolledBack");
+    assert_eq!(phase_result(&text, "UpdateConfig"), "not");
+}
