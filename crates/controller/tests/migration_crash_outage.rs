@@ -151,3 +151,57 @@ async fn an_api_outage_during_the_control_plane_rollout_does_not_fail_the_migrat
     eprintln!("outage of {outage:?} survived: {}", durations(&m));
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_workers_outside_the_machine_network_are_reported() {
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        faults: Faults {
+            target_network_outside_machine_network: true,
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    // Manual mode, approved up to CreateWorkers: the control plane stays put.
+    let mut spec = env.spec(FD, 1, true);
+    let upto: Vec<PhaseName> = PhaseName::ALL
+        .iter()
+        .copied()
+        .filter(|p| *p <= PhaseName::CreateWorkers)
+        .collect();
+    spec["approvedPhases"] = serde_json::to_value(&upto).unwrap();
+    env.create_migration("wrongnet", spec).await;
+    let m = env
+        .wait(
+            "wrongnet",
+            "RecreateCPMS to wait for approval",
+            Duration::from_secs(120),
+            |m| waiting_for_approval(m) == Some(PhaseName::RecreateCpms),
+        )
+        .await;
+    let st = m.status.as_ref().unwrap();
+    let warning = st
+        .warnings
+        .iter()
+        .find(|w| w.contains("outside the cluster's machine network"))
+        .unwrap_or_else(|| panic!("no network warning in {:?}", st.warnings));
+    assert!(warning.contains("172.31."), "{warning}");
+    let logged = st
+        .phase_history
+        .iter()
+        .filter(|h| h.phase == PhaseName::CreateWorkers)
+        .flat_map(|h| h.logs.iter())
+        .any(|l| l.level == vcfm_api::LogLevel::Warning && l.message.contains("machine network"));
+    assert!(logged, "{}", summary(&m));
+    // Reported once, not on every reconcile.
+    assert_eq!(
+        st.warnings
+            .iter()
+            .filter(|w| w.contains("outside the cluster's machine network"))
+            .count(),
+        1
+    );
+    env.shutdown().await;
+}
