@@ -512,6 +512,18 @@ pub async fn scale_machineset(
     Ok(())
 }
 
+/// A MachineSet may be deleted only once it asks for zero replicas (an unset
+/// count means 1, as the API server defaults it).
+pub fn deletable(ms: &MachineSet) -> Result<(), String> {
+    match ms.spec.replicas.unwrap_or(1) {
+        0 => Ok(()),
+        n => Err(format!(
+            "refusing to delete MachineSet {}: it still asks for {n} replica(s)",
+            ms.metadata.name.as_deref().unwrap_or_default()
+        )),
+    }
+}
+
 /// Deletes a MachineSet only if it still is the object read (same
 /// resourceVersion) with zero replicas: a concurrent scale-up wins.
 /// Returns whether a delete was issued (a vanished set counts as done).
@@ -520,12 +532,7 @@ pub async fn delete_empty_machineset(
     ms: &MachineSet,
 ) -> Result<bool, PhaseError> {
     let name = ms.metadata.name.as_deref().unwrap_or_default();
-    if ms.spec.replicas.unwrap_or(1) != 0 {
-        return Err(PhaseError::fatal(format!(
-            "refusing to delete MachineSet {name}: it still asks for {} replica(s)",
-            ms.spec.replicas.unwrap_or(1)
-        )));
-    }
+    deletable(ms).map_err(PhaseError::Fatal)?;
     let dp = kube::api::DeleteParams {
         preconditions: Some(kube::api::Preconditions {
             resource_version: ms.metadata.resource_version.clone(),
@@ -761,6 +768,16 @@ mod tests {
         let mut unset = source_ms("worker", "");
         unset.spec.template = None;
         assert!(source_machinesets(&[unset], "").is_empty());
+    }
+
+    #[test]
+    fn only_empty_machinesets_may_be_deleted() {
+        let mut ms = source_ms("worker", "vc-source");
+        assert!(deletable(&ms).is_err_and(|e| e.contains("2 replica")));
+        ms.spec.replicas = None;
+        assert!(deletable(&ms).is_err(), "unset means 1");
+        ms.spec.replicas = Some(0);
+        assert!(deletable(&ms).is_ok());
     }
 
     #[test]
