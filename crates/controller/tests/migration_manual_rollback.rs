@@ -206,6 +206,18 @@ async fn rollback_cases(cases: Vec<(PhaseName, Inject)>) {
             "{phase}: a rollback step failed: {}",
             summary(&m)
         );
+        if matches!(inject, Inject::DoomedFailureDomain) {
+            let failed = st
+                .phase_history
+                .iter()
+                .find(|h| h.phase == phase && h.status == PhaseStatus::Failed)
+                .map(|h| h.message.clone())
+                .unwrap_or_default();
+            assert!(
+                failed.contains("Insufficient resources"),
+                "the Machine's errorMessage is surfaced: {failed}"
+            );
+        }
         let rb = st.rollback.as_ref().expect("rollback recorded");
         assert!(rb.completion_time.is_some());
         // Wait for the simulated operators to finish what the rollback set off
