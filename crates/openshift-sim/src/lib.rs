@@ -243,6 +243,7 @@ impl SimCluster {
         })?;
 
         let cancel = CancellationToken::new();
+        let (synced_tx, mut synced_rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = ops::Ctx {
             client: client.clone(),
             delays: Arc::new(scenario.delays.clone()),
@@ -256,6 +257,7 @@ impl SimCluster {
             outage_fired: Arc::new(AtomicBool::new(false)),
             infra_crd: Arc::new(infra_crd),
             cancel: cancel.clone(),
+            synced: synced_tx,
         };
 
         for obj in seed::base_objects(&scenario, &infra_id, &source, &creds_password) {
@@ -299,6 +301,18 @@ impl SimCluster {
             tokio::spawn(ops::cluster_operators::run(ctx.clone())),
             tokio::spawn(ops::cvo::run(ctx.clone())),
         ];
+        let operators = tasks.len();
+        let synced = tokio::time::timeout(Duration::from_secs(30), async {
+            for _ in 0..operators {
+                if synced_rx.recv().await.is_none() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if synced.is_err() {
+            tracing::warn!("not every simulated operator finished its first pass within 30 s");
+        }
         if let Some(r) = scenario.faults.vcsim_restart
             && let Some(sim) = sims.get(site_key(r.site)).cloned()
         {

@@ -42,6 +42,10 @@ pub(crate) struct Ctx {
     /// The Infrastructure CRD as seeded (the CVO restores its rule).
     pub infra_crd: Arc<Value>,
     pub cancel: CancellationToken,
+    /// Each operator loop sends its name here after its first successful
+    /// reconcile, so `SimCluster::start` returns only once every operator has
+    /// taken its baseline (a change made right after start is then a change).
+    pub synced: tokio::sync::mpsc::UnboundedSender<&'static str>,
 }
 
 impl Ctx {
@@ -89,12 +93,18 @@ pub(crate) async fn run_loop<F, Fut>(
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let mut triggers = futures::stream::select_all(triggers);
+    let mut synced = false;
     loop {
         if ctx.cancel.is_cancelled() {
             return;
         }
-        if let Err(e) = reconcile().await {
-            tracing::debug!(operator = name, error = %e, "reconcile failed; will retry");
+        match reconcile().await {
+            Ok(()) if !synced => {
+                synced = true;
+                let _ = ctx.synced.send(name);
+            }
+            Ok(()) => {}
+            Err(e) => tracing::debug!(operator = name, error = %e, "reconcile failed; will retry"),
         }
         tokio::select! {
             _ = ctx.cancel.cancelled() => return,
