@@ -12,7 +12,7 @@ use vcfm_api::{MigrationPhase, PhaseName};
 use vcfm_controller::LeaderElection;
 
 const WORKERS: u32 = 2;
-const KILLS: usize = 24;
+const MIN_KILLS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_the_controller_always_finishes_the_same_way() {
@@ -33,8 +33,9 @@ async fn killed_at_random_points_the_controller_always_finishes_the_same_way() {
         .await;
     let start = Instant::now();
     let mut kills = vec![];
-    while kills.len() < KILLS {
-        tokio::time::sleep(Duration::from_millis(rng.range(150, 2500))).await;
+    // Kill until the migration ends: the faster the cluster, the closer the kills.
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.range(100, 600))).await;
         let m = env.api().get("crashy").await.unwrap();
         if phase_of(&m).is_some_and(|p| p.is_terminal()) {
             break;
@@ -64,7 +65,7 @@ async fn killed_at_random_points_the_controller_always_finishes_the_same_way() {
         summary(&m)
     );
     assert!(
-        kills.len() >= 20,
+        kills.len() >= MIN_KILLS,
         "only {} kills happened before the migration ended",
         kills.len()
     );
@@ -114,7 +115,41 @@ async fn an_api_outage_during_the_control_plane_rollout_does_not_fail_the_migrat
     env.spawn_controller();
     env.create_migration("outage", env.spec(FD, WORKERS, false))
         .await;
-    let m = env.wait_terminal("outage", Duration::from_secs(300)).await;
+    // Watch from the outside: the outage must hit while RecreateCPMS runs. The
+    // client retries 503s by itself, so the outage shows as a long read.
+    let started = Instant::now();
+    let mut last_phase = None;
+    let mut longest: (Duration, Option<PhaseName>) = (Duration::ZERO, None);
+    let m = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the migration did not finish"
+        );
+        let t = Instant::now();
+        let read = env.api().get("outage").await;
+        if t.elapsed() > longest.0 {
+            longest = (t.elapsed(), last_phase);
+        }
+        match read {
+            Ok(m) => {
+                if phase_of(&m).is_some_and(|p| p.is_terminal()) {
+                    break m;
+                }
+                last_phase = m
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_phase_state.as_ref())
+                    .map(|c| c.name);
+            }
+            Err(kube::Error::Api(e)) if e.code == 503 => {}
+            Err(e) => panic!("unexpected error reading the migration: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        longest.0 + Duration::from_secs(3) >= outage && longest.1 == Some(PhaseName::RecreateCpms),
+        "the API was unavailable during RecreateCPMS: longest read {longest:?}"
+    );
     assert_eq!(
         phase_of(&m),
         Some(MigrationPhase::Completed),
@@ -122,21 +157,6 @@ async fn an_api_outage_during_the_control_plane_rollout_does_not_fail_the_migrat
         summary(&m)
     );
     let st = m.status.as_ref().unwrap();
-    let cpms = st
-        .phase_history
-        .iter()
-        .find(|h| h.phase == PhaseName::RecreateCpms)
-        .expect("RecreateCPMS ran");
-    let took = cpms
-        .completion_time
-        .as_ref()
-        .unwrap()
-        .0
-        .duration_since(cpms.start_time.as_ref().unwrap().0);
-    assert!(
-        took.as_secs() + 1 >= outage.as_secs() as i64,
-        "the outage happened inside RecreateCPMS ({took:?})"
-    );
     assert_eq!(
         st.phase_history
             .iter()
