@@ -451,11 +451,16 @@ pub fn cpms_patch(cpms: &Value, names: &[&str]) -> Option<Value> {
         .and_then(Value::as_str);
     let active = spec.get("state").and_then(Value::as_str) == Some("Active");
     let rolling = spec.pointer("/strategy/type").and_then(Value::as_str) == Some("RollingUpdate");
-    if current == names && platform == Some("VSphere") && active && rolling {
+    // Tag IDs name tags of the source vCenter: new masters on the target would
+    // fail to find them (the ownership tag is attached by the Machine API itself).
+    let source_tags = spec
+        .pointer("/template/machines_v1beta1_machine_openshift_io/spec/providerSpec/value/tagIDs")
+        .is_some_and(|t| !t.is_null());
+    if current == names && platform == Some("VSphere") && active && rolling && !source_tags {
         return None;
     }
     let fds: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
-    Some(json!({
+    let mut patch = json!({
         "spec": {
             "state": "Active",
             "strategy": { "type": "RollingUpdate" },
@@ -465,7 +470,12 @@ pub fn cpms_patch(cpms: &Value, names: &[&str]) -> Option<Value> {
                 }
             }
         }
-    }))
+    });
+    if source_tags {
+        patch["spec"]["template"]["machines_v1beta1_machine_openshift_io"]["spec"] =
+            json!({ "providerSpec": { "value": { "tagIDs": null } } });
+    }
+    Some(patch)
 }
 
 /// Lists the MachineSets of the Machine API namespace.
@@ -802,6 +812,16 @@ mod tests {
             "template": {"machines_v1beta1_machine_openshift_io": {"failureDomains": {
                 "platform": "VSphere", "vsphere": [{"name": "fd-1"}, {"name": "fd-2"}]}}}}});
         assert_eq!(cpms_patch(&done, &["fd-1", "fd-2"]), None);
+        let tagged = json!({"spec": {"state": "Active", "strategy": {"type": "RollingUpdate"},
+            "template": {"machines_v1beta1_machine_openshift_io": {"failureDomains": {
+                "platform": "VSphere", "vsphere": [{"name": "fd-1"}]},
+                "spec": {"providerSpec": {"value": {"numCPUs": 4, "tagIDs": ["urn:src"]}}}}}}});
+        let p = cpms_patch(&tagged, &["fd-1"]).expect("source tag IDs are dropped");
+        assert_eq!(
+            p["spec"]["template"]["machines_v1beta1_machine_openshift_io"]["spec"],
+            json!({"providerSpec": {"value": {"tagIDs": null}}}),
+            "a merge patch that removes only tagIDs"
+        );
         let on_delete = json!({"spec": {"state": "Active", "strategy": {"type": "OnDelete"},
             "template": {"machines_v1beta1_machine_openshift_io": {"failureDomains": {
                 "platform": "VSphere", "vsphere": [{"name": "fd-1"}]}}}}});
