@@ -271,19 +271,14 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
             .await?;
             Ok(Action::await_change())
         }
-        Decision::RetryPreflight => {
+        Decision::RetryFailedPhase(phase) => {
             status::update(api, &name, |st, g| {
-                state::reset_for_preflight_retry(st, g, now)
+                state::reset_for_retry(st, phase, g, now)
             })
             .await?;
+            let note = format!("the spec changed after {phase} failed: running it again");
             ctx.events
-                .publish(
-                    m,
-                    false,
-                    "PreflightRetry",
-                    "Preflight",
-                    "the spec changed after a failed Preflight: checking again".into(),
-                )
+                .publish(m, false, "PhaseRetry", phase.as_str(), note)
                 .await;
             Ok(Action::requeue(NEXT_STEP))
         }

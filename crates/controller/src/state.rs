@@ -43,7 +43,9 @@ pub enum Decision {
     /// The last phase completed.
     Complete,
     /// A Preflight failure is retried because the spec changed since.
-    RetryPreflight,
+    /// A failed phase is run again because the spec changed since it failed
+    /// (the administrator fixed the cause and ran `vcfm resume`).
+    RetryFailedPhase(PhaseName),
 }
 
 /// How a phase ended one execution step.
@@ -154,35 +156,39 @@ pub fn decide(
                     },
                 };
             }
-            // Preflight changes nothing, so its failure is retried once the
-            // administrator has changed the spec, instead of rolled back.
+            // A spec change after the failure (`vcfm resume` bumps the
+            // generation) is the administrator saying "fixed, try again".
+            let failed_gen = conditions::find(&status.conditions, ConditionType::Failed)
+                .and_then(|c| c.observed_generation);
+            let retry_requested = spec.state == MigrationState::Running
+                && generation.is_some()
+                && generation != failed_gen;
+            // Preflight changes nothing: its failure is retried, never rolled back.
             if failed == Some(PhaseName::Preflight) {
-                let failed_gen = conditions::find(&status.conditions, ConditionType::Failed)
-                    .and_then(|c| c.observed_generation);
-                if spec.state == MigrationState::Running
-                    && generation.is_some()
-                    && generation != failed_gen
-                {
-                    return Decision::RetryPreflight;
+                if retry_requested {
+                    return Decision::RetryFailedPhase(PhaseName::Preflight);
                 }
                 return Decision::Idle {
-                    reason: "preflight failed; fix the problems listed and change the spec (for example `vcfm pause` then `vcfm resume`) to check again".into(),
+                    reason: "preflight failed; fix the problems listed, then `vcfm resume` to check again".into(),
                 };
             }
-            if spec.rollback_on_failure {
-                return match rollback_blocker(status) {
-                    Some(reason) => Decision::Idle { reason },
-                    None => Decision::StartRollback {
-                        trigger: RollbackTrigger::PhaseFailure,
-                        reason: format!(
-                            "phase {} failed and rollbackOnFailure is set",
-                            failed.map(|p| p.as_str()).unwrap_or("?")
-                        ),
-                    },
+            if spec.rollback_on_failure && rollback_blocker(status).is_none() {
+                return Decision::StartRollback {
+                    trigger: RollbackTrigger::PhaseFailure,
+                    reason: format!(
+                        "phase {} failed and rollbackOnFailure is set",
+                        failed.map(|p| p.as_str()).unwrap_or("?")
+                    ),
                 };
+            }
+            if retry_requested && let Some(p) = failed {
+                return Decision::RetryFailedPhase(p);
             }
             return Decision::Idle {
-                reason: "migration failed; rollbackOnFailure is off".into(),
+                reason: match rollback_blocker(status) {
+                    Some(reason) => format!("{reason}; fix the cause, then `vcfm resume` to retry the failed phase"),
+                    None => "migration failed and rollbackOnFailure is off: fix the cause and `vcfm resume` to retry, or `vcfm rollback`".into(),
+                },
             };
         }
         _ => {}
@@ -424,14 +430,14 @@ pub fn apply_outcome(
         PhaseStatus::Failed => {
             status.phase = Some(MigrationPhase::Failed);
             let next_step = if phase == PhaseName::Preflight {
-                "Nothing was changed. Fix the problems and change the spec to run Preflight again."
+                "Nothing was changed. Fix the problems, then `vcfm resume` to run Preflight again."
                     .to_string()
             } else if phase.is_past_point_of_no_return() {
-                "This phase is past the point of no return: no automatic rollback. Fix the cause; see `vcfm status`.".to_string()
+                "This phase is past the point of no return: no automatic rollback. Fix the cause, then `vcfm resume` to retry the phase; see `vcfm status`.".to_string()
             } else if spec.rollback_on_failure {
                 "Rolling back the completed phases (rollbackOnFailure).".to_string()
             } else {
-                "rollbackOnFailure is off: set spec.state to Rollback to undo the completed phases."
+                "rollbackOnFailure is off: fix the cause and `vcfm resume` to retry the phase, or set spec.state to Rollback (`vcfm rollback`) to undo the completed phases."
                     .to_string()
             };
             conditions::set(
@@ -598,20 +604,24 @@ pub fn finish_rollback(status: &mut MigrationStatus, generation: Option<i64>, no
     }
 }
 
-/// Clears a Preflight failure so that Preflight runs again.
-pub fn reset_for_preflight_retry(
+/// Clears a failure so that the failed phase runs again from its start.
+/// Phases are idempotent, so a re-run finds and keeps its earlier work.
+pub fn reset_for_retry(
     status: &mut MigrationStatus,
+    phase: PhaseName,
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    status.phase = Some(MigrationPhase::Pending);
-    status.current_phase_state = None;
+    set_waiting(status, phase, false, generation, now);
+    if let Some(c) = status.current_phase_state.as_mut() {
+        c.message = format!("retrying {phase} after the spec changed");
+    }
     conditions::set(
         &mut status.conditions,
         ConditionType::Failed,
         false,
         "Retrying",
-        "the spec changed; running Preflight again",
+        &format!("the spec changed after {phase} failed; running it again"),
         generation,
         now,
     );

@@ -126,6 +126,26 @@ pub async fn set_state(
     state: MigrationState,
 ) -> anyhow::Result<String> {
     let api: Api<Vcfm> = Api::namespaced(client, ns);
+    if state == MigrationState::Running {
+        let m = get(&api, ns, name).await?;
+        let failed =
+            m.status.as_ref().and_then(|s| s.phase) == Some(vcfm_api::MigrationPhase::Failed);
+        if failed && m.spec.state == MigrationState::Running {
+            // The controller retries a failed phase when the spec changes; a
+            // Paused/Running round trip is that change, with no other effect.
+            patch_spec(&api, ns, name, |_| {
+                Ok(Some(serde_json::json!({ "state": MigrationState::Paused })))
+            })
+            .await?;
+            patch_spec(&api, ns, name, |_| {
+                Ok(Some(
+                    serde_json::json!({ "state": MigrationState::Running }),
+                ))
+            })
+            .await?;
+            return Ok(format!("asked {ns}/{name} to retry its failed phase"));
+        }
+    }
     let changed = patch_spec(&api, ns, name, |m| {
         if state == MigrationState::Rollback {
             let st = m.status.clone().unwrap_or_default();

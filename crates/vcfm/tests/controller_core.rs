@@ -612,3 +612,55 @@ async fn no_password_or_token_reaches_status_events_or_logs() {
         "the status says what is wrong: {status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_cause_is_fixed_vcfm_resume_retries_the_failed_phase() {
+    let mut env = Env::start(Options::default()).await;
+    env.start_controller();
+    env.create(&env.migration("retry", |m| {
+        approved_1_to_4(m);
+        m["spec"]["targetVCenterCredentialsSecret"]["name"] = "late-creds".into();
+    }))
+    .await
+    .unwrap();
+    let m = env
+        .wait_for("retry", "Preflight to fail", T, |m| {
+            phase(m) == Some(MigrationPhase::Failed)
+        })
+        .await;
+    assert!(condition(&m, "Failed").unwrap().1.contains("late-creds"));
+    // Waiting longer changes nothing: a failure does not loop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(history(&env.api().get("retry").await.unwrap()).len(), 1);
+    // The administrator creates the Secret, then asks for a retry.
+    let tgt = env.target.server().to_string();
+    let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "late-creds", "namespace": NS},
+        "stringData": {format!("{tgt}.username"): env.target.username(), format!("{tgt}.password"): env.target.password()}
+    }))
+    .unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), NS)
+        .create(&Default::default(), &s)
+        .await
+        .unwrap();
+    let out = ok(env.vcfm(&["resume", "retry"]));
+    assert!(out.contains("retry its failed phase"), "{out}");
+    let m = env
+        .wait_for("retry", "phase 5 to wait after the retry", T, |m| {
+            waiting_for_approval_of(m, PhaseName::CreateTags)
+        })
+        .await;
+    let h = history(&m);
+    assert_eq!(h[0], (PhaseName::Preflight, PhaseStatus::Failed));
+    assert_eq!(
+        &h[1..],
+        &[
+            (PhaseName::Preflight, PhaseStatus::Completed),
+            (PhaseName::Backup, PhaseStatus::Completed),
+            (PhaseName::DisableCvo, PhaseStatus::Completed),
+            (PhaseName::UpdateSecrets, PhaseStatus::Completed),
+        ]
+    );
+    assert_eq!(m.spec.state, vcfm_api::MigrationState::Running);
+    env.wait_event("PhaseRetry").await;
+}

@@ -114,14 +114,16 @@ fn is_ready(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Created after `since`, at the API server's second precision: a pod created
-/// in the same second as the restart began counts as old (deleting it once
-/// more is harmless; skipping a stale one is not).
+/// Created no earlier than `since`, at the API server's second precision.
+/// Replacements of the pods this step deletes often appear in the very second
+/// the step began; counting them as old deleted them again and again. The
+/// cost is that a pod some other actor created in that same second, before
+/// the configuration change, is not restarted: a one-second window.
 pub fn created_after(p: &Pod, since: Timestamp) -> bool {
     p.metadata
         .creation_timestamp
         .as_ref()
-        .is_some_and(|t| t.0.as_second() > since.as_second())
+        .is_some_and(|t| t.0.as_second() >= since.as_second())
 }
 
 async fn list(client: &kube::Client, g: &PodGroup) -> Result<Vec<Pod>, PhaseError> {
@@ -221,7 +223,7 @@ mod tests {
     fn pods_of_the_same_second_count_as_old() {
         let since = Timestamp::from_second(1_000).unwrap() + jiff::SignedDuration::from_millis(900);
         assert!(!created_after(&pod_at(999), since));
-        assert!(!created_after(&pod_at(1_000), since));
+        assert!(created_after(&pod_at(1_000), since));
         assert!(created_after(&pod_at(1_001), since));
         assert!(!created_after(&Pod::default(), since));
     }

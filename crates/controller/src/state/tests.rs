@@ -440,18 +440,71 @@ fn preflight_failure_is_retried_only_after_the_spec_changes() {
         t(1),
     );
     assert_eq!(st.phase, Some(MigrationPhase::Failed));
-    assert!(matches!(
-        decide(&s, &st, Some(1), t(2), |_| HOUR),
-        Decision::Idle { .. }
-    ));
+    assert!(
+        matches!(
+            decide(&s, &st, Some(1), t(2), |_| HOUR),
+            Decision::Idle { .. }
+        ),
+        "rollbackOnFailure never rolls back a Preflight"
+    );
     assert_eq!(
         decide(&s, &st, Some(2), t(3), |_| HOUR),
-        Decision::RetryPreflight
+        Decision::RetryFailedPhase(PhaseName::Preflight)
     );
-    reset_for_preflight_retry(&mut st, Some(2), t(3));
+    reset_for_retry(&mut st, PhaseName::Preflight, Some(2), t(3));
     assert_eq!(
         decide(&s, &st, Some(2), t(4), |_| HOUR),
         Decision::Execute(PhaseName::Preflight)
+    );
+}
+
+#[test]
+fn past_the_point_of_no_return_a_fixed_failure_is_retried_on_resume() {
+    let (mut st, _) = drive(&spec(), Some(PhaseName::Cleanup));
+    assert_eq!(st.phase, Some(MigrationPhase::Failed));
+    let s = spec();
+    // Unchanged spec: it stays stopped, it does not loop.
+    assert!(matches!(
+        decide(&s, &st, Some(1), t(300), |_| HOUR),
+        Decision::Idle { .. }
+    ));
+    // `vcfm resume` bumps the generation: the failed phase runs again, once.
+    assert_eq!(
+        decide(&s, &st, Some(3), t(301), |_| HOUR),
+        Decision::RetryFailedPhase(PhaseName::Cleanup)
+    );
+    reset_for_retry(&mut st, PhaseName::Cleanup, Some(3), t(301));
+    assert!(!conditions::is_true(&st.conditions, ConditionType::Failed));
+    assert_eq!(
+        decide(&s, &st, Some(3), t(302), |_| HOUR),
+        Decision::Execute(PhaseName::Cleanup)
+    );
+    begin_phase(&mut st, PhaseName::Cleanup, false, t(302));
+    apply_outcome(
+        &mut st,
+        PhaseName::Cleanup,
+        &Outcome::Completed {
+            message: String::new(),
+        },
+        &s,
+        Some(3),
+        t(303),
+    );
+    assert_eq!(
+        decide(&s, &st, Some(3), t(304), |_| HOUR),
+        Decision::Execute(PhaseName::Verify)
+    );
+    assert!(st.rollback.is_none());
+}
+
+#[test]
+fn without_rollback_on_failure_resume_retries_instead_of_rolling_back() {
+    let mut s = spec();
+    s.rollback_on_failure = false;
+    let (st, _) = drive(&s, Some(PhaseName::UpdateConfig));
+    assert_eq!(
+        decide(&s, &st, Some(2), t(300), |_| HOUR),
+        Decision::RetryFailedPhase(PhaseName::UpdateConfig)
     );
 }
 
