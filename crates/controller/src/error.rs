@@ -79,10 +79,6 @@ pub enum Error {
     StatusConflict { name: String, attempts: u32 },
     #[error("{0}")]
     Phase(#[from] PhaseError),
-    #[error("the migration object has no {0}")]
-    MissingField(&'static str),
-    #[error("serialising the migration: {0}")]
-    Serialize(#[from] serde_json::Error),
 }
 
 impl Error {

@@ -52,8 +52,7 @@ pub async fn plan(
 
     // 1. Preflight, exactly as phase 1 runs it (it writes nothing itself; the
     // controller would record its findings in status, the plan prints them).
-    let preflight = vcfm_controller::phases::lookup(PhaseName::Preflight)
-        .context("this build has no Preflight phase")?;
+    let preflight = vcfm_controller::phases::phase(PhaseName::Preflight);
     let outcome = preflight.execute(&ctx).await;
     let (logs, updates) = ctx.take();
     let problems: Vec<String> = logs

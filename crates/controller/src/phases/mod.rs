@@ -105,11 +105,6 @@ pub fn phase(name: PhaseName) -> &'static dyn Phase {
     }
 }
 
-/// [`phase`], for callers written when not every phase existed.
-pub fn lookup(name: PhaseName) -> Option<&'static dyn Phase> {
-    Some(phase(name))
-}
-
 /// The deadline for a phase: the spec's override, else the phase's default.
 pub fn timeout_for(spec: &vcfm_api::MigrationSpec, name: PhaseName) -> Duration {
     spec.phase_timeouts

@@ -439,7 +439,7 @@ impl Env {
             metrics: Arc::new(vcfm_controller::metrics::Metrics::default()),
         });
         let ctx = PhaseCtx::new(shared, Arc::new(m), Timestamp::now());
-        let imp = vcfm_controller::phases::lookup(phase).expect("implemented");
+        let imp = vcfm_controller::phases::phase(phase);
         imp.validate(&ctx).await.expect("validate");
         let out = imp.execute(&ctx).await.expect("execute");
         let (_, updates) = ctx.take();
@@ -463,10 +463,7 @@ impl Env {
             metrics: Arc::new(vcfm_controller::metrics::Metrics::default()),
         });
         let ctx = PhaseCtx::new(shared, Arc::new(m), Timestamp::now());
-        let out = vcfm_controller::phases::lookup(phase)
-            .expect("implemented")
-            .execute(&ctx)
-            .await;
+        let out = vcfm_controller::phases::phase(phase).execute(&ctx).await;
         let (_, updates) = ctx.take();
         (out, updates)
     }
