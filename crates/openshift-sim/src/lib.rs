@@ -68,7 +68,9 @@ use tokio_util::sync::CancellationToken;
 use vcfm_vsphere::sim::{Vcsim, VcsimOptions};
 use vcfm_vsphere::{CategorySpec, CloneSpec, MoRef};
 
-pub use scenario::{ConfigFormat, Delays, Faults, Scenario, Site, VcsimRestart, WrongCredentials};
+pub use scenario::{
+    ConfigFormat, Delays, Faults, Scenario, Site, Tier, VcsimRestart, WrongCredentials,
+};
 pub use seed::failure_domain as failure_domain_json;
 pub use vcenter::VcenterInfo;
 
@@ -85,6 +87,9 @@ pub enum Error {
     /// kube-sim failed to start or rejected a manifest.
     #[error("kube-sim: {0}")]
     KubeSim(#[from] kube_sim::SimError),
+    /// The real control plane failed to start or rejected a manifest.
+    #[error("real tier: {0}")]
+    Real(#[from] real_tier::Error),
     /// A vcsim failed to start or restart.
     #[error("vcsim: {0}")]
     Vcsim(#[from] vcfm_vsphere::sim::SimError),
@@ -99,6 +104,13 @@ pub enum Error {
         /// The error.
         message: String,
     },
+}
+
+fn seed_io(what: &str, e: std::io::Error) -> Error {
+    Error::Seed {
+        what: what.into(),
+        message: e.to_string(),
+    }
 }
 
 fn seed_err(what: impl Into<String>) -> impl FnOnce(kapi::CallError) -> Error {
@@ -138,13 +150,84 @@ fn crd_dir_in(shared: &Path, multi_vcenter_day2_gate: bool) -> Result<PathBuf, E
     }
 }
 
-/// Applies every CRD of `dir` exactly as OpenShift ships it.
-fn install_openshift_crds(kube: &KubeSim, dir: &Path) -> Result<(), Error> {
-    if !dir.is_dir() {
-        return Err(Error::SharedDirMissing(dir.to_path_buf()));
+/// The API server a cluster runs on.
+enum ApiServer {
+    Sim(KubeSim),
+    Real(real_tier::ControlPlane),
+}
+
+impl ApiServer {
+    async fn start(scenario: &Scenario) -> Result<Self, Error> {
+        match scenario.tier {
+            Tier::Sim => {
+                let mut builder = KubeSim::builder().rbac(scenario.rbac);
+                if let Some(p) = &scenario.kubeconfig_path {
+                    builder = builder.kubeconfig_path(p.clone());
+                }
+                Ok(ApiServer::Sim(builder.start().await?))
+            }
+            Tier::Real => {
+                let cp = real_tier::ControlPlane::start(real_tier::ControlPlaneOptions::default())
+                    .await?;
+                if let Some(p) = &scenario.kubeconfig_path {
+                    std::fs::copy(cp.kubeconfig_path(), p).map_err(|e| Error::Seed {
+                        what: format!("kubeconfig {}", p.display()),
+                        message: e.to_string(),
+                    })?;
+                }
+                Ok(ApiServer::Real(cp))
+            }
+        }
     }
-    kube.apply_yaml_dir(dir)?;
-    Ok(())
+
+    /// Applies every manifest of `yaml` exactly as written (CRDs as OpenShift ships them).
+    async fn apply_yaml(&self, client: &kube::Client, yaml: &str) -> Result<(), Error> {
+        match self {
+            ApiServer::Sim(k) => {
+                k.apply_yaml(yaml)?;
+            }
+            ApiServer::Real(_) => {
+                real_tier::apply_yaml(client, yaml).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_dir(&self, client: &kube::Client, dir: &Path) -> Result<(), Error> {
+        if !dir.is_dir() {
+            return Err(Error::SharedDirMissing(dir.to_path_buf()));
+        }
+        match self {
+            ApiServer::Sim(k) => {
+                k.apply_yaml_dir(dir)?;
+            }
+            ApiServer::Real(_) => {
+                real_tier::apply_dir(client, dir).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn admin_client(&self) -> Result<kube::Client, Error> {
+        Ok(match self {
+            ApiServer::Sim(k) => k.client().await?,
+            ApiServer::Real(cp) => cp.client().await?,
+        })
+    }
+
+    fn kubeconfig_path(&self) -> &Path {
+        match self {
+            ApiServer::Sim(k) => k.kubeconfig_path(),
+            ApiServer::Real(cp) => cp.kubeconfig_path(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            ApiServer::Sim(k) => k.shutdown().await,
+            ApiServer::Real(cp) => cp.shutdown().await,
+        }
+    }
 }
 
 /// CRDs OpenShift's API repository does not ship (cluster-autoscaler-operator's).
@@ -156,7 +239,10 @@ const EXTRA_CRDS: &[&str] = &[
 /// A running simulated cluster: kube-sim, two vcsims and the operators. Dropping it stops
 /// everything (use [`SimCluster::shutdown`] to wait for it).
 pub struct SimCluster {
-    kube: Option<KubeSim>,
+    api: Option<ApiServer>,
+    /// The real machine API and CPMS operators (real tier with `real_operators`).
+    operators: Option<real_tier::Operators>,
+    _files: tempfile::TempDir,
     client: kube::Client,
     infra_id: String,
     scenario: Scenario,
@@ -196,21 +282,21 @@ impl SimCluster {
             Vcsim::start_async(VcsimOptions::default())
         );
         let (src, tgt) = (src?, tgt?);
-        let mut builder = KubeSim::builder().rbac(scenario.rbac);
-        if let Some(p) = &scenario.kubeconfig_path {
-            builder = builder.kubeconfig_path(p.clone());
-        }
-        let kube = builder.start().await?;
-        install_openshift_crds(&kube, &crd_dir)?;
+        let api = ApiServer::start(&scenario).await?;
+        let client = api.admin_client().await?;
+        api.apply_dir(&client, &crd_dir).await?;
         for crd in EXTRA_CRDS {
-            kube.apply_yaml(crd)?;
+            api.apply_yaml(&client, crd).await?;
         }
         let vcfm_crd = vcfm_api::crd_yaml().map_err(|e| Error::Seed {
             what: "the vcfm CRD".into(),
             message: e.to_string(),
         })?;
-        kube.apply_yaml(&vcfm_crd)?;
-        let client = kube.client().await?;
+        api.apply_yaml(&client, &vcfm_crd).await?;
+        let real_operators = scenario.real_operators && scenario.tier == Tier::Real;
+        if real_operators {
+            api.apply_dir(&client, &real_tier::crd_dir()).await?;
+        }
 
         let infra_id = format!("{}-{}", scenario.cluster_name, kapi::suffix(5));
         let source = VcenterInfo::from_sim(&src, &infra_id);
@@ -253,7 +339,10 @@ impl SimCluster {
             target_server: target.server.clone().into(),
             version: scenario.version.clone().into(),
             next_ip: Arc::new(AtomicU32::new(10)),
-            api_faults: kube.faults(),
+            api_faults: match &api {
+                ApiServer::Sim(k) => Some(k.faults()),
+                ApiServer::Real(_) => None,
+            },
             outage_fired: Arc::new(AtomicBool::new(false)),
             infra_crd: Arc::new(infra_crd),
             cancel: cancel.clone(),
@@ -294,13 +383,21 @@ impl SimCluster {
         sims.insert("target", Arc::new(Mutex::new(tgt)));
         let mut tasks = vec![
             tokio::spawn(ops::credentials::run(ctx.clone())),
-            tokio::spawn(ops::machines::run_machine_controller(ctx.clone())),
-            tokio::spawn(ops::machines::run_machineset_controller(ctx.clone())),
-            tokio::spawn(ops::cpms::run(ctx.clone())),
             tokio::spawn(ops::pods::run(ctx.clone(), groups)),
             tokio::spawn(ops::cluster_operators::run(ctx.clone())),
             tokio::spawn(ops::cvo::run(ctx.clone())),
         ];
+        if real_operators {
+            tasks.push(tokio::spawn(ops::kubelet::run(ctx.clone())));
+        } else {
+            tasks.push(tokio::spawn(ops::machines::run_machine_controller(
+                ctx.clone(),
+            )));
+            tasks.push(tokio::spawn(ops::machines::run_machineset_controller(
+                ctx.clone(),
+            )));
+            tasks.push(tokio::spawn(ops::cpms::run(ctx.clone())));
+        }
         let operators = tasks.len();
         let synced = tokio::time::timeout(Duration::from_secs(30), async {
             for _ in 0..operators {
@@ -313,6 +410,28 @@ impl SimCluster {
         if synced.is_err() {
             tracing::warn!("not every simulated operator finished its first pass within 30 s");
         }
+        let files = tempfile::Builder::new()
+            .prefix("openshift-sim-")
+            .tempdir()
+            .map_err(|e| seed_io("temp dir", e))?;
+        let operators = match &api {
+            ApiServer::Real(cp) if real_operators => {
+                let bundle = files.path().join("vcenter-ca.pem");
+                let mut pem =
+                    std::fs::read(&source.ca_pem_path).map_err(|e| seed_io("source CA", e))?;
+                pem.extend(
+                    std::fs::read(&target.ca_pem_path).map_err(|e| seed_io("target CA", e))?,
+                );
+                std::fs::write(&bundle, pem).map_err(|e| seed_io("CA bundle", e))?;
+                let opts = real_tier::OperatorOptions {
+                    release_version: scenario.version.clone(),
+                    vcenter_ca_bundle: bundle,
+                    cpms: true,
+                };
+                Some(real_tier::Operators::start(cp, opts).await?)
+            }
+            _ => None,
+        };
         if let Some(r) = scenario.faults.vcsim_restart
             && let Some(sim) = sims.get(site_key(r.site)).cloned()
         {
@@ -335,7 +454,9 @@ impl SimCluster {
         }
         tracing::info!(%infra_id, source = %source.server, target = %target.server, "simulated cluster ready");
         Ok(Self {
-            kube: Some(kube),
+            api: Some(api),
+            operators,
+            _files: files,
             client,
             infra_id,
             scenario,
@@ -356,14 +477,97 @@ impl SimCluster {
 
     /// The admin kubeconfig file.
     pub fn kubeconfig_path(&self) -> &Path {
-        self.kube().kubeconfig_path()
+        self.api_server().kubeconfig_path()
     }
 
-    /// The API server (fault injection, request statistics, extra tokens).
-    pub fn kube(&self) -> &KubeSim {
-        self.kube
+    fn api_server(&self) -> &ApiServer {
+        self.api
             .as_ref()
-            .unwrap_or_else(|| unreachable!("kube-sim is only taken by shutdown"))
+            .unwrap_or_else(|| unreachable!("the API server is only taken by shutdown"))
+    }
+
+    /// The tier the cluster runs on.
+    pub fn tier(&self) -> Tier {
+        match self.api_server() {
+            ApiServer::Sim(_) => Tier::Sim,
+            ApiServer::Real(_) => Tier::Real,
+        }
+    }
+
+    /// kube-sim (fault injection, request statistics, extra tokens): sim tier only.
+    ///
+    /// # Panics
+    /// On [`Tier::Real`]: a test that injects API faults belongs to the sim tier.
+    pub fn kube(&self) -> &KubeSim {
+        match self.api_server() {
+            ApiServer::Sim(k) => k,
+            ApiServer::Real(_) => panic!(
+                "kube-sim fault injection and statistics exist on the sim tier only (VCFM_TIER=real)"
+            ),
+        }
+    }
+
+    /// The real control plane (audit log, component logs): real tier only.
+    pub fn real(&self) -> Option<&real_tier::ControlPlane> {
+        match self.api_server() {
+            ApiServer::Sim(_) => None,
+            ApiServer::Real(cp) => Some(cp),
+        }
+    }
+
+    /// The real operators' logs (real tier with real operators), for failure messages.
+    pub fn operator_logs(&self, lines: usize) -> Option<String> {
+        self.operators.as_ref().map(|o| o.logs(lines))
+    }
+
+    /// A client and kubeconfig text for `user`, as the API server authenticates it: a
+    /// bearer token on kube-sim (in `groups`), a client certificate (first group) on the
+    /// real apiserver.
+    pub async fn kubeconfig_for_user(&self, user: &str, groups: &[&str]) -> Result<String, Error> {
+        match self.api_server() {
+            ApiServer::Sim(k) => {
+                let token = format!("user-{}", kapi::suffix(24));
+                k.add_token(
+                    &token,
+                    kube_sim::UserInfo {
+                        name: user.into(),
+                        groups: groups.iter().map(|g| g.to_string()).collect(),
+                    },
+                );
+                Ok(k.kubeconfig_for_token(&token))
+            }
+            ApiServer::Real(cp) => Ok(cp.kubeconfig_for(
+                user,
+                groups
+                    .iter()
+                    .copied()
+                    .find(|g| *g != "system:authenticated"),
+            )?),
+        }
+    }
+
+    /// A client for [`SimCluster::kubeconfig_for_user`].
+    pub async fn client_for_user(
+        &self,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<kube::Client, Error> {
+        let text = self.kubeconfig_for_user(user, groups).await?;
+        Ok(real_tier::ControlPlane::client_from_kubeconfig(&text).await?)
+    }
+
+    /// A kubeconfig with a token for service account `ns/name`, as a pod gets it (on the
+    /// real apiserver through TokenRequest; the account is created when missing).
+    pub async fn service_account_kubeconfig(&self, ns: &str, name: &str) -> Result<String, Error> {
+        match self.api_server() {
+            ApiServer::Sim(k) => {
+                Ok(k.kubeconfig_for_token(&k.mint_service_account_token(ns, name)))
+            }
+            ApiServer::Real(cp) => {
+                let token = cp.service_account_token(ns, name).await?;
+                Ok(cp.kubeconfig_for_token(&token))
+            }
+        }
     }
 
     /// The cluster's infraID (`<cluster_name>-xxxxx`).
@@ -446,8 +650,11 @@ impl SimCluster {
             }
         }
         self.vc.logout_all().await;
-        if let Some(k) = self.kube.take() {
-            k.shutdown().await;
+        if let Some(ops) = self.operators.take() {
+            ops.shutdown().await;
+        }
+        if let Some(api) = self.api.take() {
+            api.shutdown().await;
         }
         let sims: Vec<_> = self.sims.drain().map(|(_, s)| s).collect();
         let _ = tokio::task::spawn_blocking(move || drop(sims)).await;

@@ -141,6 +141,27 @@ pub struct Faults {
     pub target_network_outside_machine_network: bool,
 }
 
+/// Which API server and which operators the cluster runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tier {
+    /// kube-sim in-process, every operator simulated: fast, with API fault injection.
+    #[default]
+    Sim,
+    /// The real etcd, kube-apiserver and kube-controller-manager (`make real-parts`),
+    /// with the simulated operators.
+    Real,
+}
+
+impl Tier {
+    /// From `$VCFM_TIER` (`sim` or `real`), `Sim` when unset.
+    pub fn from_env() -> Self {
+        match std::env::var("VCFM_TIER").as_deref() {
+            Ok("real") => Tier::Real,
+            _ => Tier::Sim,
+        }
+    }
+}
+
 /// Everything that varies between simulated clusters.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -173,6 +194,13 @@ pub struct Scenario {
     /// Enforce RBAC in kube-sim for every non-admin token (the simulated operators are
     /// admin), so a controller can run as a service account bound only by its manifests.
     pub rbac: bool,
+    /// The API server (and, later, operators) the cluster runs on. On [`Tier::Real`] RBAC
+    /// is always enforced and kube-sim's fault injection is unavailable.
+    pub tier: Tier,
+    /// On [`Tier::Real`]: run the real machine API (machine, MachineSet and nodelink
+    /// controllers with their webhooks) and the real CPMS operator instead of simulating
+    /// them; openshift-sim then plays only the kubelets of their machines.
+    pub real_operators: bool,
 }
 
 impl Default for Scenario {
@@ -192,6 +220,8 @@ impl Default for Scenario {
             autoscaling: false,
             user_machine_health_check: false,
             rbac: false,
+            tier: Tier::from_env(),
+            real_operators: Tier::from_env() == Tier::Real,
         }
     }
 }

@@ -27,7 +27,6 @@ pub const TARGET_SECRET: &str = "target-vcenter-creds";
 pub const FD: &str = "target-fd-1";
 /// The identity the controller talks to kube-sim with (its requests are counted apart).
 pub const CONTROLLER_USER: &str = "system:serviceaccount:vcfm:vcfm-controller";
-const CONTROLLER_TOKEN: &str = "vcfm-controller-e2e-token";
 
 /// Logs once per process when `RUST_LOG` is set.
 pub fn init_tracing() {
@@ -85,16 +84,8 @@ impl Env {
             .create(&PostParams::default(), &secret)
             .await
             .expect("target secret");
-        sim.kube().add_token(
-            CONTROLLER_TOKEN,
-            kube_sim::UserInfo {
-                name: CONTROLLER_USER.into(),
-                groups: vec!["system:masters".into(), "system:authenticated".into()],
-            },
-        );
         let controller_client = sim
-            .kube()
-            .client_for_token(CONTROLLER_TOKEN)
+            .client_for_user(CONTROLLER_USER, &["system:masters"])
             .await
             .expect("controller client");
         let mut ca = std::fs::read(&sim.source().ca_pem_path).expect("source CA");

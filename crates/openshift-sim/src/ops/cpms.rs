@@ -301,10 +301,11 @@ async fn reconcile(
         if fresh.iter().all(|m| is_ready(m)) {
             for old in &outdated {
                 if let Some(d) = ctx.faults.api_outage_during_cpms_rollout
+                    && let Some(faults) = &ctx.api_faults
                     && !ctx.outage_fired.swap(true, Ordering::SeqCst)
                 {
                     tracing::info!(?d, "fault: API outage during control-plane rollout");
-                    ctx.api_faults.outage(d);
+                    faults.outage(d);
                     return Ok(());
                 }
                 kapi::delete_ignore_missing(&machines, &old.name_any())

@@ -7,6 +7,7 @@ pub(crate) mod cluster_operators;
 pub(crate) mod cpms;
 pub(crate) mod credentials;
 pub(crate) mod cvo;
+pub(crate) mod kubelet;
 pub(crate) mod machines;
 pub(crate) mod pods;
 
@@ -36,8 +37,8 @@ pub(crate) struct Ctx {
     pub version: Arc<str>,
     /// Next host number in the machine network.
     pub next_ip: Arc<AtomicU32>,
-    /// kube-sim's fault handle (the CPMS rollout outage).
-    pub api_faults: kube_sim::Faults,
+    /// kube-sim's fault handle (the CPMS rollout outage); none on the real tier.
+    pub api_faults: Option<kube_sim::Faults>,
     pub outage_fired: Arc<AtomicBool>,
     /// The Infrastructure CRD as seeded (the CVO restores its rule).
     pub infra_crd: Arc<Value>,

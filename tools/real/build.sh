@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds the real tier from Go modules only (tools/real/versions.env names every version):
+#   kube-apiserver, kube-controller-manager  k8s.io/kubernetes (wrapper go.mod, staging modules pinned by replace)
+#   etcd                                     go.etcd.io/etcd/server/v3 (the version k8s itself pins)
+#   machine-controller-manager, nodelink-controller, machineset-controller
+#                                            github.com/openshift/machine-api-operator
+#   control-plane-machine-set-operator       github.com/openshift/cluster-control-plane-machine-set-operator
+# into target/real/bin/. A binary is rebuilt only when versions.env or this script is newer than it.
+# Go's module and build caches are the machine's own (GOMODCACHE/GOCACHE may point elsewhere).
+# Usage: tools/real/build.sh [k8s|openshift|all]
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+out="$root/target/real"
+bin="$out/bin"
+mkdir -p "$bin"
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+what="${1:-all}"
+
+fresh() { # fresh BIN...: true when every named binary is newer than the inputs
+  local b
+  for b in "$@"; do
+    [ -x "$bin/$b" ] && [ "$bin/$b" -nt "$here/versions.env" ] && [ "$bin/$b" -nt "$here/build.sh" ] || return 1
+  done
+}
+
+timed() { # timed LABEL CMD...: runs CMD, reports wall time and peak RSS on stderr
+  local label="$1"; shift
+  local t0=$SECONDS
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f "real: $label: %e s wall, %M KiB peak RSS" "$@"
+  else
+    "$@"
+  fi
+  echo "real: $label done in $((SECONDS - t0)) s" >&2
+}
+
+build_k8s() {
+  fresh kube-apiserver kube-controller-manager etcd && return 0
+  local K="$K8S_VERSION" S="v0.${K8S_VERSION#1.}" minor
+  minor="$(echo "$K" | cut -d. -f2)"
+  local src="$out/src/k8s"
+  rm -rf "$src"; mkdir -p "$src"; cd "$src"
+  go mod init vcfm.invalid/realk8s >/dev/null 2>&1
+  # k8s.io/kubernetes publishes its go.mod with every staging module at v0.0.0; point each at its real release.
+  local kmod
+  kmod="$(go mod download -json "k8s.io/kubernetes@v$K" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  local m
+  for m in $(awk '$1 ~ /^k8s\.io\/[a-z0-9-]+$/ && $2 == "v0.0.0" {print $1}' "$kmod" | sort -u); do
+    go mod edit -replace="$m=$m@$S"
+  done
+  # The main module's godebug line sets the binary's defaults: keep k8s's own.
+  sed -n 's/^godebug \(.*\)/\1/p' "$kmod" | while read -r kv; do go mod edit -godebug="$kv"; done
+  go get "k8s.io/kubernetes@v$K" >/dev/null
+  go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K" "k8s.io/kubernetes/cmd/kube-controller-manager@v$K"
+  go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go mod tidy
+  local v="-X k8s.io/component-base/version.gitVersion=v$K -X k8s.io/component-base/version.gitMajor=1"
+  v+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  v+=" -X k8s.io/client-go/pkg/version.gitVersion=v$K -X k8s.io/client-go/pkg/version.gitMajor=1"
+  v+=" -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  timed kube-apiserver go build -trimpath -pgo=off -ldflags "-s -w $v" -o "$bin/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  timed kube-controller-manager go build -trimpath -pgo=off -ldflags "-s -w $v" -o "$bin/kube-controller-manager.tmp" k8s.io/kubernetes/cmd/kube-controller-manager
+  timed etcd go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3
+  for m in kube-apiserver kube-controller-manager etcd; do mv -f "$bin/$m.tmp" "$bin/$m"; done
+}
+
+build_openshift() {
+  fresh machine-controller-manager nodelink-controller machineset-controller control-plane-machine-set-operator && return 0
+  local src="$out/src/openshift"
+  local mao=github.com/openshift/machine-api-operator
+  local cpms=github.com/openshift/cluster-control-plane-machine-set-operator
+  rm -rf "$src"; mkdir -p "$src"; cd "$src"
+  go mod init vcfm.invalid/realopenshift >/dev/null 2>&1
+  go get -tool "$mao/cmd/vsphere@$MAO_VERSION" "$mao/cmd/nodelink-controller@$MAO_VERSION" "$mao/cmd/machineset@$MAO_VERSION"
+  go get -tool "$cpms/cmd/control-plane-machine-set-operator@$CPMS_VERSION"
+  go mod tidy
+  local v="-X $mao/pkg/version.Raw=v$OCP_RELEASE"
+  timed machine-controller-manager go build -trimpath -ldflags "-s -w $v" -o "$bin/machine-controller-manager.tmp" "$mao/cmd/vsphere"
+  timed nodelink-controller go build -trimpath -ldflags "-s -w $v" -o "$bin/nodelink-controller.tmp" "$mao/cmd/nodelink-controller"
+  timed machineset-controller go build -trimpath -ldflags "-s -w $v" -o "$bin/machineset-controller.tmp" "$mao/cmd/machineset"
+  timed control-plane-machine-set-operator go build -trimpath -ldflags "-s -w" -o "$bin/control-plane-machine-set-operator.tmp" "$cpms/cmd/control-plane-machine-set-operator"
+  for m in machine-controller-manager nodelink-controller machineset-controller control-plane-machine-set-operator; do mv -f "$bin/$m.tmp" "$bin/$m"; done
+}
+
+# CRDs the real operators need that OpenShift's API CRD set in shared/ lacks: the IPAM kinds
+# the machine controller's scheme registers (machine-api-operator third_party/cluster-api/crd).
+copy_crds() {
+  local crds="$out/crds"
+  [ -f "$crds/.done" ] && [ "$crds/.done" -nt "$here/versions.env" ] && return 0
+  local dir
+  dir="$(cd "$out/src/openshift" 2>/dev/null && go list -m -f '{{.Dir}}' github.com/openshift/machine-api-operator)" || \
+    dir="$(go mod download -json "github.com/openshift/machine-api-operator@$MAO_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  rm -rf "$crds"; mkdir -p "$crds"
+  cp "$dir"/third_party/cluster-api/crd/*.yaml "$crds/"
+  touch "$crds/.done"
+}
+
+case "$what" in
+  k8s) build_k8s ;;
+  openshift) build_openshift; copy_crds ;;
+  all) build_k8s; build_openshift; copy_crds ;;
+  *) echo "usage: $0 [k8s|openshift|all]" >&2; exit 2 ;;
+esac
+ls -1 "$bin"
