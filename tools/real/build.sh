@@ -65,24 +65,42 @@ build_k8s() {
   timed kube-controller-manager go build -trimpath -pgo=off -ldflags "-s -w $v" -o "$bin/kube-controller-manager.tmp" k8s.io/kubernetes/cmd/kube-controller-manager
   timed etcd go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3
   for m in kube-apiserver kube-controller-manager etcd; do mv -f "$bin/$m.tmp" "$bin/$m"; done
+  cd "$root"
 }
 
-build_openshift() {
-  fresh machine-controller-manager nodelink-controller machineset-controller control-plane-machine-set-operator && return 0
-  local src="$out/src/openshift"
-  local mao=github.com/openshift/machine-api-operator
-  local cpms=github.com/openshift/cluster-control-plane-machine-set-operator
+# One wrapper module per component family: Go's MVS would otherwise build each operator
+# against the other's newer openshift/api (CPMS 2025-10 does not compile against MAO
+# 2026-02's: FeatureGateCPMSMachineNamePrefix is gone).
+wrapper() { # wrapper NAME: a fresh wrapper module under target/real/src/NAME, entered
+  local src="$out/src/$1"
   rm -rf "$src"; mkdir -p "$src"; cd "$src"
-  go mod init vcfm.invalid/realopenshift >/dev/null 2>&1
+  go mod init "vcfm.invalid/real$1" >/dev/null 2>&1
+}
+
+install_bin() { # install_bin NAME PKG LDFLAGS: builds PKG into bin/NAME (atomically)
+  timed "$1" go build -trimpath -ldflags "-s -w $3" -o "$bin/$1.tmp" "$2"
+  mv -f "$bin/$1.tmp" "$bin/$1"
+}
+
+build_mao() {
+  fresh machine-controller-manager nodelink-controller machineset-controller && return 0
+  local mao=github.com/openshift/machine-api-operator
+  wrapper mao
   go get -tool "$mao/cmd/vsphere@$MAO_VERSION" "$mao/cmd/nodelink-controller@$MAO_VERSION" "$mao/cmd/machineset@$MAO_VERSION"
-  go get -tool "$cpms/cmd/control-plane-machine-set-operator@$CPMS_VERSION"
   go mod tidy
   local v="-X $mao/pkg/version.Raw=v$OCP_RELEASE"
-  timed machine-controller-manager go build -trimpath -ldflags "-s -w $v" -o "$bin/machine-controller-manager.tmp" "$mao/cmd/vsphere"
-  timed nodelink-controller go build -trimpath -ldflags "-s -w $v" -o "$bin/nodelink-controller.tmp" "$mao/cmd/nodelink-controller"
-  timed machineset-controller go build -trimpath -ldflags "-s -w $v" -o "$bin/machineset-controller.tmp" "$mao/cmd/machineset"
-  timed control-plane-machine-set-operator go build -trimpath -ldflags "-s -w" -o "$bin/control-plane-machine-set-operator.tmp" "$cpms/cmd/control-plane-machine-set-operator"
-  for m in machine-controller-manager nodelink-controller machineset-controller control-plane-machine-set-operator; do mv -f "$bin/$m.tmp" "$bin/$m"; done
+  install_bin machine-controller-manager "$mao/cmd/vsphere" "$v"
+  install_bin nodelink-controller "$mao/cmd/nodelink-controller" "$v"
+  install_bin machineset-controller "$mao/cmd/machineset" "$v"
+}
+
+build_cpms() {
+  fresh control-plane-machine-set-operator && return 0
+  local cpms=github.com/openshift/cluster-control-plane-machine-set-operator
+  wrapper cpms
+  go get -tool "$cpms/cmd/control-plane-machine-set-operator@$CPMS_VERSION"
+  go mod tidy
+  install_bin control-plane-machine-set-operator "$cpms/cmd/control-plane-machine-set-operator" ""
 }
 
 # CRDs the real operators need that OpenShift's API CRD set in shared/ lacks: the IPAM kinds
@@ -91,8 +109,7 @@ copy_crds() {
   local crds="$out/crds"
   [ -f "$crds/.done" ] && [ "$crds/.done" -nt "$here/versions.env" ] && return 0
   local dir
-  dir="$(cd "$out/src/openshift" 2>/dev/null && go list -m -f '{{.Dir}}' github.com/openshift/machine-api-operator)" || \
-    dir="$(go mod download -json "github.com/openshift/machine-api-operator@$MAO_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  dir="$(go mod download -json "github.com/openshift/machine-api-operator@$MAO_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
   rm -rf "$crds"; mkdir -p "$crds"
   cp "$dir"/third_party/cluster-api/crd/*.yaml "$crds/"
   touch "$crds/.done"
@@ -100,8 +117,8 @@ copy_crds() {
 
 case "$what" in
   k8s) build_k8s ;;
-  openshift) build_openshift; copy_crds ;;
-  all) build_k8s; build_openshift; copy_crds ;;
+  openshift) build_mao; build_cpms; copy_crds ;;
+  all) build_k8s; build_mao; build_cpms; copy_crds ;;
   *) echo "usage: $0 [k8s|openshift|all]" >&2; exit 2 ;;
 esac
 ls -1 "$bin"

@@ -89,7 +89,9 @@ pub struct MigrationSpec {
         validation = Rule::new("self.all(k, k in ['Preflight','Backup','DisableCVO','UpdateSecrets','CreateTags','CreateFolder','UpdateInfrastructure','UpdateConfig','RestartPods','MonitorHealth','CreateWorkers','RecreateCPMS','ScaleOldMachines','Cleanup','Verify'])").message("phaseTimeouts keys must be phase names"),
         validation = Rule::new("self.all(k, self[k].matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self[k] != '')").message("phaseTimeouts values must be durations such as 45m or 1h30m")
     )]
-    #[schemars(extend("maxProperties" = 15))]
+    // Bounded value length: the real apiserver refuses the CRD when a CEL rule's estimated
+    // cost over unbounded strings exceeds its budget (kube-sim did not estimate costs).
+    #[schemars(extend("maxProperties" = 15, "additionalProperties" = {"type": "string", "maxLength": 16}))]
     pub phase_timeouts: BTreeMap<String, String>,
 }
 

@@ -221,7 +221,8 @@ impl Default for Scenario {
             user_machine_health_check: false,
             rbac: false,
             tier: Tier::from_env(),
-            real_operators: Tier::from_env() == Tier::Real,
+            real_operators: Tier::from_env() == Tier::Real
+                && std::env::var("VCFM_REAL_OPERATORS").as_deref() != Ok("0"),
         }
     }
 }

@@ -457,6 +457,15 @@ pub async fn apply_edit(
                     "Infrastructure cluster changed meanwhile; retrying with a fresh read",
                 ));
             }
+            // A real apiserver swaps a CRD's validators asynchronously after the CRD is
+            // updated (apiextensions-apiserver `crdHandler` rebuilds the storage from
+            // its informer), so the write right after lifting the rule may still meet
+            // it. The rule stays lifted; the next attempt writes again.
+            Err(kube::Error::Api(s)) if original.is_some() && rejected_by_vcenters_rule(&s) => {
+                return Err(PhaseError::transient(
+                    "the API server does not serve the lifted Infrastructure CRD vcenters rule yet; retrying",
+                ));
+            }
             Err(e) => return Err(PhaseError::from(e).context("writing Infrastructure cluster")),
         }
     }
@@ -468,6 +477,16 @@ pub async fn apply_edit(
         changed,
         rule_restored,
     })
+}
+
+/// A 422 whose cause is the `vcenters` field (the field the CRD rule guards).
+fn rejected_by_vcenters_rule(s: &kube::core::Status) -> bool {
+    s.code == 422
+        && s.details.as_ref().is_some_and(|d| {
+            d.causes
+                .iter()
+                .any(|c| c.field == "spec.platformSpec.vsphere.vcenters")
+        })
 }
 
 /// The Infrastructure spec saved by the Backup phase.
