@@ -9,6 +9,8 @@ FROM docker.io/library/rust:1-alpine AS build
 RUN apk add --no-cache musl-dev ca-certificates
 WORKDIR /src
 COPY . .
+# Exactly the product: no simulator is linked in (crates/vcfm/tests/product_deps.rs
+# resolves this very command with cargo tree and fails if one is).
 RUN cargo build --release --locked -p vcfm --bin vcfm \
  && install -D -m 0755 target/release/vcfm /out/vcfm
 

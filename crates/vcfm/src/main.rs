@@ -1,13 +1,13 @@
 //! `vcfm`: the single binary: the controller, the administrator's CLI, and the CRD.
+//! It carries no simulator; the demo is `vcfm-demo`. Installed as `kubectl-vcfm` or
+//! `oc-vcfm` it is a kubectl/oc plugin and names itself `kubectl vcfm` / `oc vcfm`.
 
-mod cli;
-mod demo;
-mod plan;
-
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use vcfm::{cli, plan};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,8 +52,12 @@ enum Command {
         #[arg(long)]
         vcenter_insecure: bool,
     },
-    /// A whole migration on an embedded simulated cluster and two simulated vCenters, shown live.
-    Demo(demo::DemoArgs),
+    /// Gone from the product binary: points at `vcfm-demo`.
+    #[command(hide = true, disable_help_flag = true)]
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,9 +85,48 @@ struct ControllerArgs {
     log_format: String,
 }
 
+/// The name the user typed. kubectl and oc run a plugin with its path as argv[0]
+/// (kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/cmd.go,
+/// `DefaultPluginHandler.Execute`); oc looks for `oc-NAME` first, then
+/// `kubectl-NAME` (openshift/oc pkg/cli/kubectlwrappers/wrappers.go, `NewCmdPlugin`).
+fn invoked_as(argv0: Option<&OsStr>) -> &'static str {
+    let file = argv0
+        .and_then(|a| Path::new(a).file_stem())
+        .and_then(OsStr::to_str)
+        .unwrap_or_default();
+    match file {
+        "kubectl-vcfm" => "kubectl vcfm",
+        "oc-vcfm" => "oc vcfm",
+        _ => "vcfm",
+    }
+}
+
+/// Command hints (`vcfm resume NAME`) as the user invoked the binary.
+fn as_invoked(text: &str, name: &str) -> String {
+    if name == "vcfm" {
+        text.to_string()
+    } else {
+        text.replace("`vcfm ", &format!("`{name} "))
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() {
+    let name = invoked_as(std::env::args_os().next().as_deref());
+    let mut cmd = Cli::command().bin_name(name);
+    if name == "vcfm" {
+        cmd = cmd.after_help(
+            "As a kubectl/oc plugin: link this binary as kubectl-vcfm (or oc-vcfm) on your PATH, then `kubectl vcfm status NAME`.",
+        );
+    }
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
+    if let Err(e) = run(cli, name).await {
+        eprintln!("Error: {}", as_invoked(&format!("{e:?}"), name));
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli, invoked: &str) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => {
             let yaml = vcfm_api::crd_yaml()?;
@@ -93,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Controller(args) => run_controller(cli.kubeconfig, &cli.namespace, args).await,
         Command::Status { name } => {
             let client = cli::client(cli.kubeconfig.as_deref()).await?;
-            print!("{}", cli::status(client, &cli.namespace, &name).await?);
+            let text = cli::status(client, &cli.namespace, &name).await?;
+            print!("{}", as_invoked(&text, invoked));
             Ok(())
         }
         Command::Approve { name, phase } => {
@@ -145,17 +189,11 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Demo(args) => {
-            if std::env::var_os("RUST_LOG").is_some() {
-                tracing_subscriber::fmt()
-                    .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                    .with_writer(std::io::stderr)
-                    .init();
-            }
-            if !demo::run(args).await? {
-                std::process::exit(1);
-            }
-            Ok(())
+        Command::Demo { .. } => {
+            eprintln!(
+                "The demo is its own binary, so that this one carries no simulator: run `make demo`, or `cargo run -p vcfm-demo -- ARGS` (`vcfm-demo --help`)."
+            );
+            std::process::exit(2);
         }
         Command::Rollback { name } => {
             set_state(
@@ -234,4 +272,25 @@ async fn run_controller(
     };
     vcfm_controller::run(client, opts, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_follow_argv0() {
+        let name = |s: &str| invoked_as(Some(OsStr::new(s)));
+        assert_eq!(name("/usr/local/bin/kubectl-vcfm"), "kubectl vcfm");
+        assert_eq!(name("oc-vcfm"), "oc vcfm");
+        assert_eq!(name("target/debug/vcfm"), "vcfm");
+        assert_eq!(invoked_as(None), "vcfm");
+        assert_eq!(
+            as_invoked(
+                "start it with `vcfm resume demo`; `kubectl get vcfm -A`",
+                "oc vcfm"
+            ),
+            "start it with `oc vcfm resume demo`; `kubectl get vcfm -A`"
+        );
+    }
 }

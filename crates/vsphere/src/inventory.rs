@@ -340,49 +340,6 @@ impl Client {
         })?;
         Ok(first.morefs("childEntity"))
     }
-
-    /// `SessionManager.TerminateSession`: ends other sessions by key (administration and
-    /// fault injection; a session cannot terminate itself).
-    pub async fn terminate_sessions(&self, keys: &[String]) -> Result<()> {
-        let sm = self.service_content().await?.session_manager.clone();
-        for k in keys {
-            self.add_secret(k);
-        }
-        let args: String = keys.iter().map(|k| xml::el("sessionId", k)).collect();
-        self.soap("TerminateSession", &sm, &args, false)
-            .await
-            .map(|_| ())
-    }
-
-    /// `SessionManager.SessionIsActive`: whether session `key` of `user` is still valid.
-    pub async fn session_is_active(&self, key: &str, user: &str) -> Result<bool> {
-        let sm = self.service_content().await?.session_manager.clone();
-        self.add_secret(key);
-        let args = format!("{}{}", xml::el("sessionID", key), xml::el("userName", user));
-        let res = self.soap("SessionIsActive", &sm, &args, true).await?;
-        Ok(res
-            .child("returnval")
-            .and_then(Node::as_bool)
-            .unwrap_or(false))
-    }
-
-    /// The key of this client's current SOAP session (`SessionManager.currentSession.key`).
-    /// Treated as a secret: it is redacted from all logs.
-    pub async fn current_session_key(&self) -> Result<String> {
-        let sm = self.service_content().await?.session_manager.clone();
-        let r = self
-            .retrieve_properties(
-                "SessionManager",
-                std::slice::from_ref(&sm),
-                &["currentSession"],
-            )
-            .await?;
-        r.first()
-            .and_then(|o| o.props.get("currentSession"))
-            .and_then(|n| n.child_text("key"))
-            .map(str::to_string)
-            .ok_or_else(|| self.protocol("RetrievePropertiesEx", "no currentSession"))
-    }
 }
 
 fn parse_object(o: &Node) -> Option<ObjectContent> {

@@ -28,6 +28,8 @@ pub mod xml;
 
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "sim")]
+mod test_calls;
 
 pub use cache::SessionCache;
 pub use client::{Client, ClientConfig, ClientStats, Credentials, RetryPolicy};
@@ -36,8 +38,10 @@ pub use inventory::{About, ObjectContent, VmSummary};
 pub use observe::{Api, CallLog, CallObserver, CallRecord};
 pub use privileges::PrivilegeReport;
 pub use tagging::{Cardinality, Category, CategorySpec, Tag, normalise_associable_type};
-pub use tasks::CloneSpec;
 pub use tls::{TlsOptions, thumbprint_sha256};
+
+#[cfg(feature = "sim")]
+pub use test_calls::CloneSpec;
 
 /// A managed object reference (`Folder:group-d1`).
 #[derive(

@@ -1,4 +1,5 @@
-//! Changes: folders, VM clone / power off / destroy, and bounded task waiting.
+//! Changes: folders and bounded task waiting (VM clone / power off / destroy are in
+//! `test_calls`, compiled only for tests and the simulators).
 
 use std::time::{Duration, Instant};
 
@@ -7,36 +8,8 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::xml::{self, Node};
 
-/// Where and how to clone a VM.
-#[derive(Debug, Clone)]
-pub struct CloneSpec {
-    /// Destination folder.
-    pub folder: MoRef,
-    /// Destination resource pool (required when cloning a template).
-    pub pool: Option<MoRef>,
-    /// Destination datastore (default: the source's).
-    pub datastore: Option<MoRef>,
-    /// Power on after cloning.
-    pub power_on: bool,
-    /// Deadline for the clone task.
-    pub timeout: Duration,
-}
-
-impl CloneSpec {
-    /// Clone into `folder` and `pool`, powered off, with a 30-minute deadline.
-    pub fn new(folder: MoRef, pool: Option<MoRef>) -> Self {
-        Self {
-            folder,
-            pool,
-            datastore: None,
-            power_on: false,
-            timeout: Duration::from_secs(1800),
-        }
-    }
-}
-
-/// Deadline for the short tasks (power off, destroy).
-const SHORT_TASK: Duration = Duration::from_secs(600);
+/// Deadline for the short tasks (destroying a folder; power off and destroy in tests).
+pub(crate) const SHORT_TASK: Duration = Duration::from_secs(600);
 
 /// Inventory paths escape `%`, `/` and `\` in names as `%25`, `%2f`, `%5c`; `CreateFolder`
 /// takes the plain name.
@@ -141,62 +114,6 @@ impl Client {
             });
         }
         let task = self.start_task("Destroy_Task", folder, "").await?;
-        self.wait_for_task(&task, SHORT_TASK).await.map(|_| ())
-    }
-
-    /// Clones `source` (VM or template) as `name`; returns the new VM.
-    pub async fn clone_vm(&self, source: &MoRef, name: &str, spec: &CloneSpec) -> Result<MoRef> {
-        let mut location = String::new();
-        if let Some(ds) = &spec.datastore {
-            location.push_str(&xml::moref_el("datastore", ds));
-        }
-        if let Some(pool) = &spec.pool {
-            location.push_str(&xml::moref_el("pool", pool));
-        }
-        let args = format!(
-            "{}{}<spec><location>{location}</location><template>false</template><powerOn>{}</powerOn></spec>",
-            xml::moref_el("folder", &spec.folder),
-            xml::el("name", name),
-            spec.power_on
-        );
-        let task = self.start_task("CloneVM_Task", source, &args).await?;
-        let result = self.wait_for_task(&task, spec.timeout).await?;
-        result
-            .and_then(|n| n.as_moref())
-            .ok_or_else(|| self.protocol("CloneVM_Task", "task result is not a VM reference"))
-    }
-
-    /// Powers a VM off; already off is success.
-    pub async fn power_off_vm(&self, vm: &MoRef) -> Result<()> {
-        let state = self
-            .retrieve_properties(
-                "VirtualMachine",
-                std::slice::from_ref(vm),
-                &["runtime.powerState"],
-            )
-            .await?;
-        let state = state
-            .first()
-            .and_then(|o| o.str("runtime.powerState"))
-            .unwrap_or_default()
-            .to_string();
-        if state == "poweredOff" {
-            return Ok(());
-        }
-        let task = self.start_task("PowerOffVM_Task", vm, "").await?;
-        self.wait_for_task(&task, SHORT_TASK).await.map(|_| ())
-    }
-
-    /// Powers a VM off if needed and destroys it (disks included).
-    pub async fn destroy_vm(&self, vm: &MoRef) -> Result<()> {
-        self.power_off_vm(vm).await?;
-        let task = self.start_task("Destroy_Task", vm, "").await?;
-        self.wait_for_task(&task, SHORT_TASK).await.map(|_| ())
-    }
-
-    /// Destroys a VM without powering it off first: fails on a powered-on VM, as vCenter does.
-    pub async fn destroy_vm_no_power_off(&self, vm: &MoRef) -> Result<()> {
-        let task = self.start_task("Destroy_Task", vm, "").await?;
         self.wait_for_task(&task, SHORT_TASK).await.map(|_| ())
     }
 

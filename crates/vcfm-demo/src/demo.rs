@@ -1,4 +1,4 @@
-//! `vcfm demo`: a whole migration on the embedded simulated environment (two
+//! `vcfm-demo`: a whole migration on the embedded simulated environment (two
 //! vcsim vCenters, kube-sim, openshift-sim), shown live in the terminal.
 //!
 //! The controller runs in this process exactly as in a cluster: as the
@@ -158,7 +158,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let kubeconfig = dir.path().join("kubeconfig");
 
     say(&format!(
-        "vcfm demo: starting two vCenter simulators (vcsim), kube-sim and openshift-sim ({} masters, {} workers)…",
+        "vcfm-demo: starting two vCenter simulators (vcsim), kube-sim and openshift-sim ({} masters, {} workers)…",
         3, args.workers
     ));
     let mut scenario = Scenario {
@@ -396,15 +396,15 @@ async fn drive(
                     verb.unwrap_or("every request on"),
                     name.map(|n| format!(" {n}")).unwrap_or_default()
                 ));
-                crate::cli::approve(client.clone(), NS, MIGRATION, Some(p.as_str())).await?;
+                vcfm::cli::approve(client.clone(), NS, MIGRATION, Some(p.as_str())).await?;
             } else if args.manual {
                 match view.ask_approval(c.name, &c.message).await? {
                     Answer::Approve => {
-                        crate::cli::approve(client.clone(), NS, MIGRATION, Some(c.name.as_str()))
+                        vcfm::cli::approve(client.clone(), NS, MIGRATION, Some(c.name.as_str()))
                             .await?;
                     }
                     Answer::Rollback => {
-                        let msg = crate::cli::set_state(
+                        let msg = vcfm::cli::set_state(
                             client.clone(),
                             NS,
                             MIGRATION,
@@ -479,7 +479,7 @@ async fn keep_running(sim: &SimCluster, kubeconfig: &std::path::Path) {
         sim.kube().url(),
         path.display()
     ));
-    crate::cli::wait_for_signal().await;
+    vcfm::cli::wait_for_signal().await;
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {

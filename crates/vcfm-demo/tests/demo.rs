@@ -1,4 +1,4 @@
-//! `vcfm demo`, run as a user runs it (the real binary, stdout not a
+//! `vcfm-demo`, run as a user runs it (the real binary, stdout not a
 //! terminal so it prints plain progress lines), at test speed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
@@ -9,11 +9,11 @@ fn demo(args: &[&str]) -> (bool, String) {
     demo_with_input(args, "")
 }
 
-/// Runs `vcfm demo ARGS` (at test speed unless ARGS set one) with `input` on stdin.
+/// Runs `vcfm-demo ARGS` (at test speed unless ARGS set one) with `input` on stdin.
 fn demo_with_input(args: &[&str], input: &str) -> (bool, String) {
     use std::io::Write as _;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcfm"));
-    cmd.arg("demo").args(["--timeout", "240"]).args(args);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcfm-demo"));
+    cmd.args(["--timeout", "240"]).args(args);
     if !args.contains(&"--speed") {
         cmd.args(["--speed", "max"]);
     }
@@ -166,8 +166,8 @@ fn demo_manual_asks_for_each_phase_and_stops_when_input_ends() {
 #[test]
 fn demo_keep_leaves_the_cluster_up_for_kubectl_and_vcfm() {
     use std::io::BufRead as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vcfm"))
-        .args(["demo", "--keep", "--speed", "max", "--workers", "1"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vcfm-demo"))
+        .args(["--keep", "--speed", "max", "--workers", "1"])
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -210,11 +210,16 @@ fn demo_keep_leaves_the_cluster_up_for_kubectl_and_vcfm() {
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&kubectl.stdout).to_string();
-    let status = Command::new(env!("CARGO_BIN_EXE_vcfm"))
-        .args(["status", "demo", "--kubeconfig", &kubeconfig])
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    // What `vcfm status demo --kubeconfig FILE` prints (the vcfm binary is
+    // another package's, so its code is called here as the library it is).
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = vcfm::cli::client(Some(std::path::Path::new(&kubeconfig)))
+            .await
+            .unwrap();
+        vcfm::cli::status(client, "vcfm-system", "demo")
+            .await
+            .unwrap()
+    });
     // Ctrl-C ends it.
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
