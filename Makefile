@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test lint fmt crd demo deps vcsim clean
+.PHONY: all build test lint fmt crd demo deps vcsim real-parts clean
 
 all: build
 
@@ -14,6 +14,11 @@ deps:
 ## Build the vCenter simulator (cached under target/vcsim/).
 vcsim: deps
 	@bash tools/vcsim/build.sh
+
+## Build the real tier from Go modules (kube-apiserver, etcd, kube-controller-manager, the machine
+## API and CPMS operators) into target/real/bin/; versions in tools/real/versions.env.
+real-parts: deps
+	@bash tools/real/build.sh all
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -30,8 +35,9 @@ fmt:
 crd:
 	$(CARGO) run -q -p vcfm -- crd > deploy/crds/vmwarecloudfoundationmigrations.yaml
 
-## Every test: installs what is missing, lints, then runs the whole suite.
-test: vcsim lint
+## Every test: installs what is missing, builds vcsim and the real tier, lints, then runs the
+## whole suite on the sim tier and the e2e scenarios again on the real tier.
+test: vcsim real-parts lint
 	@bash tools/ci/test.sh
 
 ## A whole migration on the embedded simulated environment.

@@ -98,6 +98,7 @@ build_cpms() {
   fresh control-plane-machine-set-operator && return 0
   local cpms=github.com/openshift/cluster-control-plane-machine-set-operator
   wrapper cpms
+  go mod edit -replace="github.com/openshift/api=github.com/openshift/api@$CPMS_OPENSHIFT_API_VERSION"
   go get -tool "$cpms/cmd/control-plane-machine-set-operator@$CPMS_VERSION"
   go mod tidy
   install_bin control-plane-machine-set-operator "$cpms/cmd/control-plane-machine-set-operator" ""
