@@ -113,6 +113,11 @@ copy_crds() {
   dir="$(go mod download -json "github.com/openshift/machine-api-operator@$MAO_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
   rm -rf "$crds"; mkdir -p "$crds"
   cp "$dir"/third_party/cluster-api/crd/*.yaml "$crds/"
+  # The DNS config the Machine webhook reads at start (pkg/webhooks/machine_webhook.go getDNS),
+  # from the openshift/api the machine API is built with.
+  local api
+  api="$(cd "$out/src/mao" && go list -m -f '{{.Dir}}' github.com/openshift/api)"
+  cp "$api/config/v1/zz_generated.crd-manifests/0000_10_config-operator_01_dnses.crd.yaml" "$crds/"
   touch "$crds/.done"
 }
 

@@ -296,6 +296,12 @@ impl SimCluster {
         let real_operators = scenario.real_operators && scenario.tier == Tier::Real;
         if real_operators {
             api.apply_dir(&client, &real_tier::crd_dir()).await?;
+            // The installer's cluster DNS config (manifests/cluster-dns-02-config.yml): on
+            // vSphere only the base domain, no zones. The Machine webhook reads it.
+            let dns = json!({"apiVersion": "config.openshift.io/v1", "kind": "DNS",
+                "metadata": {"name": "cluster"},
+                "spec": {"baseDomain": format!("{}.vcfm.example", scenario.cluster_name)}});
+            real_tier::apply_object(&client, &dns).await?;
         }
 
         let infra_id = format!("{}-{}", scenario.cluster_name, kapi::suffix(5));
