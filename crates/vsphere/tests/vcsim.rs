@@ -1117,15 +1117,20 @@ async fn hardware_version(c: &vcfm_vsphere::Client, vm: &MoRef) -> (String, bool
             &["config.version", "config.template"],
         )
         .await
-        .unwrap();
+        .expect("reading config.version");
     (
-        props[0].str("config.version").unwrap().to_string(),
-        props[0].bool("config.template").unwrap(),
+        props[0]
+            .str("config.version")
+            .expect("config.version")
+            .to_string(),
+        props[0].bool("config.template").expect("config.template"),
     )
 }
 
 fn vmx(v: &str) -> u32 {
-    v.trim_start_matches("vmx-").parse().unwrap()
+    v.trim_start_matches("vmx-")
+        .parse()
+        .expect("a vmx-N hardware version")
 }
 
 #[tokio::test]
