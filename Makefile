@@ -7,7 +7,7 @@ export CARGO_TERM_COLOR ?= never
 
 all: build
 
-## Install what the tests need on a fresh machine (Go + govmomi for vcsim, kubectl check).
+## Install what the tests need on a fresh machine (Go for vcsim, kubectl).
 deps:
 	@bash tools/ci/deps.sh
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite needs, only when missing, so a
 # fresh machine (CI) and a developer's machine run the same `make test`.
+# Go: the vCenter simulator (tools/vcsim) is a Go module built from the Go module proxy;
+# it needs the Go named by the `go` line of tools/vcsim/go.mod or later (GOTOOLCHAIN=local).
 set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 need=()
 command -v go >/dev/null 2>&1 || need+=(golang-go)
-[ -d /usr/share/gocode/src/github.com/vmware/govmomi/simulator ] || need+=(golang-github-vmware-govmomi-dev)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -13,6 +15,13 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+go_need="$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$root/tools/vcsim/go.mod")"
+go_have="$(go env GOVERSION | sed 's/^go//; s/[^0-9.].*//')"
+if [ "$(printf '%s\n%s\n' "$go_need" "$go_have" | sort -V | head -n1)" != "$go_need" ]; then
+  echo "deps: Go $go_have is too old: the vCenter simulator (govmomi) needs Go >= $go_need; install a newer Go first" >&2
+  exit 1
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then

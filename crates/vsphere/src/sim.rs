@@ -10,8 +10,9 @@
 //! ```
 //!
 //! The binary is `$VCFM_VCSIM_BIN` or `<workspace>/target/vcsim/vcsim`; build it with
-//! `tools/vcsim/build.sh`. Instances are killed and reaped on drop (also during a panic),
-//! and exit by themselves when the test process dies (they watch their stdin).
+//! `tools/vcsim/build.sh` (govmomi's simulator at the version `tools/vcsim/go.mod` names).
+//! Instances are killed and reaped on drop (also during a panic), and exit by themselves
+//! when the test process dies (they watch their stdin).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
@@ -73,6 +74,15 @@ pub struct VcsimOptions {
     pub api_version: String,
     /// Name of the template VM created in each datacenter's vm folder.
     pub template_name: String,
+    /// Virtual hardware version of the inventory's VMs and so of their clones
+    /// (`vmx-19` when unset).
+    pub hardware_version: Option<String>,
+    /// Hardware version of the templates (that of the VMs when unset); e.g. `vmx-13` for a
+    /// template the OpenShift machine controller refuses (it needs 15 or later).
+    pub template_hardware_version: Option<String>,
+    /// Also create a VM named like the template in this folder (below each datacenter's
+    /// vm folder, e.g. `other/place`), so that the template name matches two VMs.
+    pub duplicate_template_folder: Option<String>,
     /// Expire idle sessions after this long (exercise re-login on expiry).
     pub session_idle_timeout: Option<Duration>,
     /// Simulator binary; default [`binary_path`].
@@ -93,6 +103,9 @@ impl Default for VcsimOptions {
             about_version: "8.0.2".into(),
             api_version: "8.0.2.0".into(),
             template_name: "rhcos-template".into(),
+            hardware_version: None,
+            template_hardware_version: None,
+            duplicate_template_folder: None,
             session_idle_timeout: None,
             binary: None,
         }
@@ -130,7 +143,15 @@ struct Ready {
     server: String,
     ca_file: String,
     #[serde(default)]
+    govmomi: String,
+    #[serde(default)]
+    hardware_version: String,
+    #[serde(default)]
+    template_hardware_version: String,
+    #[serde(default)]
     templates: Vec<String>,
+    #[serde(default)]
+    duplicates: Vec<String>,
     #[serde(default)]
     inventory: Inventory,
 }
@@ -159,6 +180,25 @@ pub fn binary_path() -> PathBuf {
     std::env::var_os("VCFM_VCSIM_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/vcsim/vcsim"))
+}
+
+/// The govmomi module version the simulator binary was built from (`v0.56.0`), as its
+/// `-version` flag reports it.
+pub fn govmomi_version(binary: &Path) -> Result<String, SimError> {
+    if !binary.is_file() {
+        return Err(SimError::BinaryMissing(binary.to_path_buf()));
+    }
+    let out = Command::new(binary).arg("-version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "github.com/vmware/govmomi")
+        .nth(1)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            SimError::Io(std::io::Error::other(format!(
+                "unexpected `vcsim -version` output: {text}"
+            )))
+        })
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -252,6 +292,21 @@ impl Vcsim {
                 &o.api_version,
             ])
             .args(["-template", &o.template_name, "-exit-on-stdin-eof"])
+            .args(
+                o.hardware_version
+                    .iter()
+                    .flat_map(|v| ["-hardware-version", v.as_str()]),
+            )
+            .args(
+                o.template_hardware_version
+                    .iter()
+                    .flat_map(|v| ["-template-hardware-version", v.as_str()]),
+            )
+            .args(
+                o.duplicate_template_folder
+                    .iter()
+                    .flat_map(|v| ["-duplicate-template-folder", v.as_str()]),
+            )
             .env("TMPDIR", &tmp)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -414,6 +469,27 @@ impl Vcsim {
         &self.ready.templates
     }
 
+    /// Inventory paths of the VMs named like the template in another folder (see
+    /// [`VcsimOptions::duplicate_template_folder`]).
+    pub fn duplicate_template_paths(&self) -> &[String] {
+        &self.ready.duplicates
+    }
+
+    /// The govmomi module version the running simulator was built from (`v0.56.0`).
+    pub fn govmomi_version(&self) -> &str {
+        &self.ready.govmomi
+    }
+
+    /// Hardware version of the inventory's VMs (`vmx-19`).
+    pub fn hardware_version(&self) -> &str {
+        &self.ready.hardware_version
+    }
+
+    /// Hardware version of the templates.
+    pub fn template_hardware_version(&self) -> &str {
+        &self.ready.template_hardware_version
+    }
+
     /// Inventory paths created at startup.
     pub fn inventory(&self) -> &Inventory {
         &self.ready.inventory
@@ -485,7 +561,11 @@ fn placeholder() -> Ready {
     Ready {
         server: String::new(),
         ca_file: String::new(),
+        govmomi: String::new(),
+        hardware_version: String::new(),
+        template_hardware_version: String::new(),
         templates: Vec::new(),
+        duplicates: Vec::new(),
         inventory: Inventory::default(),
     }
 }

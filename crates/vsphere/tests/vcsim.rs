@@ -897,3 +897,305 @@ async fn source_and_target_vcenters_stay_independent_through_one_cache() {
         (1, 1)
     );
 }
+
+/// `v0.56.0` -> (0, 56, 0).
+fn semver(v: &str) -> (u32, u32, u32) {
+    let mut parts = v
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+#[tokio::test]
+async fn helper_is_built_from_a_govmomi_newer_than_debians_0_24() {
+    let bin = vcfm_vsphere::sim::binary_path();
+    let reported = vcfm_vsphere::sim::govmomi_version(&bin).unwrap();
+    assert!(
+        semver(&reported) > (0, 24, u32::MAX),
+        "vcsim -version reports govmomi {reported}"
+    );
+    let vc = sim();
+    assert_eq!(
+        vc.govmomi_version(),
+        reported,
+        "the running instance says the same"
+    );
+}
+
+#[tokio::test]
+async fn limited_user_is_refused_the_calls_its_role_lacks() {
+    let limited = Credentials::new("ocp-limited@vsphere.local", "Limited-Pw1");
+    let missing = [
+        "Folder.Create",
+        "VirtualMachine.Provisioning.Clone",
+        "InventoryService.Tagging.CreateCategory",
+        "InventoryService.Tagging.AttachTag",
+    ];
+    let vc = Vcsim::start(VcsimOptions {
+        limited_user: Some(limited.clone()),
+        limited_missing: missing.iter().map(|p| p.to_string()).collect(),
+        ..VcsimOptions::default()
+    })
+    .unwrap();
+    let admin = vc.client().unwrap();
+    let user = vcfm_vsphere::Client::new(vc.client_config_for(limited.clone()).unwrap()).unwrap();
+    let vm_folder = admin.find_folder("/DC0/vm").await.unwrap();
+    let cluster = admin.find_cluster("/DC0/host/DC0_C0").await.unwrap();
+    let template = admin.find_vm(&vc.template_paths()[0]).await.unwrap();
+    let pool = admin
+        .find_resource_pool("/DC0/host/DC0_C0/Resources")
+        .await
+        .unwrap();
+
+    // The privilege check answers per role, for the user and for the administrator.
+    let privs = [
+        "Folder.Create",
+        "VirtualMachine.Provisioning.Clone",
+        "VirtualMachine.Inventory.CreateFromExisting",
+    ];
+    let report = admin
+        .check_user_privileges(
+            limited.username(),
+            &[vm_folder.clone(), template.clone()],
+            &privs,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        report.missing_on(&template),
+        ["Folder.Create", "VirtualMachine.Provisioning.Clone"]
+    );
+    assert!(
+        admin
+            .check_user_privileges(vc.username(), std::slice::from_ref(&vm_folder), &privs)
+            .await
+            .unwrap()
+            .is_complete()
+    );
+
+    // SOAP: the calls fault with NoPermission naming the privilege and the object.
+    let err = user.create_folder(&vm_folder, "denied").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NoPermission { privilege, object, .. }
+            if privilege == "Folder.Create" && *object == vm_folder.to_string()),
+        "{err:?}"
+    );
+    assert!(
+        admin
+            .find_by_inventory_path("/DC0/vm/denied")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing was created"
+    );
+    let err = user
+        .clone_vm(
+            &template,
+            "denied-clone",
+            &CloneSpec::new(vm_folder.clone(), Some(pool.clone())),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NoPermission { privilege, object, .. }
+            if privilege == "VirtualMachine.Provisioning.Clone" && *object == template.to_string()),
+        "{err:?}"
+    );
+    // What the role holds still works.
+    let vm = user
+        .find_vm(&vc.inventory().vms[0])
+        .await
+        .expect("System.Read is held");
+    assert_eq!(vm.kind, "VirtualMachine");
+
+    // REST: creating a category and attaching a tag are `unauthorized` (HTTP 403);
+    // creating a tag (CreateTag is held) works.
+    let err = user
+        .create_category(&zone_spec("openshift-zone"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Rest {
+                kind: RestErrorKind::Unauthorized,
+                status: 403,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        admin
+            .find_category("openshift-zone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let cat = admin
+        .ensure_category(&zone_spec("openshift-zone"))
+        .await
+        .unwrap();
+    let tag = user.ensure_tag(&cat.id, "zone-a", "").await.unwrap();
+    let err = user.attach_tag(&tag.id, &cluster).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Rest {
+                kind: RestErrorKind::Unauthorized,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(admin.list_attached_tags(&cluster).await.unwrap().is_empty());
+    // The administrator is not limited.
+    admin.attach_tag(&tag.id, &cluster).await.unwrap();
+    admin.create_folder(&vm_folder, "allowed").await.unwrap();
+}
+
+#[tokio::test]
+async fn destroying_an_object_removes_its_tag_associations() {
+    let vc = sim();
+    let c = vc.client().unwrap();
+    let cat = c
+        .ensure_category(&CategorySpec {
+            associable_types: vec![],
+            cardinality: Cardinality::Multiple,
+            ..zone_spec("vcfm-owned")
+        })
+        .await
+        .unwrap();
+    let tag = c.ensure_tag(&cat.id, "migration-1", "").await.unwrap();
+    let template = c.find_vm(&vc.template_paths()[0]).await.unwrap();
+    let folder = c.ensure_folder("/DC0/vm/tagged").await.unwrap();
+    let pool = c
+        .find_resource_pool("/DC0/host/DC0_C0/Resources")
+        .await
+        .unwrap();
+    let vm = c
+        .clone_vm(
+            &template,
+            "tagged-vm",
+            &CloneSpec::new(folder.clone(), Some(pool)),
+        )
+        .await
+        .unwrap();
+    let cluster = c.find_cluster("/DC0/host/DC0_C0").await.unwrap();
+    for o in [&vm, &folder, &cluster] {
+        c.attach_tag(&tag.id, o).await.unwrap();
+        assert_eq!(
+            c.list_attached_tags(o).await.unwrap(),
+            vec![tag.id.clone()],
+            "{o}"
+        );
+    }
+
+    c.destroy_vm(&vm).await.unwrap();
+    assert!(
+        c.list_attached_tags(&vm).await.unwrap().is_empty(),
+        "the destroyed VM's association is gone"
+    );
+    c.destroy_empty_folder(&folder).await.unwrap();
+    assert!(c.list_attached_tags(&folder).await.unwrap().is_empty());
+    assert_eq!(
+        c.list_attached_tags(&cluster).await.unwrap(),
+        vec![tag.id.clone()],
+        "objects that still exist keep their tags"
+    );
+    // The tag itself stays (vCenter deletes only the association).
+    assert_eq!(c.get_tag(&tag.id).await.unwrap().name, "migration-1");
+}
+
+async fn hardware_version(c: &vcfm_vsphere::Client, vm: &MoRef) -> (String, bool) {
+    let props = c
+        .retrieve_properties(
+            "VirtualMachine",
+            std::slice::from_ref(vm),
+            &["config.version", "config.template"],
+        )
+        .await
+        .expect("reading config.version");
+    (
+        props[0]
+            .str("config.version")
+            .expect("config.version")
+            .to_string(),
+        props[0].bool("config.template").expect("config.template"),
+    )
+}
+
+fn vmx(v: &str) -> u32 {
+    v.trim_start_matches("vmx-")
+        .parse()
+        .expect("a vmx-N hardware version")
+}
+
+#[tokio::test]
+async fn templates_and_vms_are_at_hardware_version_15_or_later_by_default() {
+    let vc = sim();
+    let c = vc.client().unwrap();
+    let template = c.find_vm(&vc.template_paths()[0]).await.unwrap();
+    let (version, is_template) = hardware_version(&c, &template).await;
+    assert!(is_template);
+    assert!(
+        vmx(&version) >= 15,
+        "the machine controller refuses templates below vmx-15: {version}"
+    );
+    assert_eq!(version, vc.template_hardware_version());
+    let vm = c.find_vm(&vc.inventory().vms[0]).await.unwrap();
+    assert_eq!(hardware_version(&c, &vm).await.0, vc.hardware_version());
+    let folder = c.find_folder("/DC0/vm").await.unwrap();
+    let pool = c
+        .find_resource_pool("/DC0/host/DC0_C0/Resources")
+        .await
+        .unwrap();
+    let clone = c
+        .clone_vm(&template, "worker-0", &CloneSpec::new(folder, Some(pool)))
+        .await
+        .unwrap();
+    assert_eq!(
+        hardware_version(&c, &clone).await,
+        (version, false),
+        "a clone keeps the template's version"
+    );
+}
+
+#[tokio::test]
+async fn an_old_template_and_a_same_named_vm_can_be_asked_for() {
+    let vc = Vcsim::start(VcsimOptions {
+        template_hardware_version: Some("vmx-13".into()),
+        duplicate_template_folder: Some("other/place".into()),
+        ..VcsimOptions::default()
+    })
+    .unwrap();
+    let c = vc.client().unwrap();
+    let template = c.find_vm(&vc.template_paths()[0]).await.unwrap();
+    assert_eq!(
+        hardware_version(&c, &template).await,
+        ("vmx-13".into(), true)
+    );
+    let vm = c.find_vm(&vc.inventory().vms[0]).await.unwrap();
+    assert!(
+        vmx(&hardware_version(&c, &vm).await.0) >= 15,
+        "only the template is old"
+    );
+
+    assert_eq!(
+        vc.duplicate_template_paths(),
+        ["/DC0/vm/other/place/rhcos-template"]
+    );
+    let dup = c.find_vm(&vc.duplicate_template_paths()[0]).await.unwrap();
+    assert_ne!(dup, template);
+    assert!(!hardware_version(&c, &dup).await.1, "the duplicate is a VM");
+    let named: Vec<_> = c
+        .list_vms(&c.find_folder("/DC0/vm").await.unwrap(), true)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.name == "rhcos-template")
+        .collect();
+    assert_eq!(named.len(), 2, "{named:?}");
+}
