@@ -59,18 +59,26 @@ impl VcenterInfo {
             .or(inv.networks.first())
             .map(|n| n.rsplit('/').next().unwrap_or(n).to_string())
             .unwrap_or_else(|| "VM Network".into());
+        let compute_cluster = first_under(&inv.clusters, format!("{dc_path}/host/{dc}_C0"));
+        // The compute cluster's own root pool, as the installer writes it: the machine
+        // controller takes the pool's owner as the cluster whose networks it searches
+        // (machine-api-operator pkg/controller/vsphere/reconciler.go getNetworkDevices), and
+        // a standalone host's pool (vcsim lists DC0_H0's first) breaks the clone.
+        let cluster_pool = format!("{compute_cluster}/Resources");
+        let resource_pool = if inv.resource_pools.contains(&cluster_pool) {
+            cluster_pool
+        } else {
+            first_under(&inv.resource_pools, cluster_pool)
+        };
         Self {
             server: sim.server().to_string(),
             username: sim.username().to_string(),
             password: sim.password().to_string(),
             ca_pem_path: sim.ca_pem_path().to_path_buf(),
-            compute_cluster: first_under(&inv.clusters, format!("{dc_path}/host/{dc}_C0")),
+            compute_cluster,
             datastore: first_under(&inv.datastores, format!("{dc_path}/datastore/LocalDS_0")),
             network,
-            resource_pool: first_under(
-                &inv.resource_pools,
-                format!("{dc_path}/host/{dc}_C0/Resources"),
-            ),
+            resource_pool,
             template: sim
                 .template_paths()
                 .first()

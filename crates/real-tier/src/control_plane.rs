@@ -80,6 +80,7 @@ impl ControlPlane {
         let bins = crate::bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("vcfm-real-")
+            .disable_cleanup(crate::keep_logs())
             .tempdir()
             .map_err(|e| Error::io("tempdir", e))?;
         let d = dir.path().to_path_buf();

@@ -74,6 +74,12 @@ impl Error {
     }
 }
 
+/// `VCFM_REAL_KEEP=1` keeps every component's data and logs after the test (their
+/// directories are named in the failure messages).
+pub(crate) fn keep_logs() -> bool {
+    std::env::var_os("VCFM_REAL_KEEP").is_some_and(|v| v == "1")
+}
+
 /// Where the binaries are: `$VCFM_REAL_BIN`, else `<workspace>/target/real/bin`.
 pub fn bin_dir() -> PathBuf {
     std::env::var_os("VCFM_REAL_BIN")

@@ -82,6 +82,7 @@ impl Operators {
         let bins = crate::bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("vcfm-real-ops-")
+            .disable_cleanup(crate::keep_logs())
             .tempdir()
             .map_err(|e| Error::io("tempdir", e))?;
         let d = dir.path();
