@@ -73,9 +73,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
 
-    let decision = state::decide(&m.spec, &status, m.metadata.generation, now, |p| {
-        phases::timeout_for(&m.spec, p)
-    });
+    let decision = state::decide(&m.spec, &status, now, |p| phases::timeout_for(&m.spec, p));
     tracing::debug!(migration = %name, ?decision, "decided");
     match decision {
         Decision::Idle { reason } => {
@@ -145,6 +143,8 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
                     ),
                     None => "paused before the first phase".to_string(),
                 };
+                // The phase's deadline stops counting from here.
+                state::begin_pause(st, now);
                 changed = conditions::set(
                     &mut st.conditions,
                     ConditionType::Paused,
@@ -190,7 +190,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
                 .unwrap_or_default();
             let outcome = Outcome::Failed {
                 message: format!(
-                    "did not finish within its deadline of {}s (spec.phaseTimeouts.{phase} to change it); last state: {last}",
+                    "did not finish within its deadline of {}s of active time, pauses excluded (spec.phaseTimeouts.{phase} to change it); last state: {last}",
                     after.as_secs()
                 ),
             };
@@ -273,10 +273,11 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
         }
         Decision::RetryFailedPhase(phase) => {
             status::update(api, &name, |st, g| {
-                state::reset_for_retry(st, phase, g, now)
+                state::reset_for_retry(st, phase, &m.spec, g, now)
             })
             .await?;
-            let note = format!("the spec changed after {phase} failed: running it again");
+            let note =
+                format!("retry requested (spec.retryToken) after {phase} failed: running it again");
             ctx.events
                 .publish(m, false, "PhaseRetry", phase.as_str(), note)
                 .await;
@@ -327,7 +328,31 @@ async fn execute(
         .as_ref()
         .and_then(|s| s.current_phase_state.as_ref())
         .is_some_and(|c| c.name == phase && c.status == vcfm_api::PhaseStatus::Running);
-    let m = if running {
+    let paused_clock = m
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .is_some_and(|c| c.paused_since.is_some());
+    let m = if running && paused_clock {
+        // Resumed: close the pause before the phase runs again, so its
+        // deadline resumes with the active time it had left.
+        let fresh = status::update(api, &name, |st, g| {
+            if state::end_pause(st, now) {
+                conditions::remove(&mut st.conditions, ConditionType::Paused);
+                conditions::set(
+                    &mut st.conditions,
+                    ConditionType::Progressing,
+                    true,
+                    "PhaseRunning",
+                    &format!("running {phase} (resumed)"),
+                    g,
+                    now,
+                );
+            }
+        })
+        .await?;
+        Arc::new(fresh)
+    } else if running {
         Arc::new(m.clone())
     } else {
         let manual = m.spec.approval_mode == ApprovalMode::Manual;
