@@ -4,7 +4,7 @@
 
 use crate::conditions::{self, ConditionType};
 use crate::context::{PhaseCtx, Shared, StatusUpdates};
-use crate::error::{Error, PhaseError, is_not_found};
+use crate::error::{Backoff, Error, PhaseError, is_not_found};
 use crate::events::Events;
 use crate::phases::{self, RollbackOutcome};
 use crate::state::{self, Decision, Outcome};
@@ -21,6 +21,12 @@ use vcfm_api::{ApprovalMode, MigrationStatus, PhaseName, VmwareCloudFoundationMi
 pub struct Context {
     pub shared: Arc<Shared>,
     pub events: Events,
+    /// Retry delays of migrations whose reconciles fail, reset on success.
+    pub backoff: Backoff,
+}
+
+fn key(obj: &Vcfm) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 type Vcfm = VmwareCloudFoundationMigration;
@@ -29,6 +35,19 @@ type Vcfm = VmwareCloudFoundationMigration;
 const NEXT_STEP: Duration = Duration::from_millis(200);
 
 pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = read_and_step(&obj, &ctx).await;
+    // Counted here only (not again in error_policy), with what went wrong.
+    match &result {
+        Ok(_) => {
+            ctx.shared.metrics.reconciled(None);
+            ctx.backoff.succeeded(&key(&obj));
+        }
+        Err(e) => ctx.shared.metrics.reconciled(Some(e.class())),
+    }
+    result
+}
+
+async fn read_and_step(obj: &Vcfm, ctx: &Context) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let name = obj.name_any();
     let api: Api<Vcfm> = Api::namespaced(ctx.shared.client.clone(), &ns);
@@ -38,11 +57,7 @@ pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Erro
         Err(e) if is_not_found(&e) => return Ok(Action::await_change()),
         Err(e) => return Err(e.into()),
     };
-    let result = step(&api, &m, &ctx).await;
-    ctx.shared
-        .metrics
-        .reconciled(if result.is_ok() { "ok" } else { "error" });
-    result
+    step(&api, &m, ctx).await
 }
 
 async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error> {
@@ -406,7 +421,6 @@ async fn execute(
             .await
         }
         Err(PhaseError::Transient(msg)) => {
-            tracing::warn!(migration = %name, %phase, error = %msg, "transient error; retrying");
             status::update(api, &name, |st, _| {
                 apply_updates(st, &updates);
                 state::append_logs(st, phase, logs.clone());
@@ -417,7 +431,10 @@ async fn execute(
                 }
             })
             .await?;
-            Ok(Action::requeue(Duration::from_secs(5)))
+            // A failed reconcile: error_policy retries it with this
+            // migration's backoff; the phase deadline bounds the retries
+            // and its TimedOut message quotes this last error.
+            Err(PhaseError::Transient(format!("{phase}: {msg}")).into())
         }
     }
 }
@@ -558,8 +575,7 @@ async fn rollback(
             ));
         }
         Err(PhaseError::Transient(msg)) => {
-            tracing::warn!(migration = %name, %phase, error = %msg, "transient error during rollback; retrying");
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            return Err(PhaseError::Transient(format!("rolling back {phase}: {msg}")).into());
         }
         Err(PhaseError::Fatal(msg)) => Err(msg),
     };
@@ -627,9 +643,18 @@ async fn competing_migration(client: &kube::Client, me: &Vcfm) -> Result<Option<
     Ok(None)
 }
 
-/// Error policy: log, count, back off. Nothing is lost: state lives in status.
+/// Error policy: log and back off per migration (exponential, jittered).
+/// Counting happens in [`reconcile`]. Nothing is lost: state lives in status.
 pub fn error_policy(obj: Arc<Vcfm>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(migration = %obj.name_any(), error = %err, "reconcile failed; will retry");
-    ctx.shared.metrics.reconciled("error");
-    Action::requeue(err.backoff(1))
+    let key = key(&obj);
+    let wait = ctx.backoff.failed(&key);
+    tracing::warn!(
+        migration = %key,
+        error = %err,
+        class = err.class(),
+        attempt = ctx.backoff.attempts(&key),
+        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        "reconcile failed; will retry"
+    );
+    Action::requeue(wait)
 }
