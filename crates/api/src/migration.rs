@@ -87,13 +87,25 @@ pub struct MigrationSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(
         validation = Rule::new("self.all(k, k in ['Preflight','Backup','DisableCVO','UpdateSecrets','CreateTags','CreateFolder','UpdateInfrastructure','UpdateConfig','RestartPods','MonitorHealth','CreateWorkers','RecreateCPMS','ScaleOldMachines','Cleanup','Verify'])").message("phaseTimeouts keys must be phase names"),
-        validation = Rule::new("self.all(k, self[k].matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self[k] != '')").message("phaseTimeouts values must be durations such as 45m or 1h30m")
+        validation = Rule::new("self.all(k, self[k].matches('^([0-9]{1,4}h)?([0-9]{1,4}m)?([0-9]{1,4}s)?$') && self[k] != '')").message("phaseTimeouts values must be durations such as 45m or 1h30m")
     )]
-    // Bounded value length: the real apiserver refuses the CRD when a CEL rule's estimated
-    // cost over unbounded strings exceeds its budget (kube-sim did not estimate costs).
-    #[schemars(extend("maxProperties" = 15, "additionalProperties" = {"type": "string", "maxLength": 16}))]
+    // Bounded value length also keeps the CEL rule within the real apiserver's cost budget
+    // (it refused the CRD with unbounded strings; kube-sim did not estimate costs).
+    #[schemars(extend("maxProperties" = 15))]
+    #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": MAX_DURATION_LEN}))]
     pub phase_timeouts: BTreeMap<String, String>,
+
+    /// Set to a new value to run the failed phase again once its cause is
+    /// fixed (`vcfm retry` writes the current time). Nothing else retries a
+    /// failure: approving a phase or editing the spec leaves it Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub retry_token: Option<String>,
 }
+
+/// Longest `phaseTimeouts` value the API accepts. With at most 4 digits per
+/// unit (9999h59m59s is over a year), no value can overflow a parser.
+pub const MAX_DURATION_LEN: usize = 15;
 
 fn default_true() -> bool {
     true
@@ -239,6 +251,10 @@ pub struct MigrationStatus {
     /// Prerequisites vcfm cannot check from inside the cluster, for the administrator to confirm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `spec.retryToken` when the last phase failed or was retried: a spec
+    /// value different from this one is a request to retry the failed phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_retry_token: Option<String>,
     /// Progress of a rollback; present once one has started, so it runs at most once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackStatus>,
@@ -322,6 +338,19 @@ pub struct PhaseState {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<Time>,
+    /// Seconds this phase spent paused in earlier pauses; its deadline counts
+    /// only the time since `startTime` minus this and any current pause.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub paused_seconds: i64,
+    /// When the controller saw the current pause begin; cleared on resume,
+    /// in the same write that adds the pause to `pausedSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_since: Option<Time>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Where one backed-up object is stored.
@@ -336,9 +365,11 @@ pub struct BackupManifest {
     /// Secret (in the migration's namespace) holding the serialized object.
     pub secret_name: String,
     pub key: String,
-    /// Hex SHA-256 of the stored bytes, verified before any restore.
+    /// Hex HMAC-SHA256 of the stored bytes, keyed by a random key kept only
+    /// in the backup Secret, so status reveals nothing about the (predictable)
+    /// content; verified before any restore.
     #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
-    pub sha256: String,
+    pub hmac_sha256: String,
     pub backup_time: Time,
 }
 

@@ -1,6 +1,13 @@
 //! Backups live in a Secret owned by the migration (`<name>-backup`), never in
 //! status: the objects include vCenter passwords. Status records where each
-//! backup is and its SHA-256, which every restore verifies first.
+//! backup is and its HMAC-SHA256, which every restore verifies first.
+//!
+//! The HMAC key is random and kept only in the backup Secret (key
+//! [`DIGEST_KEY`]). A plain SHA-256 of predictable content (a known Secret
+//! layout around a password) would let anyone who can read the migration's
+//! status test password guesses offline; an HMAC under a key they cannot read
+//! tells them nothing. HMAC is written out over `sha2` (RFC 2104, checked
+//! against the RFC 4231 vectors) rather than pulling in a crate for 15 lines.
 //!
 //! The first backup of a key wins: a phase re-run after a crash must not
 //! replace the original with an already-modified object.
@@ -25,8 +32,54 @@ pub fn secret_name(migration: &str) -> String {
     format!("{migration}-backup")
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+/// Secret key holding the hex HMAC key; no backup key can take this name
+/// (backup keys are `<object>.json`).
+pub const DIGEST_KEY: &str = "digest-key";
+
+const BLOCK: usize = 64;
+
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key`.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.map(|x| x ^ b);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// Hex HMAC-SHA256, as recorded in `status.backupManifests[].hmacSha256`.
+pub fn hmac_hex(key: &[u8], msg: &[u8]) -> String {
+    hex::encode(hmac_sha256(key, msg))
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a
+/// guessed digest is right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The decoded HMAC key of a backup Secret, if it has a valid one.
+pub fn digest_key(secret: &Secret) -> Option<Vec<u8>> {
+    let hexed = secret.data.as_ref()?.get(DIGEST_KEY)?;
+    hex::decode(&hexed.0).ok().filter(|k| k.len() == 32)
+}
+
+fn new_digest_key() -> Result<String, PhaseError> {
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k)
+        .map_err(|e| PhaseError::fatal(format!("no OS randomness for the backup key: {e}")))?;
+    Ok(hex::encode(k))
 }
 
 /// Reads and writes one migration's backups.
@@ -56,7 +109,45 @@ impl BackupStore {
         }
     }
 
-    async fn ensure(&self) -> Result<Secret, PhaseError> {
+    /// The backup Secret and its HMAC key, creating either when missing.
+    async fn ensure(&self) -> Result<(Secret, Vec<u8>), PhaseError> {
+        for _ in 0..5 {
+            let s = self.ensure_secret().await?;
+            if let Some(k) = digest_key(&s) {
+                return Ok((s, k));
+            }
+            if s.data.as_ref().is_some_and(|d| !d.is_empty()) {
+                // Backups without a key cannot be verified; adding one now
+                // would vouch for content nobody checked.
+                return Err(PhaseError::fatal(format!(
+                    "backup Secret {} holds backups but no {DIGEST_KEY}: it was not written by this vcfm; move it away and run Backup again",
+                    self.name
+                )));
+            }
+            // Guarded by resourceVersion: if another writer added a key
+            // first, that one is kept and we read it on the next pass.
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": s.metadata.resource_version},
+                "data": {DIGEST_KEY: ByteString(new_digest_key()?.into_bytes())},
+            });
+            match self
+                .api
+                .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => {
+                    return Err(PhaseError::from(e).context("adding the key to the backup Secret"));
+                }
+            }
+        }
+        Err(PhaseError::transient(
+            "the backup Secret kept changing while its key was being added",
+        ))
+    }
+
+    async fn ensure_secret(&self) -> Result<Secret, PhaseError> {
         if let Some(s) = self.get().await? {
             return Ok(s);
         }
@@ -71,6 +162,10 @@ impl BackupStore {
                 ..Default::default()
             },
             type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                DIGEST_KEY.to_string(),
+                ByteString(new_digest_key()?.into_bytes()),
+            )])),
             ..Default::default()
         };
         match self.api.create(&PostParams::default(), &s).await {
@@ -93,7 +188,7 @@ impl BackupStore {
         object: &Value,
         now: Timestamp,
     ) -> Result<BackupManifest, PhaseError> {
-        let secret = self.ensure().await?;
+        let (secret, digest_key) = self.ensure().await?;
         let existing = secret
             .data
             .as_ref()
@@ -120,12 +215,12 @@ impl BackupStore {
             namespace: namespace.map(str::to_string),
             secret_name: self.name.clone(),
             key: key.to_string(),
-            sha256: sha256_hex(&bytes),
+            hmac_sha256: hmac_hex(&digest_key, &bytes),
             backup_time: Time(now),
         })
     }
 
-    /// Loads a backup, refusing it when its checksum does not match status.
+    /// Loads a backup, refusing it when its HMAC does not match status.
     pub async fn load(&self, manifest: &BackupManifest) -> Result<Value, PhaseError> {
         let secret = self.get().await?.ok_or_else(|| {
             PhaseError::fatal(format!(
@@ -143,17 +238,27 @@ impl BackupStore {
                     self.name, manifest.key
                 ))
             })?;
-        let actual = sha256_hex(&bytes.0);
-        if actual != manifest.sha256 {
+        let key = digest_key(&secret).ok_or_else(|| {
+            PhaseError::fatal(format!(
+                "backup Secret {} has no valid {DIGEST_KEY}: cannot verify {}, refusing to restore it",
+                self.name, manifest.key
+            ))
+        })?;
+        if !verify(&key, &bytes.0, &manifest.hmac_sha256) {
             return Err(PhaseError::fatal(format!(
-                "backup {} in Secret {} fails its checksum (status records {}, found {actual}): refusing to restore a tampered or corrupt backup",
-                manifest.key, self.name, manifest.sha256
+                "backup {} in Secret {} does not match the HMAC recorded in status: refusing to restore a tampered or corrupt backup",
+                manifest.key, self.name
             )));
         }
         serde_json::from_slice(&bytes.0).map_err(|e| {
             PhaseError::fatal(format!("backup {} is not valid JSON: {e}", manifest.key))
         })
     }
+}
+
+/// Whether `bytes` carry the recorded hex HMAC under `key`.
+pub fn verify(key: &[u8], bytes: &[u8], recorded_hex: &str) -> bool {
+    hex::decode(recorded_hex).is_ok_and(|r| same(&r, &hmac_sha256(key, bytes)))
 }
 
 /// Finds the manifest of a backup key.
@@ -244,11 +349,65 @@ mod tests {
         );
     }
 
+    /// RFC 4231 test cases 1, 2, 6 (a key longer than the block) and 7.
     #[test]
-    fn checksum_is_hex_sha256() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+    fn hmac_matches_the_rfc_4231_vectors() {
+        let long_key = [0xaa; 131];
+        let cases: [(&[u8], &[u8], &str); 4] = [
+            (
+                &[0x0b; 20],
+                b"Hi There",
+                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                &long_key,
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+            ),
+            (
+                &long_key,
+                b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
+                "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+            ),
+        ];
+        for (key, msg, want) in cases {
+            assert_eq!(hmac_hex(key, msg), want);
+        }
+    }
+
+    #[test]
+    fn a_changed_byte_or_another_key_fails_verification() {
+        let key = [7u8; 32];
+        let data = br#"{"data":{"vc.password":"c2VjcmV0"}}"#;
+        let digest = hmac_hex(&key, data);
+        assert!(verify(&key, data, &digest));
+        let mut tampered = data.to_vec();
+        tampered[20] ^= 1;
+        assert!(!verify(&key, &tampered, &digest));
+        assert!(!verify(&[8u8; 32], data, &digest));
+        assert!(!verify(&key, data, "not hex"));
+        assert!(!verify(&key, data, &digest[..62]));
+        // Not the plain SHA-256 a status reader could recompute from a guess.
+        assert_ne!(digest, hex::encode(Sha256::digest(data)));
+    }
+
+    #[test]
+    fn only_a_32_byte_hex_key_is_a_digest_key() {
+        let with = |v: &str| Secret {
+            data: Some(BTreeMap::from([(
+                DIGEST_KEY.to_string(),
+                ByteString(v.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        assert_eq!(digest_key(&with(&"ab".repeat(32))), Some(vec![0xab; 32]));
+        assert_eq!(digest_key(&with("abcd")), None);
+        assert_eq!(digest_key(&with(&"zz".repeat(32))), None);
+        assert_eq!(digest_key(&Secret::default()), None);
     }
 }

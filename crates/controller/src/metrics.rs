@@ -15,7 +15,11 @@ pub struct PhaseLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
+    /// `ok` or `error`.
     pub outcome: String,
+    /// What kind of error ended the reconcile (`none` when it succeeded),
+    /// from [`crate::error::Error::class`].
+    pub error_class: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,7 +51,11 @@ impl Default for Metrics {
         });
         let phase_failures = Family::<PhaseLabel, Counter>::default();
         let vsphere_calls = Family::<CallLabel, Counter>::default();
-        registry.register("reconciles", "Reconciles by outcome", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by outcome and error class, each counted once",
+            reconciles.clone(),
+        );
         registry.register(
             "phase_duration_seconds",
             "Time from a phase's start to its completion",
@@ -74,10 +82,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn reconciled(&self, outcome: &str) {
+    /// Counts one reconcile: `None` when it succeeded, else its error class.
+    pub fn reconciled(&self, error_class: Option<&str>) {
         self.reconciles
             .get_or_create(&OutcomeLabel {
-                outcome: outcome.into(),
+                outcome: if error_class.is_some() { "error" } else { "ok" }.into(),
+                error_class: error_class.unwrap_or("none").into(),
             })
             .inc();
     }
@@ -118,8 +128,9 @@ mod tests {
     #[test]
     fn counters_appear_in_the_exposition() {
         let m = Metrics::default();
-        m.reconciled("ok");
-        m.reconciled("ok");
+        m.reconciled(None);
+        m.reconciled(None);
+        m.reconciled(Some("kube_transient"));
         m.phase_failures
             .get_or_create(&PhaseLabel {
                 phase: "Backup".into(),
@@ -127,7 +138,13 @@ mod tests {
             .inc();
         let text = m.encode();
         assert!(
-            text.contains("vcfm_reconciles_total{outcome=\"ok\"} 2"),
+            text.contains("vcfm_reconciles_total{outcome=\"ok\",error_class=\"none\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vcfm_reconciles_total{outcome=\"error\",error_class=\"kube_transient\"} 1"
+            ),
             "{text}"
         );
         assert!(

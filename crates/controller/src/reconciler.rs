@@ -4,7 +4,7 @@
 
 use crate::conditions::{self, ConditionType};
 use crate::context::{PhaseCtx, Shared, StatusUpdates};
-use crate::error::{Error, PhaseError, is_not_found};
+use crate::error::{Backoff, Error, PhaseError, is_not_found};
 use crate::events::Events;
 use crate::phases::{self, RollbackOutcome};
 use crate::state::{self, Decision, Outcome};
@@ -21,6 +21,12 @@ use vcfm_api::{ApprovalMode, MigrationStatus, PhaseName, VmwareCloudFoundationMi
 pub struct Context {
     pub shared: Arc<Shared>,
     pub events: Events,
+    /// Retry delays of migrations whose reconciles fail, reset on success.
+    pub backoff: Backoff,
+}
+
+fn key(obj: &Vcfm) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 type Vcfm = VmwareCloudFoundationMigration;
@@ -29,6 +35,19 @@ type Vcfm = VmwareCloudFoundationMigration;
 const NEXT_STEP: Duration = Duration::from_millis(200);
 
 pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = read_and_step(&obj, &ctx).await;
+    // Counted here only (not again in error_policy), with what went wrong.
+    match &result {
+        Ok(_) => {
+            ctx.shared.metrics.reconciled(None);
+            ctx.backoff.succeeded(&key(&obj));
+        }
+        Err(e) => ctx.shared.metrics.reconciled(Some(e.class())),
+    }
+    result
+}
+
+async fn read_and_step(obj: &Vcfm, ctx: &Context) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let name = obj.name_any();
     let api: Api<Vcfm> = Api::namespaced(ctx.shared.client.clone(), &ns);
@@ -38,11 +57,7 @@ pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Erro
         Err(e) if is_not_found(&e) => return Ok(Action::await_change()),
         Err(e) => return Err(e.into()),
     };
-    let result = step(&api, &m, &ctx).await;
-    ctx.shared
-        .metrics
-        .reconciled(if result.is_ok() { "ok" } else { "error" });
-    result
+    step(&api, &m, ctx).await
 }
 
 async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error> {
@@ -73,9 +88,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
 
-    let decision = state::decide(&m.spec, &status, m.metadata.generation, now, |p| {
-        phases::timeout_for(&m.spec, p)
-    });
+    let decision = state::decide(&m.spec, &status, now, |p| phases::timeout_for(&m.spec, p));
     tracing::debug!(migration = %name, ?decision, "decided");
     match decision {
         Decision::Idle { reason } => {
@@ -145,6 +158,8 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
                     ),
                     None => "paused before the first phase".to_string(),
                 };
+                // The phase's deadline stops counting from here.
+                state::begin_pause(st, now);
                 changed = conditions::set(
                     &mut st.conditions,
                     ConditionType::Paused,
@@ -190,7 +205,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
                 .unwrap_or_default();
             let outcome = Outcome::Failed {
                 message: format!(
-                    "did not finish within its deadline of {}s (spec.phaseTimeouts.{phase} to change it); last state: {last}",
+                    "did not finish within its deadline of {}s of active time, pauses excluded (spec.phaseTimeouts.{phase} to change it); last state: {last}",
                     after.as_secs()
                 ),
             };
@@ -273,10 +288,11 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
         }
         Decision::RetryFailedPhase(phase) => {
             status::update(api, &name, |st, g| {
-                state::reset_for_retry(st, phase, g, now)
+                state::reset_for_retry(st, phase, &m.spec, g, now)
             })
             .await?;
-            let note = format!("the spec changed after {phase} failed: running it again");
+            let note =
+                format!("retry requested (spec.retryToken) after {phase} failed: running it again");
             ctx.events
                 .publish(m, false, "PhaseRetry", phase.as_str(), note)
                 .await;
@@ -327,7 +343,31 @@ async fn execute(
         .as_ref()
         .and_then(|s| s.current_phase_state.as_ref())
         .is_some_and(|c| c.name == phase && c.status == vcfm_api::PhaseStatus::Running);
-    let m = if running {
+    let paused_clock = m
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .is_some_and(|c| c.paused_since.is_some());
+    let m = if running && paused_clock {
+        // Resumed: close the pause before the phase runs again, so its
+        // deadline resumes with the active time it had left.
+        let fresh = status::update(api, &name, |st, g| {
+            if state::end_pause(st, now) {
+                conditions::remove(&mut st.conditions, ConditionType::Paused);
+                conditions::set(
+                    &mut st.conditions,
+                    ConditionType::Progressing,
+                    true,
+                    "PhaseRunning",
+                    &format!("running {phase} (resumed)"),
+                    g,
+                    now,
+                );
+            }
+        })
+        .await?;
+        Arc::new(fresh)
+    } else if running {
         Arc::new(m.clone())
     } else {
         let manual = m.spec.approval_mode == ApprovalMode::Manual;
@@ -381,7 +421,6 @@ async fn execute(
             .await
         }
         Err(PhaseError::Transient(msg)) => {
-            tracing::warn!(migration = %name, %phase, error = %msg, "transient error; retrying");
             status::update(api, &name, |st, _| {
                 apply_updates(st, &updates);
                 state::append_logs(st, phase, logs.clone());
@@ -392,7 +431,10 @@ async fn execute(
                 }
             })
             .await?;
-            Ok(Action::requeue(Duration::from_secs(5)))
+            // A failed reconcile: error_policy retries it with this
+            // migration's backoff; the phase deadline bounds the retries
+            // and its TimedOut message quotes this last error.
+            Err(PhaseError::Transient(format!("{phase}: {msg}")).into())
         }
     }
 }
@@ -533,8 +575,7 @@ async fn rollback(
             ));
         }
         Err(PhaseError::Transient(msg)) => {
-            tracing::warn!(migration = %name, %phase, error = %msg, "transient error during rollback; retrying");
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            return Err(PhaseError::Transient(format!("rolling back {phase}: {msg}")).into());
         }
         Err(PhaseError::Fatal(msg)) => Err(msg),
     };
@@ -602,9 +643,18 @@ async fn competing_migration(client: &kube::Client, me: &Vcfm) -> Result<Option<
     Ok(None)
 }
 
-/// Error policy: log, count, back off. Nothing is lost: state lives in status.
+/// Error policy: log and back off per migration (exponential, jittered).
+/// Counting happens in [`reconcile`]. Nothing is lost: state lives in status.
 pub fn error_policy(obj: Arc<Vcfm>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(migration = %obj.name_any(), error = %err, "reconcile failed; will retry");
-    ctx.shared.metrics.reconciled("error");
-    Action::requeue(err.backoff(1))
+    let key = key(&obj);
+    let wait = ctx.backoff.failed(&key);
+    tracing::warn!(
+        migration = %key,
+        error = %err,
+        class = err.class(),
+        attempt = ctx.backoff.attempts(&key),
+        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        "reconcile failed; will retry"
+    );
+    Action::requeue(wait)
 }

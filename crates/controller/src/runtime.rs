@@ -127,6 +127,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         events: Events::new(client.clone(), &opts.config.manager),
+        backoff: Default::default(),
     });
     ready.store(true, Ordering::SeqCst);
     tracing::info!("controller started");

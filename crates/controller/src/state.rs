@@ -1,7 +1,7 @@
 //! The migration state machine: pure functions from (spec, status, now) to a
 //! decision, and from a phase outcome to the next status. No I/O here, so every
-//! rule (approval, pause, failure, rollback-once, point of no return, deadlines)
-//! is unit-tested exhaustively.
+//! rule (approval, pause, failure, rollback-once, point of no return, deadlines,
+//! explicit retry) is unit-tested exhaustively.
 //!
 //! Decisions are made from typed status fields only: never from condition
 //! messages, never from list order.
@@ -27,7 +27,7 @@ pub enum Decision {
     Paused { at: Option<PhaseName> },
     /// Start or continue this phase.
     Execute(PhaseName),
-    /// The running phase exceeded its deadline: fail it.
+    /// The running phase exceeded its deadline (active time, pauses excluded): fail it.
     TimedOut { phase: PhaseName, after: Duration },
     /// Begin the one rollback this migration may run.
     StartRollback {
@@ -42,9 +42,8 @@ pub enum Decision {
     RefuseRollback { reason: String },
     /// The last phase completed.
     Complete,
-    /// A Preflight failure is retried because the spec changed since.
-    /// A failed phase is run again because the spec changed since it failed
-    /// (the administrator fixed the cause and ran `vcfm resume`).
+    /// A failed phase is run again because `spec.retryToken` changed since it
+    /// failed (the administrator fixed the cause and ran `vcfm retry`).
     RetryFailedPhase(PhaseName),
 }
 
@@ -108,11 +107,67 @@ fn rollback_blocker(status: &MigrationStatus) -> Option<String> {
     ))
 }
 
+/// Whether the administrator asked to retry the failure: `spec.retryToken`
+/// differs from the one recorded when the phase failed. Any other spec edit
+/// (an approval, a new timeout) is not a request to run the phase again.
+pub fn retry_requested(spec: &MigrationSpec, status: &MigrationStatus) -> bool {
+    spec.retry_token.is_some() && spec.retry_token != status.observed_retry_token
+}
+
+fn secs(d: jiff::SignedDuration) -> u64 {
+    u64::try_from(d.as_secs()).unwrap_or(0)
+}
+
+/// How long `phase` has been running at `now`, not counting pauses (earlier
+/// ones in `pausedSeconds`, a current one since `pausedSince`). Deadlines are
+/// measured against this, so a phase paused overnight resumes with the time
+/// it had left. A clock that went backwards counts as no time.
+pub fn active_time(phase: &PhaseState, now: Timestamp) -> Duration {
+    let Some(start) = phase.start_time.as_ref() else {
+        return Duration::ZERO;
+    };
+    let wall = secs(now.duration_since(start.0));
+    let open = phase
+        .paused_since
+        .as_ref()
+        .map_or(0, |p| secs(now.duration_since(p.0)));
+    let paused = u64::try_from(phase.paused_seconds)
+        .unwrap_or(0)
+        .saturating_add(open);
+    Duration::from_secs(wall.saturating_sub(paused))
+}
+
+/// Starts the pause clock of the running phase. Idempotent: a pause already
+/// recorded keeps its start. Returns whether status changed.
+pub fn begin_pause(status: &mut MigrationStatus, now: Timestamp) -> bool {
+    match status.current_phase_state.as_mut() {
+        Some(c) if c.status == PhaseStatus::Running && c.paused_since.is_none() => {
+            c.paused_since = Some(Time(now));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Stops the pause clock, adding the pause to `pausedSeconds` in the same
+/// change that clears `pausedSince`: written in one status update, a crash
+/// or a conflict retry can neither lose nor count a pause twice.
+pub fn end_pause(status: &mut MigrationStatus, now: Timestamp) -> bool {
+    let Some(c) = status.current_phase_state.as_mut() else {
+        return false;
+    };
+    let Some(since) = c.paused_since.take() else {
+        return false;
+    };
+    let paused = i64::try_from(secs(now.duration_since(since.0))).unwrap_or(i64::MAX);
+    c.paused_seconds = c.paused_seconds.max(0).saturating_add(paused);
+    true
+}
+
 /// Decides what to do, given the administrator's request and what has happened.
 pub fn decide(
     spec: &MigrationSpec,
     status: &MigrationStatus,
-    generation: Option<i64>,
     now: Timestamp,
     timeout_for: impl Fn(PhaseName) -> Duration,
 ) -> Decision {
@@ -156,20 +211,16 @@ pub fn decide(
                     },
                 };
             }
-            // A spec change after the failure (`vcfm resume` bumps the
-            // generation) is the administrator saying "fixed, try again".
-            let failed_gen = conditions::find(&status.conditions, ConditionType::Failed)
-                .and_then(|c| c.observed_generation);
-            let retry_requested = spec.state == MigrationState::Running
-                && generation.is_some()
-                && generation != failed_gen;
+            // Only a new spec.retryToken (`vcfm retry`) means "fixed, try again".
+            let retry_requested =
+                spec.state == MigrationState::Running && retry_requested(spec, status);
             // Preflight changes nothing: its failure is retried, never rolled back.
             if failed == Some(PhaseName::Preflight) {
                 if retry_requested {
                     return Decision::RetryFailedPhase(PhaseName::Preflight);
                 }
                 return Decision::Idle {
-                    reason: "preflight failed; fix the problems listed, then `vcfm resume` to check again".into(),
+                    reason: "preflight failed; fix the problems listed, then `vcfm retry` to check again".into(),
                 };
             }
             if spec.rollback_on_failure && rollback_blocker(status).is_none() {
@@ -186,8 +237,8 @@ pub fn decide(
             }
             return Decision::Idle {
                 reason: match rollback_blocker(status) {
-                    Some(reason) => format!("{reason}; fix the cause, then `vcfm resume` to retry the failed phase"),
-                    None => "migration failed and rollbackOnFailure is off: fix the cause and `vcfm resume` to retry, or `vcfm rollback`".into(),
+                    Some(reason) => format!("{reason}; fix the cause, then `vcfm retry` to run the failed phase again"),
+                    None => "migration failed and rollbackOnFailure is off: fix the cause and `vcfm retry`, or `vcfm rollback`".into(),
                 },
             };
         }
@@ -217,21 +268,20 @@ pub fn decide(
             at: current(status).map(|c| c.name),
         },
         MigrationState::Running => {
-            let (phase, started_at) = match current(status) {
+            let (phase, running) = match current(status) {
                 None => (PhaseName::Preflight, None),
                 Some(c) => match c.status {
                     PhaseStatus::Completed | PhaseStatus::Skipped => match c.name.next() {
                         Some(n) => (n, None),
                         None => return Decision::Complete,
                     },
-                    PhaseStatus::Running => (c.name, c.start_time.as_ref().map(|t| t.0)),
+                    PhaseStatus::Running => (c.name, Some(c)),
                     _ => (c.name, None),
                 },
             };
-            if let Some(start) = started_at {
+            if let Some(c) = running {
                 let limit = timeout_for(phase);
-                let elapsed = now.duration_since(start);
-                if elapsed.as_secs() > 0 && elapsed.unsigned_abs() > limit {
+                if active_time(c, now) > limit {
                     return Decision::TimedOut {
                         phase,
                         after: limit,
@@ -347,6 +397,8 @@ pub fn set_waiting(
         approved: false,
         start_time: None,
         last_heartbeat: Some(Time(now)),
+        paused_seconds: 0,
+        paused_since: None,
     });
 }
 
@@ -372,6 +424,8 @@ pub fn begin_phase(status: &mut MigrationStatus, phase: PhaseName, manual: bool,
         approved: manual,
         start_time: Some(Time(now)),
         last_heartbeat: Some(Time(now)),
+        paused_seconds: 0,
+        paused_since: None,
     });
     status.phase_history.push(PhaseHistoryEntry {
         phase,
@@ -429,15 +483,17 @@ pub fn apply_outcome(
     match final_status {
         PhaseStatus::Failed => {
             status.phase = Some(MigrationPhase::Failed);
+            // A token set before this failure is not a request to retry it.
+            status.observed_retry_token = spec.retry_token.clone();
             let next_step = if phase == PhaseName::Preflight {
-                "Nothing was changed. Fix the problems, then `vcfm resume` to run Preflight again."
+                "Nothing was changed. Fix the problems, then `vcfm retry` to run Preflight again."
                     .to_string()
             } else if phase.is_past_point_of_no_return() {
-                "This phase is past the point of no return: no automatic rollback. Fix the cause, then `vcfm resume` to retry the phase; see `vcfm status`.".to_string()
+                "This phase is past the point of no return: no automatic rollback. Fix the cause, then `vcfm retry` to run the phase again; see `vcfm status`.".to_string()
             } else if spec.rollback_on_failure {
                 "Rolling back the completed phases (rollbackOnFailure).".to_string()
             } else {
-                "rollbackOnFailure is off: fix the cause and `vcfm resume` to retry the phase, or set spec.state to Rollback (`vcfm rollback`) to undo the completed phases."
+                "rollbackOnFailure is off: fix the cause and `vcfm retry` to run the phase again, or set spec.state to Rollback (`vcfm rollback`) to undo the completed phases."
                     .to_string()
             };
             conditions::set(
@@ -604,24 +660,27 @@ pub fn finish_rollback(status: &mut MigrationStatus, generation: Option<i64>, no
     }
 }
 
-/// Clears a failure so that the failed phase runs again from its start.
+/// Clears a failure so that the failed phase runs again from its start, and
+/// records the retry token so that the request is honoured once.
 /// Phases are idempotent, so a re-run finds and keeps its earlier work.
 pub fn reset_for_retry(
     status: &mut MigrationStatus,
     phase: PhaseName,
+    spec: &MigrationSpec,
     generation: Option<i64>,
     now: Timestamp,
 ) {
     set_waiting(status, phase, false, generation, now);
+    status.observed_retry_token = spec.retry_token.clone();
     if let Some(c) = status.current_phase_state.as_mut() {
-        c.message = format!("retrying {phase} after the spec changed");
+        c.message = format!("retrying {phase} (spec.retryToken changed)");
     }
     conditions::set(
         &mut status.conditions,
         ConditionType::Failed,
         false,
         "Retrying",
-        &format!("the spec changed after {phase} failed; running it again"),
+        &format!("retry requested after {phase} failed; running it again"),
         generation,
         now,
     );

@@ -223,6 +223,8 @@ async fn a_degraded_operator_ends_monitor_health_at_its_deadline() {
             approved: false,
             start_time: Some(Time(now)),
             last_heartbeat: Some(Time(now)),
+            paused_seconds: 0,
+            paused_since: None,
         }),
         source_vcenter: Some(SourceVCenter {
             server: env.sim.source().server.clone(),

@@ -126,27 +126,12 @@ pub async fn set_state(
     state: MigrationState,
 ) -> anyhow::Result<String> {
     let api: Api<Vcfm> = Api::namespaced(client, ns);
-    if state == MigrationState::Running {
-        let m = get(&api, ns, name).await?;
-        let failed =
-            m.status.as_ref().and_then(|s| s.phase) == Some(vcfm_api::MigrationPhase::Failed);
-        if failed && m.spec.state == MigrationState::Running {
-            // The controller retries a failed phase when the spec changes; a
-            // Paused/Running round trip is that change, with no other effect.
-            patch_spec(&api, ns, name, |_| {
-                Ok(Some(serde_json::json!({ "state": MigrationState::Paused })))
-            })
-            .await?;
-            patch_spec(&api, ns, name, |_| {
-                Ok(Some(
-                    serde_json::json!({ "state": MigrationState::Running }),
-                ))
-            })
-            .await?;
-            return Ok(format!("asked {ns}/{name} to retry its failed phase"));
-        }
-    }
     let changed = patch_spec(&api, ns, name, |m| {
+        if state == MigrationState::Running && is_failed(m) {
+            bail!(
+                "{ns}/{name} has failed; `vcfm resume` only continues a paused or pending migration. Fix the cause named in the Failed condition (`vcfm status {name}`), then run `vcfm retry {name}`"
+            );
+        }
         if state == MigrationState::Rollback {
             let st = m.status.clone().unwrap_or_default();
             if let Some(p) = vcfm_controller::state::started_phases(&st).into_iter().find(|p| p.is_past_point_of_no_return()) {
@@ -175,6 +160,47 @@ pub async fn set_state(
     } else {
         format!("{ns}/{name} already has state {state:?}")
     })
+}
+
+fn is_failed(m: &Vcfm) -> bool {
+    m.status.as_ref().and_then(|s| s.phase) == Some(vcfm_api::MigrationPhase::Failed)
+}
+
+/// Asks the controller to run the failed phase again, by writing a new
+/// `spec.retryToken` (the current time). Approvals and other spec edits never
+/// retry a failure; this is the one way to.
+pub async fn retry(client: kube::Client, ns: &str, name: &str) -> anyhow::Result<String> {
+    let api: Api<Vcfm> = Api::namespaced(client, ns);
+    let mut phase = None;
+    patch_spec(&api, ns, name, |m| {
+        let st = m.status.clone().unwrap_or_default();
+        if st.rollback.is_some() {
+            bail!("{ns}/{name} has rolled back (or is rolling back); nothing to retry. Create a new migration to try again");
+        }
+        if !is_failed(m) {
+            let now = st.phase.map(|p| p.to_string()).unwrap_or_else(|| "Pending".into());
+            let hint = if m.spec.state == MigrationState::Paused {
+                format!("; it is paused: continue it with `vcfm resume {name}`")
+            } else {
+                String::new()
+            };
+            bail!("{ns}/{name} has not failed (phase {now}): nothing to retry{hint}");
+        }
+        if m.spec.state == MigrationState::Rollback {
+            bail!("{ns}/{name} has been asked to roll back; a retry would contradict that");
+        }
+        phase = vcfm_controller::state::failed_phase(&st);
+        let token = jiff::Timestamp::now().to_string();
+        Ok(Some(serde_json::json!({
+            "retryToken": token,
+            "state": MigrationState::Running,
+        })))
+    })
+    .await?;
+    let p = phase.map(|p| format!(" {p}")).unwrap_or_default();
+    Ok(format!(
+        "asked {ns}/{name} to retry its failed phase{p}; follow it with `vcfm status {name}`"
+    ))
 }
 
 fn ago(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
@@ -267,12 +293,14 @@ fn next_step(m: &Vcfm) -> String {
         Some(P::RollbackCompleted) => "nothing: the migration was rolled back; delete it, fix the cause and create a new one to try again.".into(),
         Some(P::RollingBack) => "wait: the rollback is running.".into(),
         Some(P::Failed) => {
-            if vcfm_controller::state::started_phases(&st).iter().any(|p| p.is_past_point_of_no_return()) {
-                "fix the cause named in the Failed condition; automatic rollback is not possible past the point of no return.".into()
+            if vcfm_controller::state::failed_phase(&st) == Some(vcfm_api::PhaseName::Preflight) {
+                format!("fix the problems named in the Failed condition, then `vcfm retry {name}` to run Preflight again.")
+            } else if vcfm_controller::state::started_phases(&st).iter().any(|p| p.is_past_point_of_no_return()) {
+                format!("fix the cause named in the Failed condition, then `vcfm retry {name}`; automatic rollback is not possible past the point of no return.")
             } else if m.spec.rollback_on_failure {
-                "wait for the automatic rollback, or fix the cause.".into()
+                "wait for the automatic rollback.".into()
             } else {
-                format!("fix the cause named in the Failed condition, or undo the completed phases with `vcfm rollback {name}`.")
+                format!("fix the cause named in the Failed condition, then `vcfm retry {name}`; or undo the completed phases with `vcfm rollback {name}`.")
             }
         }
         _ => match m.spec.state {

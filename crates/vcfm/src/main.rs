@@ -38,8 +38,10 @@ enum Command {
     Approve { name: String, phase: Option<String> },
     /// Stop at the next safe point.
     Pause { name: String },
-    /// Start (from Pending) or continue (from Paused).
+    /// Start (from Pending) or continue (from Paused). A failed migration needs `retry`.
     Resume { name: String },
+    /// Run the failed phase again once its cause is fixed (writes spec.retryToken).
+    Retry { name: String },
     /// Undo the completed phases (refused past the point of no return).
     Rollback { name: String },
     /// Run the preflight checks read-only and print what the migration would change.
@@ -165,6 +167,11 @@ async fn run(cli: Cli, invoked: &str) -> anyhow::Result<()> {
                 vcfm_api::MigrationState::Running,
             )
             .await
+        }
+        Command::Retry { name } => {
+            let client = cli::client(cli.kubeconfig.as_deref()).await?;
+            println!("{}", cli::retry(client, &cli.namespace, &name).await?);
+            Ok(())
         }
         Command::Plan {
             name,

@@ -319,6 +319,20 @@ async fn the_api_server_rejects_malformed_specs_before_the_controller_sees_them(
         err.contains("spec.state") && err.contains("Runing"),
         "{err}"
     );
+    // Deadlines: a value whose arithmetic would overflow a parser (here
+    // 2^64 s / 3600 hours) never reaches the controller; every unit is
+    // bounded to 4 digits (all three were accepted before the bound).
+    for (name, bad) in [
+        ("overflow", "5124095576030432h"),
+        ("minutes", "99999m"),
+        ("digits", "00001h"),
+    ] {
+        let m = env.migration(name, |m| {
+            m["spec"]["phaseTimeouts"] = serde_json::json!({ "CreateWorkers": bad })
+        });
+        let err = env.create(&m).await.unwrap_err().to_string();
+        assert!(err.contains("phaseTimeouts"), "{bad}: {err}");
+    }
     assert_eq!(
         env.api()
             .list(&Default::default())

@@ -111,16 +111,21 @@ async fn automatic_mode_runs_phases_1_to_4_without_approval_then_pauses_on_reque
         "preflight lists the prerequisites it cannot check"
     );
 
-    // Backup: a Secret owned by the migration, checksums in status.
+    // Backup: a Secret owned by the migration, keyed HMACs in status (the
+    // key only in the Secret, so status is no oracle for guessed contents).
     let backup = env.secret_data(NS, "auto-backup").await;
     assert_eq!(st.backup_manifests.len(), 7, "{:?}", st.backup_manifests);
+    let key = hex::decode(&backup[vcfm_controller::backup::DIGEST_KEY]).unwrap();
+    assert_eq!(key.len(), 32);
+    let status_json = serde_json::to_string(&st).unwrap();
+    assert!(!status_json.contains(&backup[vcfm_controller::backup::DIGEST_KEY]));
     for b in &st.backup_manifests {
         let data = backup
             .get(&b.key)
             .unwrap_or_else(|| panic!("backup {} missing", b.key));
         assert_eq!(
-            vcfm_controller::backup::sha256_hex(data.as_bytes()),
-            b.sha256
+            vcfm_controller::backup::hmac_hex(&key, data.as_bytes()),
+            b.hmac_sha256
         );
     }
     // DisableCVO on the gate-off path, UpdateSecrets adds and keeps.
@@ -525,11 +530,12 @@ async fn killed_at_many_points_the_controller_ends_exactly_like_an_uninterrupted
         st.backup_manifests
     );
     let backup = env.secret_data(NS, "crashy-backup").await;
-    assert_eq!(backup.len(), 7);
+    assert_eq!(backup.len(), 8, "seven backups and one HMAC key");
+    let key = hex::decode(&backup[vcfm_controller::backup::DIGEST_KEY]).unwrap();
     for b in &st.backup_manifests {
         assert_eq!(
-            vcfm_controller::backup::sha256_hex(backup[&b.key].as_bytes()),
-            b.sha256
+            vcfm_controller::backup::hmac_hex(&key, backup[&b.key].as_bytes()),
+            b.hmac_sha256
         );
     }
     // The backup holds the original, not an already-modified copy.
@@ -613,8 +619,12 @@ async fn no_password_or_token_reaches_status_events_or_logs() {
     );
 }
 
+fn current(m: &Vcfm) -> Option<vcfm_api::PhaseState> {
+    m.status.as_ref()?.current_phase_state.clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_the_cause_is_fixed_vcfm_resume_retries_the_failed_phase() {
+async fn after_the_cause_is_fixed_vcfm_retry_reruns_the_failed_phase() {
     let mut env = Env::start(Options::default()).await;
     env.start_controller();
     env.create(&env.migration("retry", |m| {
@@ -628,11 +638,16 @@ async fn after_the_cause_is_fixed_vcfm_resume_retries_the_failed_phase() {
             phase(m) == Some(MigrationPhase::Failed)
         })
         .await;
-    assert!(condition(&m, "Failed").unwrap().1.contains("late-creds"));
-    // Waiting longer changes nothing: a failure does not loop.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(history(&env.api().get("retry").await.unwrap()).len(), 1);
-    // The administrator creates the Secret, then asks for a retry.
+    let failed = condition(&m, "Failed").unwrap().1;
+    assert!(failed.contains("late-creds"), "{failed}");
+    assert!(failed.contains("vcfm retry"), "{failed}");
+    // `resume` is for pauses: on a failure it points to `retry` and changes nothing.
+    let out = env.vcfm(&["resume", "retry"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vcfm retry retry"), "{err}");
+    // The Secret appears, and the administrator approves a later phase ahead
+    // of time: a spec edit, but no request to retry. Nothing reruns.
     let tgt = env.target.server().to_string();
     let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "late-creds", "namespace": NS},
@@ -643,8 +658,18 @@ async fn after_the_cause_is_fixed_vcfm_resume_retries_the_failed_phase() {
         .create(&Default::default(), &s)
         .await
         .unwrap();
-    let out = ok(env.vcfm(&["resume", "retry"]));
-    assert!(out.contains("retry its failed phase"), "{out}");
+    ok(env.vcfm(&["approve", "retry", "Verify"]));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = env.api().get("retry").await.unwrap();
+    assert_eq!(phase(&m), Some(MigrationPhase::Failed));
+    assert_eq!(history(&m).len(), 1, "an approval must not rerun Preflight");
+    assert!(m.spec.approved_phases.contains(&PhaseName::Verify));
+    // `vcfm status` says how to go on.
+    let status = ok(env.vcfm(&["status", "retry"]));
+    assert!(status.contains("`vcfm retry retry`"), "{status}");
+    // The explicit request.
+    let out = ok(env.vcfm(&["retry", "retry"]));
+    assert!(out.contains("retry its failed phase Preflight"), "{out}");
     let m = env
         .wait_for("retry", "phase 5 to wait after the retry", T, |m| {
             waiting_for_approval_of(m, PhaseName::CreateTags)
@@ -662,5 +687,157 @@ async fn after_the_cause_is_fixed_vcfm_resume_retries_the_failed_phase() {
         ]
     );
     assert_eq!(m.spec.state, vcfm_api::MigrationState::Running);
+    let token = m
+        .spec
+        .retry_token
+        .clone()
+        .expect("vcfm retry records a token");
+    assert_eq!(
+        m.status.as_ref().unwrap().observed_retry_token.as_deref(),
+        Some(token.as_str())
+    );
     env.wait_event("PhaseRetry").await;
+    // Nothing has failed now: a retry is refused and changes nothing.
+    let again = env.vcfm(&["retry", "retry"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("has not failed"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let m = env.api().get("retry").await.unwrap();
+    assert_eq!(m.spec.retry_token.as_deref(), Some(token.as_str()));
+}
+
+/// The deadline counts active time only: DisableCVO gets 8 s, is paused for
+/// longer (across a controller restart), and still completes after resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_longer_than_the_phase_deadline_does_not_time_the_phase_out() {
+    const DEADLINE_S: i64 = 8;
+    let mut env = Env::start(Options {
+        cvo_delay_ms: 3000,
+        ..Default::default()
+    })
+    .await;
+    env.start_controller();
+    env.create(&env.migration("overnight", |m| {
+        approved_1_to_4(m);
+        m["spec"]["phaseTimeouts"] = serde_json::json!({ "DisableCVO": format!("{DEADLINE_S}s") });
+    }))
+    .await
+    .unwrap();
+    env.wait_for("overnight", "DisableCVO to be running", T, |m| {
+        current(m)
+            .is_some_and(|c| c.name == PhaseName::DisableCvo && c.status == PhaseStatus::Running)
+    })
+    .await;
+    ok(env.vcfm(&["pause", "overnight"]));
+    let m = env
+        .wait_for("overnight", "the pause clock to start", T, |m| {
+            condition(m, "Paused").is_some_and(|c| c.0 == "True")
+                && current(m).is_some_and(|c| c.paused_since.is_some())
+        })
+        .await;
+    let since = current(&m).unwrap().paused_since;
+    // A controller restart during the pause neither restarts nor loses it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.kill_controller();
+    env.start_controller();
+    tokio::time::sleep(Duration::from_secs(DEADLINE_S as u64)).await;
+    let m = env.api().get("overnight").await.unwrap();
+    let c = current(&m).unwrap();
+    assert_eq!(c.paused_since, since, "the first pause start is kept");
+    assert_eq!(
+        (c.name, c.status),
+        (PhaseName::DisableCvo, PhaseStatus::Running)
+    );
+    ok(env.vcfm(&["resume", "overnight"]));
+    let m = env
+        .wait_for("overnight", "UpdateSecrets after resume", T, |m| {
+            completed(m, PhaseName::UpdateSecrets) || phase(m) == Some(MigrationPhase::Failed)
+        })
+        .await;
+    assert_ne!(
+        phase(&m),
+        Some(MigrationPhase::Failed),
+        "{:?}",
+        condition(&m, "Failed")
+    );
+    let st = m.status.clone().unwrap();
+    assert!(st.rollback.is_none());
+    let cvo: Vec<_> = st
+        .phase_history
+        .iter()
+        .filter(|e| e.phase == PhaseName::DisableCvo)
+        .collect();
+    assert_eq!(cvo.len(), 1, "DisableCVO ran once");
+    assert_eq!(cvo[0].status, PhaseStatus::Completed);
+    // It really was on the clock longer than its deadline.
+    let wall = cvo[0]
+        .completion_time
+        .as_ref()
+        .unwrap()
+        .0
+        .duration_since(cvo[0].start_time.as_ref().unwrap().0);
+    assert!(wall.as_secs() > DEADLINE_S, "DisableCVO took only {wall}");
+    assert!(
+        condition(&m, "Paused").is_none(),
+        "the Paused condition goes with the pause"
+    );
+    assert_eq!(env.cvo_replicas().await, 0);
+}
+
+/// A backup changed in its Secret after it was taken is not restored: the
+/// HMAC in status (keyed by a secret the tamperer cannot derive from status)
+/// no longer matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_backup_is_refused_on_rollback() {
+    use k8s_openapi::ByteString;
+    let mut env = Env::start(Options::default()).await;
+    env.start_controller();
+    env.create(&env.migration("tamper", approved_1_to_4))
+        .await
+        .unwrap();
+    env.wait_for("tamper", "phase 5 to wait", T, |m| {
+        waiting_for_approval_of(m, PhaseName::CreateTags)
+    })
+    .await;
+    let backup = env.secret_data(NS, "tamper-backup").await;
+    let mut creds: serde_json::Value = serde_json::from_str(&backup["vsphere-creds.json"]).unwrap();
+    let src = env.source.server().to_string();
+    creds["data"][format!("{src}.password")] =
+        serde_json::to_value(ByteString(b"attacker-chosen".to_vec())).unwrap();
+    let forged = serde_json::to_vec(&creds).unwrap();
+    let patch = serde_json::json!({"data": {"vsphere-creds.json": ByteString(forged)}});
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), NS)
+        .patch(
+            "tamper-backup",
+            &Default::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let live_before = env.secret_data("kube-system", "vsphere-creds").await;
+    ok(env.vcfm(&["rollback", "tamper"]));
+    let m = env
+        .wait_for("tamper", "RollbackCompleted", T, |m| {
+            phase(m) == Some(MigrationPhase::RollbackCompleted)
+        })
+        .await;
+    let (status, msg) = condition(&m, "RolledBack").unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        msg.contains("UpdateSecrets") && msg.contains("does not match the HMAC"),
+        "{msg}"
+    );
+    assert!(
+        history(&m).contains(&(PhaseName::UpdateSecrets, PhaseStatus::RollbackFailed)),
+        "{:?}",
+        history(&m)
+    );
+    let live = env.secret_data("kube-system", "vsphere-creds").await;
+    assert_eq!(live, live_before, "the forged backup was not written back");
+    assert!(!live.values().any(|v| v == "attacker-chosen"));
+    // The other steps still ran: the CVO is back.
+    assert_eq!(env.cvo_replicas().await, 1);
 }

@@ -97,7 +97,7 @@ async fn health_readiness_and_metrics_are_served_on_the_listen_port() {
     // The reconcile that wrote that status is counted when it returns, a
     // moment later: poll (bounded) until every family has samples.
     let wanted = [
-        "vcfm_reconciles_total{outcome=\"ok\"}",
+        "vcfm_reconciles_total{outcome=\"ok\",error_class=\"none\"}",
         "vcfm_phase_duration_seconds_count{phase=\"Preflight\"} 1",
         "vcfm_vsphere_calls_total{",
     ];
@@ -112,6 +112,54 @@ async fn health_readiness_and_metrics_are_served_on_the_listen_port() {
             "missing one of {wanted:?} in:\n{metrics}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Three failing reads of the migration fail three reconciles, then a
+    // status write that conflicts on all its attempts fails a fourth: each
+    // is counted once, with its class, and retried (with backoff) until one
+    // gets through. Nothing else reads the migration meanwhile: the
+    // approval below is a patch and progress is watched through /metrics.
+    let faults = env.sim.faults();
+    faults.inject(
+        kube_sim::FaultRule::new(kube_sim::FaultAction::Error { code: 500 })
+            .verb("get")
+            .resource("vmwarecloudfoundationmigrations")
+            .name("metered")
+            .times(3),
+    );
+    faults.inject(
+        kube_sim::FaultRule::new(kube_sim::FaultAction::Conflict)
+            .verb("update")
+            .resource("vmwarecloudfoundationmigrations/status")
+            .times(8),
+    );
+    env.api()
+        .patch(
+            "metered",
+            &Default::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"spec": {"approvedPhases": ["Preflight", "Backup"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let failed = [
+        "vcfm_reconciles_total{outcome=\"error\",error_class=\"kube_transient\"} 3\n",
+        "vcfm_reconciles_total{outcome=\"error\",error_class=\"status_conflict\"} 1\n",
+    ];
+    let start = Instant::now();
+    loop {
+        let metrics = wait_http(port, "/metrics", 200).await;
+        if metrics.contains("vcfm_phase_duration_seconds_count{phase=\"Backup\"} 1") {
+            for f in failed {
+                assert!(metrics.contains(f), "want {f:?} in:\n{metrics}");
+            }
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "Backup did not complete after the failed reads:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     sigterm(&c);
     let start = Instant::now();

@@ -217,12 +217,12 @@ impl Phase for Backup {
                     LogLevel::Info,
                     "backup",
                     format!(
-                        "backed up {} {} as {}/{} (sha256 {})",
+                        "backed up {} {} as {}/{} (hmac {})",
                         m.resource_type,
                         m.name,
                         m.secret_name,
                         m.key,
-                        &m.sha256[..12]
+                        &m.hmac_sha256[..12]
                     ),
                 );
             }

@@ -113,23 +113,31 @@ pub fn timeout_for(spec: &vcfm_api::MigrationSpec, name: PhaseName) -> Duration 
         .unwrap_or_else(|| phase(name).default_timeout())
 }
 
-/// Parses `1h30m`, `45m`, `90s` (the pattern the CRD enforces).
+/// Parses `1h30m`, `45m`, `90s`: the shape the CRD enforces (units in
+/// h, m, s order, each once). Anything else, including values whose
+/// arithmetic would overflow, is `None`, never a panic or a wrapped number.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let mut total = 0u64;
     let mut num = String::new();
+    let mut last_unit = 0u8;
     for ch in s.chars() {
         if ch.is_ascii_digit() {
             num.push(ch);
             continue;
         }
-        let n: u64 = num.parse().ok()?;
-        num.clear();
-        total += match ch {
-            'h' => n.checked_mul(3600)?,
-            'm' => n.checked_mul(60)?,
-            's' => n,
+        let (rank, scale) = match ch {
+            'h' => (1, 3600),
+            'm' => (2, 60),
+            's' => (3, 1),
             _ => return None,
         };
+        if num.is_empty() || rank <= last_unit {
+            return None;
+        }
+        last_unit = rank;
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        total = total.checked_add(n.checked_mul(scale)?)?;
     }
     (num.is_empty() && total > 0).then(|| Duration::from_secs(total))
 }
@@ -146,6 +154,45 @@ mod tests {
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("0s"), None);
         assert_eq!(parse_duration("1d"), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("30m1h"), None, "units out of order");
+        assert_eq!(parse_duration("1h1h"), None, "a unit twice");
+        assert_eq!(
+            parse_duration("9999h59m59s"),
+            Some(Duration::from_secs(9999 * 3600 + 59 * 60 + 59))
+        );
+    }
+
+    #[test]
+    fn crafted_durations_are_refused_not_overflowed() {
+        // The first two overflowed the sum (a panic in debug builds, a
+        // wrapped tiny deadline in release) before the addition was checked.
+        for s in [
+            "5124095576030431h16s",
+            "307445734561825860m16s",
+            "5124095576030432h",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn an_unparseable_override_falls_back_to_the_default() {
+        let mut spec: vcfm_api::MigrationSpec = serde_json::from_value(serde_json::json!({
+            "targetVCenterCredentialsSecret": {"name": "t"},
+            "failureDomains": [],
+            "machineSetConfig": {"replicas": 1},
+            "phaseTimeouts": {"Backup": "5124095576030432h"}
+        }))
+        .unwrap();
+        let default = phase(PhaseName::Backup).default_timeout();
+        assert_eq!(timeout_for(&spec, PhaseName::Backup), default);
+        spec.phase_timeouts.insert("Backup".into(), "90s".into());
+        assert_eq!(
+            timeout_for(&spec, PhaseName::Backup),
+            Duration::from_secs(90)
+        );
     }
 
     #[test]

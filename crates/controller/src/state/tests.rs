@@ -32,6 +32,7 @@ fn spec() -> MigrationSpec {
         control_plane_machine_set_config: None,
         rollback_on_failure: true,
         phase_timeouts: Default::default(),
+        retry_token: None,
     }
 }
 
@@ -42,7 +43,7 @@ fn t(s: i64) -> Timestamp {
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn decide_at(spec: &MigrationSpec, st: &MigrationStatus, now: Timestamp) -> Decision {
-    decide(spec, st, Some(1), now, |_| HOUR)
+    decide(spec, st, now, |_| HOUR)
 }
 
 /// Drives the pure state machine the way the reconciler does, with every
@@ -201,11 +202,11 @@ fn a_phase_past_its_deadline_times_out() {
     let mut st = MigrationStatus::default();
     begin_phase(&mut st, PhaseName::Backup, false, t(0));
     assert_eq!(
-        decide(&s, &st, Some(1), t(59), |_| Duration::from_secs(60)),
+        decide(&s, &st, t(59), |_| Duration::from_secs(60)),
         Decision::Execute(PhaseName::Backup)
     );
     assert_eq!(
-        decide(&s, &st, Some(1), t(61), |_| Duration::from_secs(60)),
+        decide(&s, &st, t(61), |_| Duration::from_secs(60)),
         Decision::TimedOut {
             phase: PhaseName::Backup,
             after: Duration::from_secs(60)
@@ -424,8 +425,15 @@ fn a_failed_rollback_step_is_reported_and_the_rest_still_runs() {
     );
 }
 
+/// `vcfm retry`: a new token in the spec.
+fn with_token(s: &MigrationSpec, token: &str) -> MigrationSpec {
+    let mut s = s.clone();
+    s.retry_token = Some(token.into());
+    s
+}
+
 #[test]
-fn preflight_failure_is_retried_only_after_the_spec_changes() {
+fn preflight_failure_is_retried_only_on_a_new_retry_token() {
     let s = spec();
     let mut st = MigrationStatus::default();
     begin_phase(&mut st, PhaseName::Preflight, false, t(0));
@@ -441,45 +449,113 @@ fn preflight_failure_is_retried_only_after_the_spec_changes() {
     );
     assert_eq!(st.phase, Some(MigrationPhase::Failed));
     assert!(
-        matches!(
-            decide(&s, &st, Some(1), t(2), |_| HOUR),
-            Decision::Idle { .. }
-        ),
+        matches!(decide(&s, &st, t(2), |_| HOUR), Decision::Idle { .. }),
         "rollbackOnFailure never rolls back a Preflight"
     );
+    let retry = with_token(&s, "2026-12-02T10:00:00Z");
     assert_eq!(
-        decide(&s, &st, Some(2), t(3), |_| HOUR),
+        decide(&retry, &st, t(3), |_| HOUR),
         Decision::RetryFailedPhase(PhaseName::Preflight)
     );
-    reset_for_retry(&mut st, PhaseName::Preflight, Some(2), t(3));
+    reset_for_retry(&mut st, PhaseName::Preflight, &retry, Some(2), t(3));
     assert_eq!(
-        decide(&s, &st, Some(2), t(4), |_| HOUR),
+        decide(&retry, &st, t(4), |_| HOUR),
         Decision::Execute(PhaseName::Preflight)
     );
 }
 
 #[test]
-fn past_the_point_of_no_return_a_fixed_failure_is_retried_on_resume() {
+fn approving_a_later_phase_on_a_failed_migration_does_not_rerun_the_failed_one() {
+    // Manual mode, rollbackOnFailure off: Cleanup failed past the point of no return.
+    let mut s = spec();
+    s.approval_mode = ApprovalMode::Manual;
+    s.rollback_on_failure = false;
+    s.approved_phases = PhaseName::ALL
+        .into_iter()
+        .filter(|p| *p <= PhaseName::Cleanup)
+        .collect();
+    let (st, _) = drive(&s, Some(PhaseName::Cleanup));
+    assert_eq!(st.phase, Some(MigrationPhase::Failed));
+    // The administrator approves Verify ahead of time (a spec edit, a new
+    // generation) and adds a phase timeout: neither is a request to retry.
+    s.approved_phases.push(PhaseName::Verify);
+    s.phase_timeouts.insert("Cleanup".into(), "2h".into());
+    for now in [t(300), t(400)] {
+        let d = decide(&s, &st, now, |_| HOUR);
+        assert!(matches!(d, Decision::Idle { .. }), "{d:?}");
+    }
+    // Neither is a pause and resume (what `vcfm resume` used to do).
+    s.state = MigrationState::Paused;
+    assert!(matches!(
+        decide(&s, &st, t(401), |_| HOUR),
+        Decision::Idle { .. }
+    ));
+    s.state = MigrationState::Running;
+    assert!(matches!(
+        decide(&s, &st, t(402), |_| HOUR),
+        Decision::Idle { .. }
+    ));
+}
+
+#[test]
+fn a_retry_token_set_before_the_failure_does_not_retry_it() {
+    let mut s = spec();
+    s.rollback_on_failure = false;
+    s.retry_token = Some("earlier".into());
+    let (st, _) = drive(&s, Some(PhaseName::UpdateConfig));
+    assert_eq!(st.phase, Some(MigrationPhase::Failed));
+    assert_eq!(st.observed_retry_token.as_deref(), Some("earlier"));
+    assert!(matches!(
+        decide(&s, &st, t(300), |_| HOUR),
+        Decision::Idle { .. }
+    ));
+}
+
+#[test]
+fn past_the_point_of_no_return_a_fixed_failure_is_retried_once_on_vcfm_retry() {
     let (mut st, _) = drive(&spec(), Some(PhaseName::Cleanup));
     assert_eq!(st.phase, Some(MigrationPhase::Failed));
     let s = spec();
     // Unchanged spec: it stays stopped, it does not loop.
     assert!(matches!(
-        decide(&s, &st, Some(1), t(300), |_| HOUR),
+        decide(&s, &st, t(300), |_| HOUR),
         Decision::Idle { .. }
     ));
-    // `vcfm resume` bumps the generation: the failed phase runs again, once.
+    // `vcfm retry` sets a new token: the failed phase runs again, once.
+    let s = with_token(&s, "one");
     assert_eq!(
-        decide(&s, &st, Some(3), t(301), |_| HOUR),
+        decide(&s, &st, t(301), |_| HOUR),
         Decision::RetryFailedPhase(PhaseName::Cleanup)
     );
-    reset_for_retry(&mut st, PhaseName::Cleanup, Some(3), t(301));
+    reset_for_retry(&mut st, PhaseName::Cleanup, &s, Some(3), t(301));
     assert!(!conditions::is_true(&st.conditions, ConditionType::Failed));
     assert_eq!(
-        decide(&s, &st, Some(3), t(302), |_| HOUR),
+        decide(&s, &st, t(302), |_| HOUR),
         Decision::Execute(PhaseName::Cleanup)
     );
     begin_phase(&mut st, PhaseName::Cleanup, false, t(302));
+    // It fails again: the same token does not retry a second time.
+    apply_outcome(
+        &mut st,
+        PhaseName::Cleanup,
+        &Outcome::Failed {
+            message: "still broken".into(),
+        },
+        &s,
+        Some(3),
+        t(303),
+    );
+    assert!(matches!(
+        decide(&s, &st, t(304), |_| HOUR),
+        Decision::Idle { .. }
+    ));
+    let s = with_token(&s, "two");
+    assert_eq!(
+        decide(&s, &st, t(305), |_| HOUR),
+        Decision::RetryFailedPhase(PhaseName::Cleanup)
+    );
+    reset_for_retry(&mut st, PhaseName::Cleanup, &s, Some(4), t(305));
+    begin_phase(&mut st, PhaseName::Cleanup, false, t(306));
     apply_outcome(
         &mut st,
         PhaseName::Cleanup,
@@ -487,25 +563,137 @@ fn past_the_point_of_no_return_a_fixed_failure_is_retried_on_resume() {
             message: String::new(),
         },
         &s,
-        Some(3),
-        t(303),
+        Some(4),
+        t(307),
     );
     assert_eq!(
-        decide(&s, &st, Some(3), t(304), |_| HOUR),
+        decide(&s, &st, t(308), |_| HOUR),
         Decision::Execute(PhaseName::Verify)
     );
     assert!(st.rollback.is_none());
 }
 
 #[test]
-fn without_rollback_on_failure_resume_retries_instead_of_rolling_back() {
+fn without_rollback_on_failure_retry_reruns_instead_of_rolling_back() {
     let mut s = spec();
     s.rollback_on_failure = false;
     let (st, _) = drive(&s, Some(PhaseName::UpdateConfig));
+    assert!(matches!(
+        decide(&s, &st, t(300), |_| HOUR),
+        Decision::Idle { .. }
+    ));
     assert_eq!(
-        decide(&s, &st, Some(2), t(300), |_| HOUR),
+        decide(&with_token(&s, "x"), &st, t(300), |_| HOUR),
         Decision::RetryFailedPhase(PhaseName::UpdateConfig)
     );
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_pause_longer_than_the_deadline_does_not_time_the_phase_out() {
+    let mut s = spec();
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::CreateWorkers, false, t(0));
+    // 30 s of work, then a pause overnight.
+    s.state = MigrationState::Paused;
+    assert!(matches!(
+        decide(&s, &st, t(30), |_| MINUTE),
+        Decision::Paused { .. }
+    ));
+    assert!(begin_pause(&mut st, t(30)));
+    let night = 12 * 3600;
+    assert!(matches!(
+        decide(&s, &st, t(night), |_| MINUTE),
+        Decision::Paused { .. }
+    ));
+    // Resumed the next morning: the deadline has 30 s left, not -12 h.
+    s.state = MigrationState::Running;
+    assert_eq!(
+        decide(&s, &st, t(night), |_| MINUTE),
+        Decision::Execute(PhaseName::CreateWorkers),
+        "the open pause does not count even before the controller closes it"
+    );
+    assert!(end_pause(&mut st, t(night)));
+    let c = st.current_phase_state.clone().unwrap();
+    assert_eq!(c.paused_seconds, night - 30);
+    assert_eq!(c.paused_since, None);
+    assert_eq!(active_time(&c, t(night + 20)), Duration::from_secs(50));
+    assert_eq!(
+        decide(&s, &st, t(night + 29), |_| MINUTE),
+        Decision::Execute(PhaseName::CreateWorkers)
+    );
+    // Active time still counts: 30 s before the pause and 31 s after it.
+    assert_eq!(
+        decide(&s, &st, t(night + 31), |_| MINUTE),
+        Decision::TimedOut {
+            phase: PhaseName::CreateWorkers,
+            after: MINUTE
+        }
+    );
+}
+
+#[test]
+fn pause_accounting_survives_restarts_and_repeated_writes() {
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::CreateWorkers, false, t(0));
+    // The Paused reconcile runs again (a restart, a requeue): the first start wins.
+    assert!(begin_pause(&mut st, t(10)));
+    assert!(!begin_pause(&mut st, t(500)));
+    // The status round-trips through the API server between reconciles.
+    let json = serde_json::to_value(&st).unwrap();
+    assert_eq!(
+        json["currentPhaseState"]["pausedSince"],
+        "2023-11-14T22:13:30Z"
+    );
+    let mut st: MigrationStatus = serde_json::from_value(json).unwrap();
+    // Closing the pause is applied once; a replay (conflict retry, or a
+    // restart after the write) finds nothing open and adds nothing.
+    assert!(end_pause(&mut st, t(110)));
+    assert!(!end_pause(&mut st, t(900)));
+    let c = st.current_phase_state.clone().unwrap();
+    assert_eq!(c.paused_seconds, 100);
+    assert_eq!(active_time(&c, t(120)), Duration::from_secs(20));
+    // A second pause adds to the first.
+    assert!(begin_pause(&mut st, t(120)));
+    assert!(end_pause(&mut st, t(220)));
+    let c = st.current_phase_state.clone().unwrap();
+    assert_eq!(c.paused_seconds, 200);
+    assert_eq!(active_time(&c, t(230)), Duration::from_secs(30));
+    // The next phase starts with a fresh clock.
+    apply_outcome(
+        &mut st,
+        PhaseName::CreateWorkers,
+        &Outcome::Completed {
+            message: String::new(),
+        },
+        &spec(),
+        Some(1),
+        t(231),
+    );
+    begin_phase(&mut st, PhaseName::RecreateCpms, false, t(232));
+    let c = st.current_phase_state.clone().unwrap();
+    assert_eq!((c.paused_seconds, c.paused_since), (0, None));
+}
+
+#[test]
+fn only_a_running_phase_has_a_pause_clock() {
+    let mut st = MigrationStatus::default();
+    assert!(!begin_pause(&mut st, t(0)));
+    set_waiting(&mut st, PhaseName::Backup, true, Some(1), t(0));
+    assert!(!begin_pause(&mut st, t(1)));
+    assert_eq!(st.current_phase_state.unwrap().paused_since, None);
+}
+
+#[test]
+fn a_clock_that_went_backwards_counts_as_no_active_time() {
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::Backup, false, t(100));
+    let c = st.current_phase_state.clone().unwrap();
+    assert_eq!(active_time(&c, t(50)), Duration::ZERO);
+    let mut c = c;
+    c.paused_seconds = i64::MAX;
+    assert_eq!(active_time(&c, t(200)), Duration::ZERO);
 }
 
 #[test]

@@ -431,6 +431,8 @@ impl Env {
             approved: false,
             start_time: start,
             last_heartbeat: None,
+            paused_seconds: 0,
+            paused_since: None,
         });
         let shared = Arc::new(Shared {
             client: self.client.clone(),
