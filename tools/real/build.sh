@@ -118,6 +118,13 @@ copy_crds() {
   local api
   api="$(cd "$out/src/mao" && go list -m -f '{{.Dir}}' github.com/openshift/api)"
   cp "$api/config/v1/zz_generated.crd-manifests/0000_10_config-operator_01_dnses.crd.yaml" "$crds/"
+  # The FeatureGate status the cluster-config-operator writes lists every gate of the release;
+  # the CPMS operator panics on a gate it knows but the status lacks. Its own openshift/api's
+  # payload manifest is the list it knows (not a CRD: kept apart from crds/).
+  local capi
+  capi="$(cd "$out/src/cpms" && go list -m -f '{{.Dir}}' github.com/openshift/api)"
+  mkdir -p "$out/featuregates"
+  cp "$capi/payload-manifests/featuregates/featureGate-SelfManagedHA-Default.yaml" "$out/featuregates/"
   touch "$crds/.done"
 }
 

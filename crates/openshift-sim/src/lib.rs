@@ -355,7 +355,25 @@ impl SimCluster {
             synced: synced_tx,
         };
 
-        for obj in seed::base_objects(&scenario, &infra_id, &source, &creds_password) {
+        let mut base = seed::base_objects(&scenario, &infra_id, &source, &creds_password);
+        if real_operators {
+            let path = real_tier::feature_gate_payload();
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| seed_io(&path.display().to_string(), e))?;
+            let payload: Value = serde_json::from_str(&text).map_err(|e| Error::Seed {
+                what: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let fg = seed::payload_feature_gate(
+                &payload,
+                &scenario.version,
+                scenario.multi_vcenter_day2_gate,
+            );
+            for obj in base.iter_mut().filter(|o| o["kind"] == "FeatureGate") {
+                *obj = fg.clone();
+            }
+        }
+        for obj in base {
             let what = format!(
                 "{} {}",
                 obj["kind"].as_str().unwrap_or_default(),

@@ -10,8 +10,10 @@ use crate::vcenter::VcenterInfo;
 
 /// Namespace of the Machine API objects.
 pub(crate) const MAPI_NS: &str = "openshift-machine-api";
-/// Finalizer the Machine controller puts on every Machine.
-pub(crate) const MACHINE_FINALIZER: &str = "machine.openshift.io";
+/// The machine controller's finalizer (openshift/api `machine/v1beta1/types_machine.go`
+/// `MachineFinalizer`; the real controller adds and removes exactly this name, so a seeded
+/// Machine with any other would never finish deleting).
+pub(crate) const MACHINE_FINALIZER: &str = "machine.machine.openshift.io";
 /// Finalizer the CPMS operator puts on the CPMS.
 pub(crate) const CPMS_FINALIZER: &str = "controlplanemachineset.machine.openshift.io";
 /// Install-time failure domain of a single-vCenter installation.
@@ -259,6 +261,36 @@ pub(crate) fn feature_gate(version: &str, day2: bool) -> Value {
     json!({"apiVersion": "config.openshift.io/v1", "kind": "FeatureGate",
         "metadata": {"name": "cluster"}, "spec": spec,
         "status": {"featureGates": [{"version": version, "enabled": names(enabled), "disabled": names(disabled)}]}})
+}
+
+/// The FeatureGate of a release, from openshift/api's payload manifest
+/// (`payload-manifests/featuregates/featureGate-SelfManagedHA-Default.yaml`, whose
+/// `version` is empty): every gate of the release is listed, as the cluster-config-operator
+/// writes it (`pkg/operator/featuregates`), and the CPMS operator panics on a gate it knows
+/// but the status lacks. The day-2 gate moves to `enabled` through CustomNoUpgrade.
+pub(crate) fn payload_feature_gate(payload: &Value, version: &str, day2: bool) -> Value {
+    let gate = vcfm_api::openshift::MULTI_VCENTER_DAY2_GATE;
+    let list = |k: &str| -> Vec<Value> {
+        payload
+            .pointer(&format!("/status/featureGates/0/{k}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| g["name"] != gate)
+            .collect()
+    };
+    let (mut enabled, mut disabled) = (list("enabled"), list("disabled"));
+    let spec = if day2 {
+        enabled.push(json!({"name": gate}));
+        json!({"featureSet": "CustomNoUpgrade", "customNoUpgrade": {"enabled": [gate]}})
+    } else {
+        disabled.push(json!({"name": gate}));
+        json!({})
+    };
+    json!({"apiVersion": "config.openshift.io/v1", "kind": "FeatureGate",
+        "metadata": {"name": "cluster"}, "spec": spec,
+        "status": {"featureGates": [{"version": version, "enabled": enabled, "disabled": disabled}]}})
 }
 
 /// The three standard conditions of a cluster operator (plus Upgradeable).

@@ -116,6 +116,9 @@ impl ControlPlane {
             format!("--etcd-servers=http://127.0.0.1:{client_port}"),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
+            // No `kubernetes` Service endpoints: a loopback address is invalid there, and
+            // nothing here reaches the apiserver through the Service.
+            "--endpoint-reconciler-type=none".into(),
             format!("--secure-port={api_port}"),
             format!("--tls-cert-file={}", s(&p("apiserver.pem"))),
             format!("--tls-private-key-file={}", s(&p("apiserver-key.pem"))),

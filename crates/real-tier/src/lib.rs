@@ -93,6 +93,12 @@ pub fn crd_dir() -> PathBuf {
     bin_dir().join("../crds")
 }
 
+/// The release's FeatureGate as openshift/api ships it (`target/real/featuregates`), for
+/// seeding a cluster whose operators read every gate.
+pub fn feature_gate_payload() -> PathBuf {
+    bin_dir().join("../featuregates/featureGate-SelfManagedHA-Default.yaml")
+}
+
 /// The path of one real binary, or [`Error::MissingBinary`].
 pub fn binary(name: &str) -> Result<PathBuf, Error> {
     let p = bin_dir().join(name);

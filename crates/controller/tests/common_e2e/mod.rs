@@ -236,18 +236,25 @@ impl Env {
     ) -> Vcfm {
         let start = Instant::now();
         loop {
-            if let Ok(m) = self.api().get(name).await {
-                if pred(&m) {
-                    return m;
+            match self.api().get(name).await {
+                Ok(m) => {
+                    if pred(&m) {
+                        return m;
+                    }
+                    if start.elapsed() > timeout {
+                        panic!(
+                            "timed out after {timeout:?} waiting for {what}:\n{}\n{}",
+                            summary(&m),
+                            self.sim.operator_logs(10).unwrap_or_default()
+                        );
+                    }
                 }
-                if start.elapsed() > timeout {
+                Err(e) if start.elapsed() > timeout => {
                     panic!(
-                        "timed out after {timeout:?} waiting for {what}:\n{}",
-                        summary(&m)
+                        "timed out after {timeout:?} waiting for {what}: migration unreadable: {e}"
                     );
                 }
-            } else if start.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {what}: migration unreadable");
+                Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

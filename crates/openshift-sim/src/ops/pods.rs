@@ -132,6 +132,19 @@ async fn reconcile(
         )
         .await
         .map_err(e)?;
+        // A bound pod's graceful deletion ends only when its kubelet deletes it again with
+        // grace period 0 once the containers stopped (kubernetes pkg/kubelet/status/
+        // status_manager.go, syncPod → `DeleteOptions{GracePeriodSeconds: 0}`); a real
+        // apiserver keeps it Terminating until then, and a drain waits for it.
+        let dp = kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        match call(ns_api(p).delete(&p.name_any(), &dp)).await {
+            Ok(_) => {}
+            Err(err) if err.is_not_found() => {}
+            Err(err) => return Err(err.to_string()),
+        }
     }
     for p in orphans {
         kapi::delete_ignore_missing(&ns_api(p), &p.name_any())
@@ -158,11 +171,24 @@ async fn reconcile(
         .await
         .map_err(e)?;
     }
-    // Replacements.
+    // Replacements go where the scheduler would put them: never on a cordoned node
+    // (`spec.unschedulable`, set by a drain).
+    let schedulable: BTreeSet<String> = node_list
+        .items
+        .iter()
+        .filter(|n| {
+            !n.spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false)
+        })
+        .map(ResourceExt::name_any)
+        .filter(|n| nodes.contains(n))
+        .collect();
     let default_node = masters
         .iter()
-        .next()
-        .or(nodes.iter().next())
+        .find(|n| schedulable.contains(*n))
+        .or(schedulable.iter().next())
         .cloned()
         .unwrap_or_default();
     for g in groups.iter() {
@@ -186,6 +212,8 @@ async fn reconcile(
                     .count();
                 (live..n).map(|_| (default_node.clone(), false)).collect()
             }
+            // DaemonSet pods tolerate `unschedulable` (the DaemonSet controller adds the
+            // toleration), so they stay on cordoned nodes.
             PodKind::DaemonSet => nodes
                 .iter()
                 .filter(|n| !live_on(n))
