@@ -87,6 +87,9 @@ pub enum Error {
     /// kube-sim failed to start or rejected a manifest.
     #[error("kube-sim: {0}")]
     KubeSim(#[from] kube_sim::SimError),
+    /// The scenario asks for something its tier cannot play.
+    #[error("scenario not playable: {0}")]
+    Unsupported(&'static str),
     /// The real control plane failed to start or rejected a manifest.
     #[error("real tier: {0}")]
     Real(#[from] real_tier::Error),
@@ -153,7 +156,7 @@ fn crd_dir_in(shared: &Path, multi_vcenter_day2_gate: bool) -> Result<PathBuf, E
 /// The API server a cluster runs on.
 enum ApiServer {
     Sim(KubeSim),
-    Real(real_tier::ControlPlane),
+    Real(Box<real_tier::ControlPlane>),
 }
 
 impl ApiServer {
@@ -175,7 +178,7 @@ impl ApiServer {
                         message: e.to_string(),
                     })?;
                 }
-                Ok(ApiServer::Real(cp))
+                Ok(ApiServer::Real(Box::new(cp)))
             }
         }
     }
@@ -225,9 +228,80 @@ impl ApiServer {
     async fn shutdown(self) {
         match self {
             ApiServer::Sim(k) => k.shutdown().await,
-            ApiServer::Real(cp) => cp.shutdown().await,
+            ApiServer::Real(cp) => (*cp).shutdown().await,
         }
     }
+}
+
+/// Waits until the real CPMS operator has taken the seeded ControlPlaneMachineSet: its
+/// generator deletes an Inactive CPMS that differs from what it would generate and creates
+/// its own (cluster-control-plane-machine-set-operator
+/// `pkg/controllers/controlplanemachinesetgenerator/controller.go`), as it long has on any
+/// cluster an administrator migrates. Settled: observed at its generation, same object for
+/// two seconds.
+async fn settle_cpms(client: &kube::Client) -> Result<(), Error> {
+    let api = kapi::dyn_api(
+        client,
+        "machine.openshift.io/v1",
+        "ControlPlaneMachineSet",
+        Some(MAPI_NS),
+    );
+    let timeout = Duration::from_secs(90);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stable_since: Option<(String, tokio::time::Instant)> = None;
+    let mut last = String::from("no CPMS");
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(cpms)) = api.get_opt("cluster").await {
+            let v = serde_json::to_value(&cpms).unwrap_or_default();
+            let observed = v
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64);
+            let key = format!(
+                "{}/{}",
+                cpms.metadata.uid.clone().unwrap_or_default(),
+                cpms.metadata.generation.unwrap_or_default()
+            );
+            if observed == cpms.metadata.generation {
+                match &stable_since {
+                    Some((k, t)) if *k == key && t.elapsed() >= Duration::from_secs(2) => {
+                        return Ok(());
+                    }
+                    Some((k, _)) if *k == key => {}
+                    _ => stable_since = Some((key.clone(), tokio::time::Instant::now())),
+                }
+            } else {
+                stable_since = None;
+            }
+            last = format!("{key} observed {observed:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(Error::Seed {
+        what: "ControlPlaneMachineSet taken by the real CPMS operator".into(),
+        message: format!("not settled after {timeout:?}: {last}"),
+    })
+}
+
+/// A fault the scenario asks for that its tier cannot inject: kube-sim's API faults do not
+/// exist on the real apiserver, and machine faults are the simulated machine controller's,
+/// which the real tier does not run. Refused, so that a test never passes without its fault.
+fn unplayable_fault(s: &Scenario) -> Option<&'static str> {
+    if s.tier != Tier::Real {
+        return None;
+    }
+    let f = &s.faults;
+    if f.api_outage_during_cpms_rollout.is_some() {
+        return Some("an API outage (kube-sim fault injection) on the real tier");
+    }
+    if s.real_operators && f.fail_provision_matching.is_some() {
+        return Some(
+            "a provisioning failure of the simulated machine controller with the real machine API",
+        );
+    }
+    if s.real_operators && f.slow_provision_target.is_some() {
+        return Some("slow clones of the simulated machine controller with the real machine API");
+    }
+    None
 }
 
 /// CRDs OpenShift's API repository does not ship (cluster-autoscaler-operator's).
@@ -276,6 +350,9 @@ impl SimCluster {
     /// Starts both vcsims and kube-sim, installs the CRDs of the scenario's feature set,
     /// seeds the cluster (VMs included) and starts the operators.
     pub async fn start(scenario: Scenario) -> Result<Self, Error> {
+        if let Some(fault) = unplayable_fault(&scenario) {
+            return Err(Error::Unsupported(fault));
+        }
         let crd_dir = crd_dir(scenario.multi_vcenter_day2_gate)?;
         let (src, tgt) = tokio::join!(
             Vcsim::start_async(VcsimOptions::default()),
@@ -452,7 +529,9 @@ impl SimCluster {
                     vcenter_ca_bundle: bundle,
                     cpms: true,
                 };
-                Some(real_tier::Operators::start(cp, opts).await?)
+                let ops = real_tier::Operators::start(cp, opts).await?;
+                settle_cpms(&client).await?;
+                Some(ops)
             }
             _ => None,
         };

@@ -392,6 +392,38 @@ pub(crate) fn machineset(infra_id: &str, role: &str, replicas: u32, vc: &Vcenter
             "template": {"metadata": {"labels": labels}, "spec": template_spec}}})
 }
 
+/// A master's provider spec as the CPMS operator's generator writes it into a CPMS with
+/// failure domains (cluster-control-plane-machine-set-operator
+/// `pkg/machineproviders/providers/openshift/machine/v1beta1/providerconfig/vsphere.go`,
+/// `ResetTopologyRelatedFields`, then re-encoded from the Go type): empty workspace and
+/// template, network devices kept only for IP pools (`null` otherwise), `metadata: {}`.
+/// The real generator replaces an Inactive CPMS in any other shape at start; the
+/// differential test compares against it.
+pub(crate) fn generated_provider(mut provider: Value) -> Value {
+    if let Some(o) = provider.as_object_mut() {
+        o.insert("workspace".into(), json!({}));
+        o.insert("template".into(), json!(""));
+        o.entry("metadata").or_insert_with(|| json!({}));
+        let pools: Vec<Value> = o
+            .get("network")
+            .and_then(|n| n.get("devices"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.get("addressesFromPools"))
+            .filter(|a| a.as_array().is_some_and(|a| !a.is_empty()))
+            .map(|a| json!({"addressesFromPools": a}))
+            .collect();
+        let devices = if pools.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(pools)
+        };
+        o.insert("network".into(), json!({"devices": devices}));
+    }
+    provider
+}
+
 pub(crate) fn cpms(
     infra_id: &str,
     replicas: u32,
@@ -400,6 +432,7 @@ pub(crate) fn cpms(
 ) -> Value {
     let labels = role_labels(infra_id, "master");
     let fds: Vec<Value> = failure_domains.iter().map(|n| json!({"name": n})).collect();
+    let provider = generated_provider(provider);
     json!({"apiVersion": "machine.openshift.io/v1", "kind": "ControlPlaneMachineSet",
     "metadata": {"name": "cluster", "namespace": MAPI_NS, "finalizers": [CPMS_FINALIZER]},
     "spec": {

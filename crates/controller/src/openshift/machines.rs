@@ -456,7 +456,16 @@ pub fn cpms_patch(cpms: &Value, names: &[&str]) -> Option<Value> {
     let source_tags = spec
         .pointer("/template/machines_v1beta1_machine_openshift_io/spec/providerSpec/value/tagIDs")
         .is_some_and(|t| !t.is_null());
-    if current == names && platform == Some("VSphere") && active && rolling && !source_tags {
+    let reset = topology_reset(
+        spec.pointer("/template/machines_v1beta1_machine_openshift_io/spec/providerSpec/value"),
+    );
+    if current == names
+        && platform == Some("VSphere")
+        && active
+        && rolling
+        && !source_tags
+        && reset.is_none()
+    {
         return None;
     }
     let fds: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
@@ -471,11 +480,64 @@ pub fn cpms_patch(cpms: &Value, names: &[&str]) -> Option<Value> {
             }
         }
     });
+    let mut value = json!({});
     if source_tags {
+        value["tagIDs"] = Value::Null;
+    }
+    if let Some(Value::Object(reset)) = reset {
+        for (k, v) in reset {
+            value[k] = v;
+        }
+    }
+    if value.as_object().is_some_and(|o| !o.is_empty()) {
         patch["spec"]["template"]["machines_v1beta1_machine_openshift_io"]["spec"] =
-            json!({ "providerSpec": { "value": { "tagIDs": null } } });
+            json!({ "providerSpec": { "value": value } });
     }
     Some(patch)
+}
+
+/// The merge patch that clears a CPMS template's topology fields, as the CPMS operator's
+/// own generator writes them once failure domains are set
+/// (cluster-control-plane-machine-set-operator `pkg/machineproviders/providers/openshift/
+/// machine/v1beta1/providerconfig/vsphere.go`, `ResetTopologyRelatedFields`: empty
+/// workspace, empty template, network devices only for their `addressesFromPools`). The
+/// operator's webhook refuses a CPMS with failure domains whose template still carries
+/// them (pre-4.16 CPMSs do), and they would keep naming the source vCenter. `None` when
+/// already clear.
+fn topology_reset(provider: Option<&Value>) -> Option<Value> {
+    let p = provider?;
+    let mut patch = serde_json::Map::new();
+    if let Some(ws) = p.get("workspace").and_then(Value::as_object)
+        && !ws.is_empty()
+    {
+        let cleared: serde_json::Map<String, Value> =
+            ws.keys().map(|k| (k.clone(), Value::Null)).collect();
+        patch.insert("workspace".into(), Value::Object(cleared));
+    }
+    if p.get("template")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+    {
+        patch.insert("template".into(), json!(""));
+    }
+    let devices = p.pointer("/network/devices").and_then(Value::as_array);
+    let pools: Vec<Value> = devices
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.get("addressesFromPools"))
+        .filter(|a| a.as_array().is_some_and(|a| !a.is_empty()))
+        .map(|a| json!({ "addressesFromPools": a }))
+        .collect();
+    let clean = devices.is_none_or(|d| d.iter().all(|dev| dev.get("networkName").is_none()));
+    if !clean {
+        let devices = if pools.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(pools)
+        };
+        patch.insert("network".into(), json!({ "devices": devices }));
+    }
+    (!patch.is_empty()).then_some(Value::Object(patch))
 }
 
 /// Lists the MachineSets of the Machine API namespace.
@@ -788,6 +850,34 @@ mod tests {
         assert!(deletable(&ms).is_err(), "unset means 1");
         ms.spec.replicas = Some(0);
         assert!(deletable(&ms).is_ok());
+    }
+
+    #[test]
+    fn cpms_patch_clears_a_pre_4_16_template_topology_like_the_generator() {
+        // A CPMS from before 4.16 names the source vCenter in its template.
+        let cpms = json!({"spec": {"state": "Inactive", "strategy": {"type": "RollingUpdate"},
+            "template": {"machines_v1beta1_machine_openshift_io": {"failureDomains": {
+                "platform": "VSphere", "vsphere": [{"name": "generated-failure-domain"}]},
+                "spec": {"providerSpec": {"value": {"numCPUs": 4, "template": "/dc/vm/rhcos",
+                    "workspace": {"server": "vc-source", "datacenter": "dc", "datastore": "/dc/datastore/ds",
+                        "folder": "/dc/vm/infra", "resourcePool": "/dc/host/c/Resources"},
+                    "network": {"devices": [{"networkName": "VM Network"},
+                        {"addressesFromPools": [{"group": "ipam", "name": "pool", "resource": "IPPool"}]}]}}}}}}}});
+        let patch = cpms_patch(&cpms, &["fd-1"]).expect("needs a patch");
+        let mut after = cpms.clone();
+        json_patch::merge(&mut after, &patch);
+        let value = &after["spec"]["template"]["machines_v1beta1_machine_openshift_io"]["spec"]["providerSpec"]
+            ["value"];
+        assert_eq!(value["workspace"], json!({}), "{value}");
+        assert_eq!(value["template"], "");
+        assert_eq!(
+            value["network"]["devices"],
+            json!([{"addressesFromPools": [{"group": "ipam", "name": "pool", "resource": "IPPool"}]}])
+        );
+        assert_eq!(value["numCPUs"], 4, "the rest is kept");
+        assert!(!after.to_string().contains("vc-source"), "{after}");
+        // Once cleared (and pointed at the target), nothing is left to patch.
+        assert_eq!(cpms_patch(&after, &["fd-1"]), None);
     }
 
     #[test]

@@ -616,6 +616,24 @@ async fn reconcile_sets(sets: Api<MachineSet>, machines: Api<Machine>) -> Result
             continue;
         }
         let name = ms.name_any();
+        // The real MachineSet defaulting webhook decodes the vSphere provider spec and
+        // encodes it again (machine-api-operator pkg/webhooks/machine_webhook.go,
+        // `defaultVSphere`), so its embedded ObjectMeta comes back as `metadata: {}`; the
+        // differential test showed every real MachineSet carrying it. Played here once
+        // per MachineSet, after admission rather than during it.
+        let value = ms
+            .spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.provider_spec.as_ref())
+            .and_then(|p| p.value.as_ref());
+        if value.is_some_and(|v| v.is_object() && v.get("metadata").is_none()) {
+            let patch = serde_json::json!({"spec": {"template": {"spec": {"providerSpec": {"value": {"metadata": {}}}}}}});
+            kapi::merge(&sets, &name, patch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let selector = ms
             .spec
             .selector
