@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::pki::Pki;
-use crate::process::Proc;
+use crate::process::{Proc, free_port, write};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -56,19 +56,6 @@ impl std::fmt::Debug for ControlPlane {
 /// The admin identity: envtest's, `system:masters`.
 pub const ADMIN_USER: &str = "admin";
 const ADMIN_GROUP: &str = "system:masters";
-
-fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
-    let port = l
-        .local_addr()
-        .map_err(|e| Error::io("127.0.0.1:0", e))?
-        .port();
-    Ok(port)
-}
-
-fn write(path: &Path, text: &str) -> Result<(), Error> {
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
-}
 
 /// Every request at `Metadata` level: who did what to which resource, and the RBAC
 /// authorizer's decision and reason (`authorization.k8s.io/reason`).
@@ -207,12 +194,7 @@ impl ControlPlane {
                 Err(_) => last = "no answer in 5 s".into(),
             }
             if Instant::now() > deadline {
-                let log = self
-                    .procs
-                    .iter()
-                    .map(|p| format!("--- {}:\n{}", p.name(), p.log_tail(15)))
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let log = self.logs(15);
                 return Err(Error::NotReady {
                     what: "kube-apiserver /readyz".into(),
                     after: timeout,
@@ -351,24 +333,11 @@ impl ControlPlane {
 
     /// The components' logs, last `n` lines each (for failure messages).
     pub fn logs(&self, n: usize) -> String {
-        self.procs
-            .iter()
-            .map(|p| {
-                format!(
-                    "--- {} ({})\n{}",
-                    p.name(),
-                    p.log_path().display(),
-                    p.log_tail(n)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        crate::process::logs_of(&self.procs, n)
     }
 
     /// Stops the controller-manager, the apiserver and etcd, in that order.
     pub async fn shutdown(mut self) {
-        while let Some(mut p) = self.procs.pop() {
-            p.stop(Duration::from_secs(5)).await;
-        }
+        crate::process::stop_all(&mut self.procs).await;
     }
 }

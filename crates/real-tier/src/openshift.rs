@@ -5,13 +5,13 @@
 //! generator. Each runs as the binary `make real-parts` built, with the flags its own
 //! Deployment manifest passes, less leader election, metrics and probes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::process::Proc;
+use crate::process::{Proc, free_port, write};
 use crate::{ControlPlane, Error};
 
 const MAPI_NS: &str = "openshift-machine-api";
@@ -41,17 +41,6 @@ impl std::fmt::Debug for Operators {
             .field("procs", &self.procs)
             .finish()
     }
-}
-
-fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
-    Ok(l.local_addr()
-        .map_err(|e| Error::io("127.0.0.1:0", e))?
-        .port())
-}
-
-fn write(path: &Path, text: &str) -> Result<(), Error> {
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
 /// A webhook entry served on loopback instead of through the in-cluster Service the
@@ -261,24 +250,11 @@ impl Operators {
 
     /// The operators' logs, last `n` lines each.
     pub fn logs(&self, n: usize) -> String {
-        self.procs
-            .iter()
-            .map(|p| {
-                format!(
-                    "--- {} ({})\n{}",
-                    p.name(),
-                    p.log_path().display(),
-                    p.log_tail(n)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        crate::process::logs_of(&self.procs, n)
     }
 
     /// Stops every operator.
     pub async fn shutdown(mut self) {
-        while let Some(mut p) = self.procs.pop() {
-            p.stop(Duration::from_secs(5)).await;
-        }
+        crate::process::stop_all(&mut self.procs).await;
     }
 }

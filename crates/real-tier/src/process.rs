@@ -129,3 +129,41 @@ impl Drop for Proc {
         }
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound, read, released: good enough for one test's
+/// components, which claim it at once).
+pub(crate) fn free_port() -> Result<u16, Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| Error::io("127.0.0.1:0", e))?
+        .port();
+    Ok(port)
+}
+
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// The last `n` lines of each component's log, headed by its name and log path.
+pub(crate) fn logs_of(procs: &[Proc], n: usize) -> String {
+    procs
+        .iter()
+        .map(|p| {
+            format!(
+                "--- {} ({})\n{}",
+                p.name(),
+                p.log_path().display(),
+                p.log_tail(n)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Stops components in reverse start order (dependents before what they depend on).
+pub(crate) async fn stop_all(procs: &mut Vec<Proc>) {
+    while let Some(mut p) = procs.pop() {
+        p.stop(Duration::from_secs(5)).await;
+    }
+}
