@@ -145,6 +145,9 @@ fn set_pointer(v: &mut Value, path: &str, val: Value) {
 
 /// The object as served at `version` (no conversion: CRDs use strategy None).
 pub(crate) fn at_version(obj: &Value, def: &ResourceDef, version: &str) -> Value {
+    if def.is_event_view() {
+        return crate::events::from_core(obj, version);
+    }
     let mut o = obj.clone();
     o["apiVersion"] = json!(def.api_version(version));
     o["kind"] = json!(def.kind);
@@ -173,7 +176,7 @@ impl Core {
 
     fn lookup_obj(&self, def: &ResourceDef, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
         self.store
-            .get(&def.key(), ns, name)
+            .get(&def.storage_key(), ns, name)
             .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))
     }
 
@@ -338,7 +341,7 @@ impl Core {
         } else {
             EventType::Modified
         };
-        Ok(self.store.put(&def.key(), &ns, &name, rv, obj, ty))
+        Ok(self.store.put(&def.storage_key(), &ns, &name, rv, obj, ty))
     }
 
     fn establish_crd(&mut self, crd: &mut Value) -> Result<(), ApiError> {
@@ -439,6 +442,9 @@ impl Core {
         }
         body["apiVersion"] = json!(def.api_version(version));
         body["kind"] = json!(def.kind);
+        if def.is_event_view() {
+            body = crate::events::to_core(&body);
+        }
         let meta = meta_mut(&mut body);
         if def.namespaced {
             let bns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
@@ -476,7 +482,7 @@ impl Core {
             }
             loop {
                 name = format!("{gen_name}{}", util::random_suffix(5));
-                if self.store.get(&def.key(), url_ns, &name).is_none() {
+                if self.store.get(&def.storage_key(), url_ns, &name).is_none() {
                     break;
                 }
             }
@@ -501,7 +507,7 @@ impl Core {
         if def.namespaced {
             self.namespace_usable(url_ns)?;
         }
-        if self.store.get(&def.key(), url_ns, &name).is_some() {
+        if self.store.get(&def.storage_key(), url_ns, &name).is_some() {
             return Err(ApiError::already_exists(&def.group, &def.plural, &name));
         }
         if def.custom
@@ -602,6 +608,9 @@ impl Core {
         };
         new["apiVersion"] = json!(def.api_version(version));
         new["kind"] = json!(def.kind);
+        if def.is_event_view() {
+            new = crate::events::to_core(&new);
+        }
         {
             let om = old.get("metadata").cloned().unwrap_or(json!({}));
             let m = meta_mut(&mut new);
@@ -673,7 +682,7 @@ impl Core {
         manager: &str,
         force: bool,
     ) -> Result<(Arc<Value>, bool), ApiError> {
-        let existing = self.store.get(&def.key(), ns, name);
+        let existing = self.store.get(&def.storage_key(), ns, name);
         let schema = def.version(version).and_then(|v| v.schema.clone());
         let Some(old) = existing else {
             if ptype == PatchType::Apply && sub.is_empty() {
@@ -817,7 +826,7 @@ impl Core {
         let mut items = Vec::new();
         let mut next: Option<(String, String)> = None;
         let mut remaining = 0usize;
-        if let Some(map) = self.store.map(&def.key()) {
+        if let Some(map) = self.store.map(&def.storage_key()) {
             use std::ops::Bound;
             let lower = match &start_after {
                 Some(k) => Bound::Excluded(k.clone()),
@@ -839,7 +848,10 @@ impl Core {
                 if pinned.is_some_and(|p| p != oname) {
                     continue;
                 }
-                if !opts.labels.matches(obj) || !opts.fields.matches(obj) {
+                // Selectors apply to the object as this API serves it.
+                let served = def.is_event_view().then(|| at_version(obj, def, version));
+                let seen = served.as_ref().unwrap_or(obj);
+                if !opts.labels.matches(seen) || !opts.fields.matches(seen) {
                     continue;
                 }
                 if let Some(l) = opts.limit
@@ -942,9 +954,9 @@ impl Core {
             meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
             let out = self
                 .store
-                .put(&def.key(), ns, name, rv, obj, EventType::Modified);
+                .put(&def.storage_key(), ns, name, rv, obj, EventType::Modified);
             self.collect_garbage();
-            let latest = self.store.get(&def.key(), ns, name).unwrap_or(out);
+            let latest = self.store.get(&def.storage_key(), ns, name).unwrap_or(out);
             return Ok(at_version(&latest, def, version));
         }
         let rv = self.store.next_rv();
@@ -961,7 +973,8 @@ impl Core {
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(self.store.rv);
-        self.store.remove(&def.key(), ns, name, rv, obj.clone());
+        self.store
+            .remove(&def.storage_key(), ns, name, rv, obj.clone());
         if def.group == "apiextensions.k8s.io" && def.plural == "customresourcedefinitions" {
             let group = obj
                 .pointer("/spec/group")
@@ -1124,7 +1137,7 @@ impl Core {
 
     /// GC deletion of one dependent: honours its finalizers (no recursion into GC).
     fn delete_marked(&mut self, def: &Arc<ResourceDef>, ns: &str, name: &str) -> Option<()> {
-        let o = self.store.get(&def.key(), ns, name)?;
+        let o = self.store.get(&def.storage_key(), ns, name)?;
         let mut n = (*o).clone();
         let rv = self.store.next_rv();
         meta_mut(&mut n).insert("resourceVersion".into(), json!(rv.to_string()));
@@ -1136,7 +1149,7 @@ impl Core {
             m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
             m.insert("deletionGracePeriodSeconds".into(), json!(0));
             self.store
-                .put(&def.key(), ns, name, rv, n, EventType::Modified);
+                .put(&def.storage_key(), ns, name, rv, n, EventType::Modified);
         }
         Some(())
     }

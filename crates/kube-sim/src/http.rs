@@ -954,6 +954,8 @@ fn access_review(shared: &Shared, resource: &str, mut review: Value, caller: &Us
 /// Per-watch filter state.
 struct WatchFilter {
     key: String,
+    /// Selectors see `events.k8s.io` Events in that API's shape.
+    event_view: Option<String>,
     ns: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
@@ -961,6 +963,10 @@ struct WatchFilter {
 
 impl WatchFilter {
     fn matches(&self, o: &Value) -> bool {
+        if let Some(v) = &self.event_view {
+            let served = crate::events::from_core(o, v);
+            return self.labels.matches(&served) && self.fields.matches(&served);
+        }
         self.labels.matches(o) && self.fields.matches(o)
     }
     /// The event type this watcher sees for a change, if any (selector transitions included).
@@ -1044,7 +1050,8 @@ fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(1800);
     let filter = WatchFilter {
-        key: def.key(),
+        key: def.storage_key(),
+        event_view: def.is_event_view().then(|| version.to_string()),
         ns: ns.clone(),
         labels: opts.labels.clone(),
         fields: opts.fields.clone(),
@@ -1091,7 +1098,7 @@ fn watch(
             let n: u64 = rv
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
-            match core.store.since(n, &def.key()) {
+            match core.store.since(n, &def.storage_key()) {
                 Some(events) => {
                     for c in events {
                         if let Some(ty) = filter.translate(&c) {

@@ -28,6 +28,7 @@ mod cel_compat;
 mod core;
 mod discovery;
 mod error;
+mod events;
 mod faults;
 mod http;
 mod kubeconfig;
@@ -493,7 +494,7 @@ impl KubeSim {
             .unwrap_or("")
             .to_string();
         let status = obj.get("status").cloned();
-        let exists = !name.is_empty() && core.store.get(&def.key(), &ns, &name).is_some();
+        let exists = !name.is_empty() && core.store.get(&def.storage_key(), &ns, &name).is_some();
         if exists {
             let mut body = obj.clone();
             if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {

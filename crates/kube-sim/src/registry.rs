@@ -63,6 +63,19 @@ impl ResourceDef {
     pub fn key(&self) -> String {
         res_key(&self.group, &self.plural)
     }
+    /// Where objects of this type live in the store: [`Self::key`], except for
+    /// `events.k8s.io` Events, which are core Events served converted (see `events`).
+    pub fn storage_key(&self) -> String {
+        if self.is_event_view() {
+            res_key("", "events")
+        } else {
+            self.key()
+        }
+    }
+    /// `events.k8s.io` Events: a converted view of the core Event store.
+    pub fn is_event_view(&self) -> bool {
+        crate::events::is_events_group(&self.group, &self.plural)
+    }
     pub fn version(&self, v: &str) -> Option<&VersionDef> {
         self.versions.iter().find(|x| x.name == v && x.served)
     }

@@ -593,3 +593,71 @@ async fn binary_serves_plain_http_with_loaded_manifests() {
     assert!(row.starts_with("w1"), "{row}");
     child.kill().await.unwrap();
 }
+
+/// A controller records Events through `events.k8s.io/v1` (kube-runtime's
+/// `Recorder`); an administrator reads them with `kubectl describe` and `kubectl
+/// get events`, which use core `v1`. A real apiserver serves both from one store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_recorded_through_events_k8s_io_show_in_kubectl_describe() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let sim = sim().await;
+    let kc = sim.kubeconfig_path();
+    ok(&kubectl_stdin(
+        kc,
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plan, namespace: default}\ndata: {a: b}\n"),
+    )
+    .await);
+    let client = sim.client().await.unwrap();
+    let cm = kube::Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .get("plan")
+        .await
+        .unwrap();
+    let reporter = Reporter {
+        controller: "vcfm-test".into(),
+        instance: Some("vcfm-test-0".into()),
+    };
+    let recorder = Recorder::new(client, reporter);
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "PhaseFailed".into(),
+        note: Some("phase 4 (UpdateSecrets) failed: the target Secret lacks a password".into()),
+        action: "UpdateSecrets".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &kube::Resource::object_ref(&cm, &()))
+        .await
+        .unwrap();
+
+    let described = ok(&kubectl(kc, &["describe", "configmap", "plan", "-n", "default"]).await);
+    assert!(
+        described.contains("PhaseFailed")
+            && described.contains("the target Secret lacks a password"),
+        "kubectl describe shows the event:\n{described}"
+    );
+    let core = ok(&kubectl(
+        kc,
+        &["get", "events.v1.", "-n", "default", "-o", "jsonpath={.items[0].involvedObject.name} {.items[0].reportingComponent} {.items[0].type}"],
+    )
+    .await);
+    assert_eq!(core.trim(), "plan vcfm-test Warning");
+    // The same object through events.k8s.io, selected by its own field names.
+    let v1 = ok(&kubectl(
+        kc,
+        &[
+            "get",
+            "events.v1.events.k8s.io",
+            "-n",
+            "default",
+            "--field-selector",
+            "regarding.name=plan",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ],
+    )
+    .await);
+    assert!(v1.contains("lacks a password"), "{v1}");
+    sim.shutdown().await;
+}
