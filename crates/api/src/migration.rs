@@ -101,6 +101,13 @@ pub struct MigrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub retry_token: Option<String>,
+
+    /// Deadline of each rollback step (undoing one phase), as a duration
+    /// like `15m`; the undone phase's own deadline when omitted. A step past
+    /// it is not abandoned: the migration shows `Stalled` and keeps trying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_DURATION_LEN), regex(pattern = r"^([0-9]{1,4}h)?([0-9]{1,4}m)?([0-9]{1,4}s)?$"))]
+    pub rollback_step_timeout: Option<String>,
 }
 
 /// Longest `phaseTimeouts` value the API accepts. With at most 4 digits per
@@ -419,6 +426,8 @@ pub enum RollbackTrigger {
     Requested,
     /// A phase failed and `rollbackOnFailure` was set.
     PhaseFailure,
+    /// The migration was deleted after it had changed the cluster.
+    Deletion,
 }
 
 /// Progress of the one rollback a migration may run.
@@ -434,6 +443,17 @@ pub struct RollbackStatus {
     pub rolled_back_phases: Vec<PhaseName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// The step being undone now and when it began: its deadline counts from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<RollbackStep>,
+}
+
+/// One rollback step in progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStep {
+    pub phase: PhaseName,
+    pub start_time: Time,
 }
 
 impl VmwareCloudFoundationMigration {

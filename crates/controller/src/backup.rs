@@ -1,5 +1,7 @@
-//! Backups live in a Secret owned by the migration (`<name>-backup`), never in
-//! status: the objects include vCenter passwords. Status records where each
+//! Backups live in a Secret (`<name>-backup`), never in status: the objects
+//! include vCenter passwords. The Secret is deliberately not owned by the
+//! migration: garbage collection would otherwise delete the only backup with
+//! a migration that was force-deleted half-way. It is found by its labels. Status records where each
 //! backup is and its HMAC-SHA256, which every restore verifies first.
 //!
 //! The HMAC key is random and kept only in the backup Secret (key
@@ -16,7 +18,7 @@ use crate::error::{PhaseError, is_not_found};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -26,6 +28,41 @@ use vcfm_api::{BackupManifest, VmwareCloudFoundationMigration};
 
 /// Label on the backup Secret, for `kubectl get secrets -l`.
 pub const BACKUP_LABEL: &str = "migration.openshift.io/backup-of";
+
+/// Annotation on the backup Secret: the uid of the migration that wrote it.
+pub const MIGRATION_UID_ANNOTATION: &str = "migration.openshift.io/migration-uid";
+
+/// Annotation on the backup Secret: how its migration ended when it was
+/// deleted ([`OUTCOME_COMPLETED`], [`OUTCOME_ROLLED_BACK`], or another value
+/// meaning the cluster may still hold its changes).
+pub const OUTCOME_ANNOTATION: &str = "migration.openshift.io/migration-outcome";
+pub const OUTCOME_COMPLETED: &str = "Completed";
+pub const OUTCOME_ROLLED_BACK: &str = "RolledBack";
+pub const OUTCOME_ROLLBACK_INCOMPLETE: &str = "RollbackIncomplete";
+pub const OUTCOME_FORCE_DELETED: &str = "ForceDeleted";
+
+/// Records on the backup Secret how its migration ended, before the
+/// migration goes; a missing Secret (nothing was backed up) is fine.
+pub async fn mark_outcome(
+    client: kube::Client,
+    m: &VmwareCloudFoundationMigration,
+    outcome: &str,
+) -> Result<(), PhaseError> {
+    let ns = m.namespace().unwrap_or_else(|| "default".into());
+    let patch = serde_json::json!({"metadata": {"annotations": {OUTCOME_ANNOTATION: outcome}}});
+    match Api::<Secret>::namespaced(client, &ns)
+        .patch(
+            &secret_name(&m.name_any()),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(PhaseError::from(e).context("recording the outcome on the backup Secret")),
+    }
+}
 
 /// Name of a migration's backup Secret.
 pub fn secret_name(migration: &str) -> String {
@@ -86,7 +123,7 @@ fn new_digest_key() -> Result<String, PhaseError> {
 pub struct BackupStore {
     api: Api<Secret>,
     name: String,
-    owner: Option<OwnerReference>,
+    uid: Option<String>,
     migration: String,
 }
 
@@ -96,7 +133,7 @@ impl BackupStore {
         Self {
             api: Api::namespaced(client, &ns),
             name: secret_name(&m.name_any()),
-            owner: m.controller_owner_ref(&()),
+            uid: m.uid(),
             migration: m.name_any(),
         }
     }
@@ -158,7 +195,10 @@ impl BackupStore {
                     BACKUP_LABEL.to_string(),
                     self.migration.clone(),
                 )])),
-                owner_references: self.owner.clone().map(|o| vec![o]),
+                annotations: self
+                    .uid
+                    .clone()
+                    .map(|u| BTreeMap::from([(MIGRATION_UID_ANNOTATION.to_string(), u)])),
                 ..Default::default()
             },
             type_: Some("Opaque".into()),

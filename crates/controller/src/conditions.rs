@@ -23,6 +23,10 @@ pub enum ConditionType {
     RollbackRefused,
     /// Another migration is active in this cluster.
     Blocked,
+    /// A rollback step is past its deadline; the message says what it waits for.
+    Stalled,
+    /// Deletion is held (past the point of no return) until forced.
+    DeletionBlocked,
 }
 
 impl ConditionType {
@@ -36,6 +40,8 @@ impl ConditionType {
             ConditionType::RolledBack => "RolledBack",
             ConditionType::RollbackRefused => "RollbackRefused",
             ConditionType::Blocked => "Blocked",
+            ConditionType::Stalled => "Stalled",
+            ConditionType::DeletionBlocked => "DeletionBlocked",
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod backup;
 pub mod conditions;
 pub mod context;
+pub mod deletion;
 pub mod error;
 pub mod events;
 pub mod metrics;

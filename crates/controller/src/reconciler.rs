@@ -4,6 +4,7 @@
 
 use crate::conditions::{self, ConditionType};
 use crate::context::{PhaseCtx, Shared, StatusUpdates};
+use crate::deletion;
 use crate::error::{Backoff, Error, PhaseError, is_not_found};
 use crate::events::Events;
 use crate::phases::{self, RollbackOutcome};
@@ -33,6 +34,9 @@ type Vcfm = VmwareCloudFoundationMigration;
 
 /// How soon to look again after a step that moved the migration forward.
 const NEXT_STEP: Duration = Duration::from_millis(200);
+
+/// How often a held deletion looks for the force-delete annotation.
+const HOLD_RECHECK: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = read_and_step(&obj, &ctx).await;
@@ -64,8 +68,29 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
     let name = m.name_any();
     let now = Timestamp::now();
     let status = m.status.clone().unwrap_or_default();
+    let deleting = m.metadata.deletion_timestamp.is_some();
+    if deleting && !deletion::has_finalizer(m) {
+        // Not ours to hold (it never changed the cluster, or was released).
+        return Ok(Action::await_change());
+    }
 
-    if let Some(other) = competing_migration(&ctx.shared.client, m).await? {
+    // A finished migration has nothing left to undo: it no longer needs the
+    // finalizer (so deleting it, or uninstalling vcfm, never waits for the
+    // controller).
+    if !deleting
+        && deletion::has_finalizer(m)
+        && matches!(
+            status.phase,
+            Some(vcfm_api::MigrationPhase::Completed | vcfm_api::MigrationPhase::RollbackCompleted)
+        )
+    {
+        crate::backup::mark_outcome(ctx.shared.client.clone(), m, outcome_of(m, &status)).await?;
+        deletion::remove_finalizer(api, m).await?;
+        return Ok(Action::requeue(NEXT_STEP));
+    }
+
+    // A deletion is handled whatever other migrations do.
+    if !deleting && let Some(other) = competing_migration(&ctx.shared.client, m).await? {
         let msg = format!(
             "another migration, {other}, is active in this cluster; only one may run at a time: wait for it to finish or delete it"
         );
@@ -88,7 +113,18 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
 
-    let decision = state::decide(&m.spec, &status, now, |p| phases::timeout_for(&m.spec, p));
+    let timeout_for = |p| phases::timeout_for(&m.spec, p);
+    let decision = if deleting {
+        state::decide_deletion(
+            &m.spec,
+            &status,
+            deletion::force_requested(m),
+            now,
+            timeout_for,
+        )
+    } else {
+        state::decide(&m.spec, &status, now, timeout_for)
+    };
     tracing::debug!(migration = %name, ?decision, "decided");
     match decision {
         Decision::Idle { reason } => {
@@ -227,7 +263,41 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
                 .await;
             Ok(Action::requeue(NEXT_STEP))
         }
-        Decision::RollBack(phase) => rollback(api, m, ctx, phase, now).await,
+        Decision::RollBack(phase) => rollback(api, m, ctx, phase, None, now).await,
+        Decision::StalledRollBack {
+            phase,
+            waited,
+            limit,
+        } => rollback(api, m, ctx, phase, Some((waited, limit)), now).await,
+        Decision::ReleaseDeletion { reason } => release(m, ctx, api, &reason, &status).await,
+        Decision::HoldDeletion { reason } => {
+            let msg = format!(
+                "{reason}. Deleting it anyway leaves the cluster as it is now (the backup Secret {} stays for manual recovery): `{}`",
+                crate::backup::secret_name(&name),
+                deletion::force_command(m)
+            );
+            let mut changed = false;
+            status::update(api, &name, |st, g| {
+                changed = conditions::set(
+                    &mut st.conditions,
+                    ConditionType::DeletionBlocked,
+                    true,
+                    "PointOfNoReturn",
+                    &msg,
+                    g,
+                    now,
+                );
+            })
+            .await?;
+            if changed {
+                ctx.events
+                    .publish(m, true, "DeletionBlocked", "Delete", msg)
+                    .await;
+            }
+            // The annotation does not change the generation the watch
+            // filters on: look again for it.
+            Ok(Action::requeue(HOLD_RECHECK))
+        }
         Decision::FinishRollback => {
             let done =
                 status::update(api, &name, |st, g| state::finish_rollback(st, g, now)).await?;
@@ -245,7 +315,8 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
                     rb.map(|c| c.message).unwrap_or_default(),
                 )
                 .await;
-            Ok(Action::await_change())
+            // Next: let go of the finalizer (and of a deleted migration).
+            Ok(Action::requeue(NEXT_STEP))
         }
         Decision::RefuseRollback { reason } => {
             let mut changed = false;
@@ -284,7 +355,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
                 );
             })
             .await?;
-            Ok(Action::await_change())
+            Ok(Action::requeue(NEXT_STEP))
         }
         Decision::RetryFailedPhase(phase) => {
             status::update(api, &name, |st, g| {
@@ -335,6 +406,10 @@ async fn execute(
 ) -> Result<Action, Error> {
     let name = m.name_any();
     let imp = phases::phase(phase);
+    // From Backup on, the cluster changes: a deletion must roll back first.
+    if phase != PhaseName::Preflight {
+        deletion::ensure_finalizer(api, m).await?;
+    }
 
     // Persist "started" before touching anything, so a crash mid-phase leaves
     // a record that rollback will see.
@@ -518,7 +593,8 @@ async fn finish_step(
                         "all phases completed".into(),
                     )
                     .await;
-                return Ok(Action::await_change());
+                // Next: the finalizer goes.
+                return Ok(Action::requeue(NEXT_STEP));
             }
             Ok(Action::requeue(NEXT_STEP))
         }
@@ -542,14 +618,53 @@ async fn finish_step(
     }
 }
 
+/// Shows `Stalled` (once per stall: an Event when it turns True).
+async fn show_stalled(
+    api: &Api<Vcfm>,
+    m: &Vcfm,
+    ctx: &Context,
+    phase: PhaseName,
+    (waited, limit): (Duration, Duration),
+    waiting_for: &str,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let mut changed = false;
+    let mut msg = String::new();
+    status::update(api, &m.name_any(), |st, g| {
+        changed = state::set_stalled(st, phase, waited, limit, waiting_for, g, now);
+        msg = conditions::find(&st.conditions, ConditionType::Stalled)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+    })
+    .await?;
+    if changed {
+        ctx.events
+            .publish(m, true, "RollbackStalled", "Rollback", msg)
+            .await;
+    }
+    Ok(())
+}
+
 async fn rollback(
     api: &Api<Vcfm>,
     m: &Vcfm,
     ctx: &Context,
     phase: PhaseName,
+    stalled: Option<(Duration, Duration)>,
     now: Timestamp,
 ) -> Result<Action, Error> {
     let name = m.name_any();
+    // The step's deadline counts from its first attempt, recorded before it runs.
+    if m.status
+        .as_ref()
+        .and_then(|s| s.rollback.as_ref())
+        .is_some_and(|rb| rb.current_step.as_ref().is_none_or(|s| s.phase != phase))
+    {
+        status::update(api, &name, |st, _| {
+            state::begin_rollback_step(st, phase, now);
+        })
+        .await?;
+    }
     let pctx = PhaseCtx::new(ctx.shared.clone(), Arc::new(m.clone()), now);
     let result = phases::phase(phase).rollback(&pctx).await;
     let (logs, updates) = pctx.take();
@@ -570,11 +685,26 @@ async fn rollback(
                 );
             })
             .await?;
+            if let Some(late) = stalled {
+                show_stalled(api, m, ctx, phase, late, &message, now).await?;
+            }
             return Ok(Action::requeue(
                 recheck.min(ctx.shared.config.poll_interval),
             ));
         }
         Err(PhaseError::Transient(msg)) => {
+            if let Some(late) = stalled {
+                show_stalled(
+                    api,
+                    m,
+                    ctx,
+                    phase,
+                    late,
+                    &format!("an error to clear: {msg}"),
+                    now,
+                )
+                .await?;
+            }
             return Err(PhaseError::Transient(format!("rolling back {phase}: {msg}")).into());
         }
         Err(PhaseError::Fatal(msg)) => Err(msg),
@@ -584,9 +714,10 @@ async fn rollback(
         Ok(m) => format!("rolled back {phase}: {m}"),
         Err(m) => format!("rollback of {phase} failed: {m}; continuing with the remaining steps"),
     };
-    status::update(api, &name, |st, _| {
+    status::update(api, &name, |st, g| {
         apply_updates(st, &updates);
         state::record_rollback_step(st, phase, step.clone(), now);
+        state::clear_stalled(st, g, now);
         state::append_logs(st, phase, logs.clone());
     })
     .await?;
@@ -604,6 +735,51 @@ async fn rollback(
         )
         .await;
     Ok(Action::requeue(NEXT_STEP))
+}
+
+/// Lets a deleted migration go: records on the backup Secret how it ended
+/// (so a later Preflight can tell a finished migration from an abandoned
+/// one), then removes the finalizer.
+async fn release(
+    m: &Vcfm,
+    ctx: &Context,
+    api: &Api<Vcfm>,
+    reason: &str,
+    status: &MigrationStatus,
+) -> Result<Action, Error> {
+    use crate::backup;
+    let outcome = outcome_of(m, status);
+    backup::mark_outcome(ctx.shared.client.clone(), m, outcome).await?;
+    ctx.events
+        .publish(
+            m,
+            outcome == backup::OUTCOME_FORCE_DELETED,
+            "DeletionReleased",
+            "Delete",
+            format!("migration released for deletion: {reason}"),
+        )
+        .await;
+    deletion::remove_finalizer(api, m).await?;
+    Ok(Action::await_change())
+}
+
+/// How a migration ended, as recorded on its backup Secret.
+fn outcome_of(m: &Vcfm, status: &MigrationStatus) -> &'static str {
+    use crate::backup;
+    if status.phase == Some(vcfm_api::MigrationPhase::Completed) {
+        backup::OUTCOME_COMPLETED
+    } else if status
+        .rollback
+        .as_ref()
+        .is_some_and(|rb| rb.completion_time.is_some())
+        && conditions::is_true(&status.conditions, ConditionType::RolledBack)
+    {
+        backup::OUTCOME_ROLLED_BACK
+    } else if deletion::force_requested(m) {
+        backup::OUTCOME_FORCE_DELETED
+    } else {
+        backup::OUTCOME_ROLLBACK_INCOMPLETE
+    }
 }
 
 /// Another migration that holds the cluster, if any: one that has started and

@@ -13,7 +13,7 @@ use std::time::Duration;
 use vcfm_api::{
     ApprovalMode, LogEntry, MAX_LOGS_PER_PHASE, MAX_MESSAGE_LEN, MigrationPhase, MigrationSpec,
     MigrationState, MigrationStatus, PhaseHistoryEntry, PhaseName, PhaseState, PhaseStatus,
-    RollbackStatus, RollbackTrigger,
+    RollbackStatus, RollbackStep, RollbackTrigger,
 };
 
 /// What the reconciler must do next.
@@ -36,6 +36,18 @@ pub enum Decision {
     },
     /// Undo this phase (rollback walks completed phases in reverse).
     RollBack(PhaseName),
+    /// Undoing this phase has run past its deadline: keep trying, and show
+    /// `Stalled` with what it waits for.
+    StalledRollBack {
+        phase: PhaseName,
+        waited: Duration,
+        limit: Duration,
+    },
+    /// The migration is being deleted and may go: remove the finalizer.
+    ReleaseDeletion { reason: String },
+    /// The migration is being deleted past the point of no return: keep the
+    /// finalizer until the administrator forces the deletion.
+    HoldDeletion { reason: String },
     /// Every phase has been undone.
     FinishRollback,
     /// A rollback was requested but cannot be honoured.
@@ -164,6 +176,192 @@ pub fn end_pause(status: &mut MigrationStatus, now: Timestamp) -> bool {
     true
 }
 
+/// The deadline of the step undoing `phase`: `spec.rollbackStepTimeout`,
+/// else the phase's own deadline (undoing takes about as long as doing).
+pub fn rollback_step_limit(
+    spec: &MigrationSpec,
+    phase: PhaseName,
+    timeout_for: &impl Fn(PhaseName) -> Duration,
+) -> Duration {
+    spec.rollback_step_timeout
+        .as_deref()
+        .and_then(crate::phases::parse_duration)
+        .unwrap_or_else(|| timeout_for(phase))
+}
+
+/// The next step of a running rollback: the latest started phase not yet
+/// undone, flagged as stalled once its step has run past its deadline
+/// (measured from `rollback.currentStep.startTime`, recorded when it began).
+fn next_rollback_step(
+    spec: &MigrationSpec,
+    status: &MigrationStatus,
+    rb: &RollbackStatus,
+    now: Timestamp,
+    timeout_for: &impl Fn(PhaseName) -> Duration,
+) -> Decision {
+    let Some(phase) = started_phases(status)
+        .into_iter()
+        .rev()
+        .find(|p| !rb.rolled_back_phases.contains(p))
+    else {
+        return Decision::FinishRollback;
+    };
+    if let Some(step) = &rb.current_step
+        && step.phase == phase
+    {
+        let waited = Duration::from_secs(secs(now.duration_since(step.start_time.0)));
+        let limit = rollback_step_limit(spec, phase, timeout_for);
+        if waited > limit {
+            return Decision::StalledRollBack {
+                phase,
+                waited,
+                limit,
+            };
+        }
+    }
+    Decision::RollBack(phase)
+}
+
+/// What to do with a migration that is being deleted (it carries
+/// `deletionTimestamp` and vcfm's finalizer). `force` is the administrator's
+/// force-delete annotation.
+///
+/// - nothing changed yet (only Preflight, which changes nothing, started),
+///   completed, or rolled back: let it go;
+/// - changes made before the point of no return: roll back (the one
+///   rollback; one already running is simply awaited), then let go;
+/// - past the point of no return: hold, unless forced; forced: let go with
+///   no rollback (the backup Secret is not owned by the migration and stays).
+pub fn decide_deletion(
+    spec: &MigrationSpec,
+    status: &MigrationStatus,
+    force: bool,
+    now: Timestamp,
+    timeout_for: impl Fn(PhaseName) -> Duration,
+) -> Decision {
+    if force {
+        return Decision::ReleaseDeletion {
+            reason: "deletion forced by the force-delete annotation: nothing was rolled back; the backup Secret is kept for manual recovery".into(),
+        };
+    }
+    if let Some(rb) = &status.rollback {
+        if rb.completion_time.is_some() {
+            return Decision::ReleaseDeletion {
+                reason: "the rollback has finished".into(),
+            };
+        }
+        return next_rollback_step(spec, status, rb, now, &timeout_for);
+    }
+    if status.phase == Some(MigrationPhase::Completed) {
+        return Decision::ReleaseDeletion {
+            reason: "the migration completed; there is nothing to undo".into(),
+        };
+    }
+    if started_phases(status)
+        .iter()
+        .all(|p| *p == PhaseName::Preflight)
+    {
+        return Decision::ReleaseDeletion {
+            reason: "no phase that changes the cluster has started".into(),
+        };
+    }
+    if let Some(reason) = rollback_blocker(status) {
+        return Decision::HoldDeletion {
+            reason: format!("deletion held: {reason}"),
+        };
+    }
+    Decision::StartRollback {
+        trigger: RollbackTrigger::Deletion,
+        reason:
+            "the migration was deleted after it changed the cluster: rolling back before it goes"
+                .into(),
+    }
+}
+
+/// Records that the rollback step undoing `phase` has begun, so that its
+/// deadline counts from now. Idempotent: a step already recorded keeps its
+/// start. Returns whether status changed.
+pub fn begin_rollback_step(status: &mut MigrationStatus, phase: PhaseName, now: Timestamp) -> bool {
+    match status.rollback.as_mut() {
+        Some(rb)
+            if rb.completion_time.is_none()
+                && rb.current_step.as_ref().is_none_or(|s| s.phase != phase) =>
+        {
+            rb.current_step = Some(RollbackStep {
+                phase,
+                start_time: Time(now),
+            });
+            true
+        }
+        _ => false,
+    }
+}
+
+/// What the administrator can do about a rollback step that does not end.
+fn stall_hint(phase: PhaseName) -> &'static str {
+    match phase {
+        PhaseName::CreateWorkers | PhaseName::RecreateCpms | PhaseName::ScaleOldMachines => {
+            "check the Machines named above (`oc get machines -n openshift-machine-api`): a finalizer nobody removes, a drain blocked by a PodDisruptionBudget or an unreachable vCenter keeps a Machine deleting; fix that"
+        }
+        PhaseName::DisableCvo => {
+            "check why the cluster-version-operator pod does not become available (`oc get pods -n openshift-cluster-version`)"
+        }
+        PhaseName::RestartPods | PhaseName::UpdateConfig => {
+            "check the pods named above (`oc get pods -A`) and why they do not become ready"
+        }
+        _ => "check the objects named above and what keeps them from changing",
+    }
+}
+
+/// Shows that the rollback step undoing `phase` is past its deadline.
+/// Returns whether the condition turned True (callers emit an Event then).
+pub fn set_stalled(
+    status: &mut MigrationStatus,
+    phase: PhaseName,
+    waited: Duration,
+    limit: Duration,
+    waiting_for: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> bool {
+    let msg = truncate(format!(
+        "rolling back {phase} has taken {}s, past its deadline of {}s (spec.rollbackStepTimeout): waiting for {waiting_for}. vcfm keeps trying and continues by itself once the obstacle is gone: {}",
+        waited.as_secs(),
+        limit.as_secs(),
+        stall_hint(phase)
+    ));
+    conditions::set(
+        &mut status.conditions,
+        ConditionType::Stalled,
+        true,
+        "RollbackStepDeadlineExceeded",
+        &msg,
+        generation,
+        now,
+    )
+}
+
+/// Clears `Stalled` once the step it was about has ended. Returns whether it was True.
+pub fn clear_stalled(
+    status: &mut MigrationStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> bool {
+    if !conditions::is_true(&status.conditions, ConditionType::Stalled) {
+        return false;
+    }
+    conditions::set(
+        &mut status.conditions,
+        ConditionType::Stalled,
+        false,
+        "RollbackProgressing",
+        "the stalled rollback step ended; the rollback continues",
+        generation,
+        now,
+    );
+    true
+}
+
 /// Decides what to do, given the administrator's request and what has happened.
 pub fn decide(
     spec: &MigrationSpec,
@@ -178,15 +376,7 @@ pub fn decide(
                 reason: "rollback completed".into(),
             };
         }
-        let to_undo: Vec<PhaseName> = started_phases(status)
-            .into_iter()
-            .rev()
-            .filter(|p| !rb.rolled_back_phases.contains(p))
-            .collect();
-        return match to_undo.first() {
-            Some(p) => Decision::RollBack(*p),
-            None => Decision::FinishRollback,
-        };
+        return next_rollback_step(spec, status, rb, now, &timeout_for);
     }
 
     match status.phase {
@@ -569,6 +759,7 @@ pub fn start_rollback(
         start_time: Time(now),
         rolled_back_phases: vec![],
         completion_time: None,
+        current_step: None,
     });
     status.phase = Some(MigrationPhase::RollingBack);
     conditions::set(
@@ -597,6 +788,7 @@ pub fn record_rollback_step(
         return;
     }
     rb.rolled_back_phases.push(phase);
+    rb.current_step = None;
     let (st, msg) = match result {
         Ok(m) => (PhaseStatus::RolledBack, m),
         Err(m) => (PhaseStatus::RollbackFailed, m),
@@ -621,7 +813,9 @@ pub fn finish_rollback(status: &mut MigrationStatus, generation: Option<i64>, no
         .collect();
     if let Some(rb) = status.rollback.as_mut() {
         rb.completion_time = Some(Time(now));
+        rb.current_step = None;
     }
+    clear_stalled(status, generation, now);
     status.phase = Some(MigrationPhase::RollbackCompleted);
     status.completion_time = Some(Time(now));
     status.current_phase_state = None;

@@ -946,6 +946,16 @@ impl Core {
                 let m = meta_mut(&mut obj);
                 m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                // Marking for deletion bumps a positive generation, so that
+                // controllers filtering on generation see it (upstream:
+                // k8s.io/apiserver/pkg/registry/generic/registry/store.go, markAsDeleting).
+                if let Some(g) = m
+                    .get("generation")
+                    .and_then(Value::as_i64)
+                    .filter(|g| *g > 0)
+                {
+                    m.insert("generation".into(), json!(g + 1));
+                }
             }
             if is_ns {
                 obj["status"] = json!({"phase": "Terminating"});

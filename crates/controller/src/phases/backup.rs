@@ -1,5 +1,6 @@
-//! Phase 2: back up everything later phases change, into a Secret owned by the
-//! migration, before anything is changed.
+//! Phase 2: back up everything later phases change, into the migration's
+//! backup Secret (not owned by it, so it outlives a forced deletion), before
+//! anything is changed.
 
 use super::{Phase, RollbackSupport};
 use crate::backup::{BackupStore, clean_for_backup};
@@ -49,7 +50,7 @@ impl Phase for Backup {
     }
 
     fn rollback_support(&self) -> RollbackSupport {
-        // The backup Secret is owned by the migration and kept for manual recovery.
+        // The backup Secret is kept for manual recovery, even after the migration is deleted.
         RollbackSupport::NothingToUndo
     }
 

@@ -16,6 +16,7 @@ mod preflight;
 mod recreate_cpms;
 mod restart_pods;
 mod scale_old_machines;
+mod unfinished;
 mod update_config;
 mod update_infrastructure;
 mod update_secrets;

@@ -288,6 +288,7 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     }
 
     check_blockers(ctx, &mut r.problems).await?;
+    super::unfinished::check_unfinished_migration(ctx, &mut r.problems).await?;
 
     // vCenters.
     if let (Some(server), Some(s)) = (&source_server, &creds_secret)

@@ -33,6 +33,7 @@ fn spec() -> MigrationSpec {
         rollback_on_failure: true,
         phase_timeouts: Default::default(),
         retry_token: None,
+        rollback_step_timeout: None,
     }
 }
 
@@ -748,4 +749,348 @@ fn every_failure_before_the_point_of_no_return_rolls_back_exactly_the_started_ph
             "failing at {fail_at}"
         );
     }
+}
+
+// --- Deleting a migration, and rollback step deadlines (issue 14, items 1 and 3) ---
+
+/// Completes every phase up to and including `upto`, then starts `running`.
+fn completed_through(
+    s: &MigrationSpec,
+    upto: PhaseName,
+    running: Option<PhaseName>,
+) -> MigrationStatus {
+    let mut st = MigrationStatus::default();
+    for (i, p) in PhaseName::ALL
+        .into_iter()
+        .filter(|p| *p <= upto)
+        .enumerate()
+    {
+        begin_phase(&mut st, p, false, t(i as i64));
+        let done = Outcome::Completed {
+            message: String::new(),
+        };
+        apply_outcome(&mut st, p, &done, s, Some(1), t(i as i64));
+    }
+    if let Some(p) = running {
+        begin_phase(&mut st, p, false, t(50));
+    }
+    st
+}
+
+fn delete_at(s: &MigrationSpec, st: &MigrationStatus, force: bool, now: Timestamp) -> Decision {
+    decide_deletion(s, st, force, now, |_| HOUR)
+}
+
+#[test]
+fn deleting_before_any_change_lets_the_migration_go_at_once() {
+    let s = spec();
+    // Never started, Preflight running, Preflight failed: nothing was changed.
+    let untouched = MigrationStatus::default();
+    let mut preflight = MigrationStatus::default();
+    begin_phase(&mut preflight, PhaseName::Preflight, false, t(0));
+    let mut failed = preflight.clone();
+    let boom = Outcome::Failed {
+        message: "no credentials".into(),
+    };
+    apply_outcome(&mut failed, PhaseName::Preflight, &boom, &s, Some(1), t(1));
+    for st in [untouched, preflight, failed] {
+        match delete_at(&s, &st, false, t(2)) {
+            Decision::ReleaseDeletion { reason } => {
+                assert!(reason.contains("no phase that changes"), "{reason}")
+            }
+            d => panic!("expected a release, got {d:?}"),
+        }
+    }
+}
+
+#[test]
+fn deleting_after_changes_rolls_back_once_then_lets_go() {
+    let mut s = spec();
+    // Whatever the spec asks (even a pause), a deletion rolls back.
+    s.state = MigrationState::Paused;
+    s.rollback_on_failure = false;
+    let mut st = completed_through(&s, PhaseName::CreateTags, Some(PhaseName::CreateFolder));
+    let Decision::StartRollback { trigger, reason } = delete_at(&s, &st, false, t(60)) else {
+        panic!("a deletion after changes must roll back first")
+    };
+    assert_eq!(trigger, RollbackTrigger::Deletion);
+    start_rollback(&mut st, trigger, &reason, Some(2), t(60));
+    let mut undone = vec![];
+    for i in 61..100 {
+        match delete_at(&s, &st, false, t(i)) {
+            Decision::RollBack(p) => {
+                assert!(begin_rollback_step(&mut st, p, t(i)));
+                record_rollback_step(&mut st, p, Ok("undone".into()), t(i));
+                undone.push(p);
+            }
+            Decision::FinishRollback => finish_rollback(&mut st, Some(2), t(i)),
+            Decision::ReleaseDeletion { reason } => {
+                assert!(reason.contains("rollback has finished"), "{reason}");
+                break;
+            }
+            d => panic!("unexpected {d:?} while deleting"),
+        }
+    }
+    let mut expected: Vec<PhaseName> = PhaseName::ALL
+        .into_iter()
+        .filter(|p| *p <= PhaseName::CreateFolder)
+        .collect();
+    expected.reverse();
+    assert_eq!(
+        undone, expected,
+        "every started phase undone once, in reverse"
+    );
+    assert_eq!(st.phase, Some(MigrationPhase::RollbackCompleted));
+    assert!(conditions::is_true(
+        &st.conditions,
+        ConditionType::RolledBack
+    ));
+    // The one rollback is not run a second time.
+    assert!(matches!(
+        delete_at(&s, &st, false, t(200)),
+        Decision::ReleaseDeletion { .. }
+    ));
+}
+
+#[test]
+fn deleting_during_a_rollback_waits_for_it_and_never_starts_another() {
+    let s = spec();
+    let mut st = completed_through(&s, PhaseName::UpdateSecrets, None);
+    start_rollback(
+        &mut st,
+        RollbackTrigger::PhaseFailure,
+        "failed",
+        Some(1),
+        t(60),
+    );
+    record_rollback_step(&mut st, PhaseName::UpdateSecrets, Ok(String::new()), t(61));
+    assert_eq!(
+        delete_at(&s, &st, false, t(62)),
+        Decision::RollBack(PhaseName::DisableCvo)
+    );
+    for p in [
+        PhaseName::DisableCvo,
+        PhaseName::Backup,
+        PhaseName::Preflight,
+    ] {
+        record_rollback_step(&mut st, p, Ok(String::new()), t(63));
+    }
+    assert_eq!(delete_at(&s, &st, false, t(64)), Decision::FinishRollback);
+    finish_rollback(&mut st, Some(1), t(64));
+    assert!(matches!(
+        delete_at(&s, &st, false, t(65)),
+        Decision::ReleaseDeletion { .. }
+    ));
+    assert_eq!(
+        st.rollback.as_ref().unwrap().trigger,
+        RollbackTrigger::PhaseFailure,
+        "the running rollback was awaited, not replaced"
+    );
+}
+
+#[test]
+fn a_rollback_that_ended_with_failed_steps_still_lets_the_deletion_go() {
+    let s = spec();
+    let mut st = completed_through(&s, PhaseName::DisableCvo, None);
+    start_rollback(
+        &mut st,
+        RollbackTrigger::Deletion,
+        "deleted",
+        Some(1),
+        t(60),
+    );
+    record_rollback_step(&mut st, PhaseName::DisableCvo, Err("gone".into()), t(61));
+    record_rollback_step(&mut st, PhaseName::Backup, Ok(String::new()), t(61));
+    record_rollback_step(&mut st, PhaseName::Preflight, Ok(String::new()), t(61));
+    finish_rollback(&mut st, Some(1), t(62));
+    assert!(!conditions::is_true(
+        &st.conditions,
+        ConditionType::RolledBack
+    ));
+    assert!(matches!(
+        delete_at(&s, &st, false, t(63)),
+        Decision::ReleaseDeletion { .. }
+    ));
+}
+
+#[test]
+fn deleting_past_the_point_of_no_return_is_held_until_forced() {
+    let s = spec();
+    let running = completed_through(&s, PhaseName::CreateWorkers, Some(PhaseName::RecreateCpms));
+    let (failed, _) = drive(&s, Some(PhaseName::ScaleOldMachines));
+    for st in [running, failed] {
+        match delete_at(&s, &st, false, t(300)) {
+            Decision::HoldDeletion { reason } => {
+                assert!(reason.contains("RecreateCPMS"), "{reason}")
+            }
+            d => panic!("expected the deletion to be held, got {d:?}"),
+        }
+        match delete_at(&s, &st, true, t(301)) {
+            Decision::ReleaseDeletion { reason } => {
+                assert!(
+                    reason.contains("forced") && reason.contains("backup"),
+                    "{reason}"
+                )
+            }
+            d => panic!("a forced deletion must go without rollback, got {d:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_completed_migration_is_deleted_without_rollback_or_hold() {
+    let s = spec();
+    let (st, _) = drive(&s, None);
+    assert_eq!(st.phase, Some(MigrationPhase::Completed));
+    match delete_at(&s, &st, false, t(500)) {
+        Decision::ReleaseDeletion { reason } => assert!(reason.contains("completed"), "{reason}"),
+        d => panic!("expected a release, got {d:?}"),
+    }
+}
+
+#[test]
+fn forcing_lets_go_even_during_a_rollback() {
+    let s = spec();
+    let mut st = completed_through(&s, PhaseName::CreateWorkers, None);
+    start_rollback(
+        &mut st,
+        RollbackTrigger::Deletion,
+        "deleted",
+        Some(1),
+        t(60),
+    );
+    assert!(matches!(
+        delete_at(&s, &st, true, t(61)),
+        Decision::ReleaseDeletion { .. }
+    ));
+}
+
+#[test]
+fn a_rollback_step_past_its_deadline_is_stalled_and_keeps_trying() {
+    let mut s = spec();
+    s.rollback_step_timeout = Some("2m".into());
+    let mut st = completed_through(&s, PhaseName::CreateWorkers, None);
+    start_rollback(&mut st, RollbackTrigger::Requested, "asked", Some(1), t(60));
+    assert!(begin_rollback_step(
+        &mut st,
+        PhaseName::CreateWorkers,
+        t(100)
+    ));
+    // A second begin (a requeue, a restarted controller) keeps the first start.
+    assert!(!begin_rollback_step(
+        &mut st,
+        PhaseName::CreateWorkers,
+        t(150)
+    ));
+    assert_eq!(
+        decide_at(&s, &st, t(220)),
+        Decision::RollBack(PhaseName::CreateWorkers),
+        "exactly at the deadline it is not late yet"
+    );
+    let late = decide_at(&s, &st, t(221));
+    assert_eq!(
+        late,
+        Decision::StalledRollBack {
+            phase: PhaseName::CreateWorkers,
+            waited: Duration::from_secs(121),
+            limit: Duration::from_secs(120),
+        }
+    );
+    // The same rule applies to a deletion's rollback.
+    assert_eq!(delete_at(&s, &st, false, t(221)), late);
+
+    let waiting = "1 machine(s) of MachineSet x-worker-fd to be deleted";
+    assert!(set_stalled(
+        &mut st,
+        PhaseName::CreateWorkers,
+        Duration::from_secs(121),
+        Duration::from_secs(120),
+        waiting,
+        Some(1),
+        t(221)
+    ));
+    assert!(
+        !set_stalled(
+            &mut st,
+            PhaseName::CreateWorkers,
+            Duration::from_secs(130),
+            Duration::from_secs(120),
+            waiting,
+            Some(1),
+            t(230)
+        ),
+        "still stalled: no new transition (and no new Event)"
+    );
+    let c = conditions::find(&st.conditions, ConditionType::Stalled).unwrap();
+    assert_eq!(c.status, "True");
+    assert!(
+        c.message.contains(waiting)
+            && c.message.contains("keeps trying")
+            && c.message.contains("oc get machines"),
+        "{}",
+        c.message
+    );
+
+    // The obstacle goes: the step ends, Stalled clears, the next step has its own clock.
+    record_rollback_step(
+        &mut st,
+        PhaseName::CreateWorkers,
+        Ok("deleted".into()),
+        t(400),
+    );
+    assert!(clear_stalled(&mut st, Some(1), t(400)));
+    assert!(!conditions::is_true(&st.conditions, ConditionType::Stalled));
+    assert_eq!(st.rollback.as_ref().unwrap().current_step, None);
+    assert_eq!(
+        decide_at(&s, &st, t(401)),
+        Decision::RollBack(PhaseName::MonitorHealth)
+    );
+    assert!(begin_rollback_step(
+        &mut st,
+        PhaseName::MonitorHealth,
+        t(401)
+    ));
+    assert_eq!(
+        decide_at(&s, &st, t(401 + 120)),
+        Decision::RollBack(PhaseName::MonitorHealth),
+        "the deadline counts from the step's own start, not the rollback's"
+    );
+}
+
+#[test]
+fn a_rollback_step_deadline_defaults_to_the_phase_deadline() {
+    let mut s = spec();
+    let per_phase = |p: PhaseName| {
+        if p == PhaseName::CreateWorkers {
+            Duration::from_secs(600)
+        } else {
+            HOUR
+        }
+    };
+    assert_eq!(
+        rollback_step_limit(&s, PhaseName::CreateWorkers, &per_phase),
+        Duration::from_secs(600)
+    );
+    s.rollback_step_timeout = Some("90s".into());
+    assert_eq!(
+        rollback_step_limit(&s, PhaseName::CreateWorkers, &per_phase),
+        Duration::from_secs(90)
+    );
+    s.rollback_step_timeout = Some("5124095576030432h".into());
+    assert_eq!(
+        rollback_step_limit(&s, PhaseName::Backup, &per_phase),
+        HOUR,
+        "an unparseable value falls back to the phase's deadline"
+    );
+}
+
+#[test]
+fn finishing_the_rollback_clears_a_stall() {
+    let s = spec();
+    let mut st = completed_through(&s, PhaseName::Backup, None);
+    start_rollback(&mut st, RollbackTrigger::Requested, "asked", Some(1), t(60));
+    set_stalled(&mut st, PhaseName::Backup, HOUR, HOUR, "x", Some(1), t(61));
+    finish_rollback(&mut st, Some(1), t(62));
+    let c = conditions::find(&st.conditions, ConditionType::Stalled).unwrap();
+    assert_eq!(c.status, "False");
 }
