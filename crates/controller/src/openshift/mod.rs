@@ -7,6 +7,7 @@ pub mod health;
 pub mod infra;
 pub mod machines;
 pub mod pods;
+pub mod source_topology;
 pub mod tags;
 
 use crate::error::{PhaseError, is_not_found};

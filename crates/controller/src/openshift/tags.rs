@@ -252,8 +252,14 @@ pub async fn undo_created(ctx: &PhaseCtx, phase: PhaseName) -> Result<Vec<String
     let mut servers: Vec<&str> = objs.iter().map(|o| o.server.as_str()).collect();
     servers.sort();
     servers.dedup();
+    // The source's region/zone tags (CreateTags) are undone with the source credentials.
+    let source = ctx.recorded_source().ok().map(|s| s.server.clone());
     for server in servers {
-        let vc = ctx.target_vcenter(server).await?;
+        let vc = if source.as_deref() == Some(server) {
+            ctx.source_vcenter(server).await?
+        } else {
+            ctx.target_vcenter(server).await?
+        };
         let of = |kind: &str| {
             objs.iter()
                 .filter(|o| o.server == server && o.kind == kind)

@@ -1,6 +1,8 @@
 //! Phase 5: the topology tags (`openshift-region` on the datacenter,
 //! `openshift-zone` on the compute cluster) and the installer-style ownership
-//! category and tag on every target vCenter.
+//! category and tag on every target vCenter; and the source failure
+//! domain's region and zone on the source datacenter and cluster, which the
+//! cloud provider needs once the cluster is zonal (`source_topology`).
 //!
 //! Topology categories are shared per vCenter: an existing one is validated
 //! and reused. A datacenter or cluster that already carries a different
@@ -10,6 +12,7 @@ use super::{Phase, RollbackOutcome, RollbackSupport};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::infra::datacenter_name;
+use crate::openshift::source_topology;
 use crate::openshift::tags::{self, Attach, REGION_CATEGORY, ZONE_CATEGORY};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
@@ -125,6 +128,17 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         }
         plan.push((server, vc, placements));
     }
+    // The source datacenter and cluster need their failure domain's tags too
+    // once the cluster is zonal (see `source_topology`).
+    let (source_vc, source_needs) = source_topology::plan(ctx).await?;
+    if !source_needs.conflicts.is_empty() {
+        return Ok(Outcome::Failed {
+            message: format!(
+                "the source vCenter cannot take the topology tags: {}",
+                source_needs.conflicts.join("; ")
+            ),
+        });
+    }
     if !conflicts.is_empty() {
         return Ok(Outcome::Failed {
             message: format!(
@@ -171,6 +185,10 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             }
         }
     }
+    let (source_attached, source_pending) =
+        source_topology::apply(ctx, PHASE, &source_vc, &source_needs).await?;
+    attached += source_attached;
+    pending.extend(source_pending);
     if !pending.is_empty() {
         // The intent is persisted with this outcome; the next step attaches.
         return Ok(Outcome::Running {
@@ -186,8 +204,10 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let n = fds.len();
     Ok(Outcome::Completed {
         message: format!(
-            "topology tags for {n} failure domain(s) and ownership tag {infra_id} in place on {} ({attached} attachment(s) made now)",
-            ctx.migration.target_servers().join(", ")
+            "topology tags for {n} failure domain(s) and ownership tag {infra_id} in place on {}, region/zone tags for {} source failure domain(s) on {} ({attached} attachment(s) made now)",
+            ctx.migration.target_servers().join(", "),
+            source_needs.placements.len(),
+            source_vc.server()
         ),
     })
 }

@@ -302,6 +302,11 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
                         e.into(),
                         &format!("source vCenter {server}"),
                     )?;
+                } else if let Err(e) =
+                    crate::openshift::source_topology::preflight(ctx, &vc, server, &mut r.problems)
+                        .await
+                {
+                    transient_or(&mut r.problems, e, &format!("source vCenter {server}"))?;
                 }
             }
             Err(e) => transient_or(&mut r.problems, e, &format!("source vCenter {server}"))?,

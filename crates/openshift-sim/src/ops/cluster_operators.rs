@@ -107,6 +107,11 @@ async fn reconcile(
             .filter(|d| d.status == "True")
             .map(|d| d.message.clone().unwrap_or_default())
     });
+    // Zonal cluster, untagged failure domains (see `zone_tags`).
+    let untagged = match &infra {
+        Some(i) => super::zone_tags::untagged_domains(&ctx, i).await,
+        None => vec![],
+    };
     let now = Instant::now();
     let active: HashMap<&'static str, bool> = {
         let mut st = state.lock().map_err(|e| e.to_string())?;
@@ -142,6 +147,11 @@ async fn reconcile(
             && let Some(msg) = cpms_degraded.clone()
         {
             Some(msg)
+        } else if name == "storage" && !untagged.is_empty() {
+            Some(format!(
+                "VSphereProblemDetectorControllerDegraded: CheckZoneTags failed: {}",
+                untagged.join("; ")
+            ))
         } else if name == "machine-config" && vcenters > 1 {
             Some(format!(
                 "Unable to apply {}: error during syncRequiredMachineConfigPools: [context deadline exceeded, error pool master is not ready, retrying. Status: (pool degraded: true total: 3, ready 0, updated: 0, unavailable: 3)]: the cloud provider configuration lists {vcenters} vCenters",

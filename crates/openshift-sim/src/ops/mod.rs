@@ -10,6 +10,7 @@ pub(crate) mod cvo;
 pub(crate) mod kubelet;
 pub(crate) mod machines;
 pub(crate) mod pods;
+pub(crate) mod zone_tags;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
