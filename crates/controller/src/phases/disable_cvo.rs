@@ -30,10 +30,20 @@ pub async fn original_replicas(ctx: &PhaseCtx) -> i32 {
     }
 }
 
-/// Scales the CVO back and reports whether it is available again.
+/// Scales the CVO back and reports whether it is available again. vcfm's
+/// change is "replicas 0": when someone else has set another count since,
+/// that count is kept and reported as a conflict.
 pub async fn restore_cvo(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     let want = original_replicas(ctx).await;
     let st = cvo::state(ctx.client()).await?;
+    if st.desired != 0 && st.desired != want {
+        let msg = format!(
+            "cluster-version-operator left at {} replica(s), set by someone else after vcfm scaled it to 0 (it had {want}; conflict: check by hand)",
+            st.desired
+        );
+        ctx.log(vcfm_api::LogLevel::Warning, "rollback", msg.clone());
+        return Ok(RollbackOutcome::Conflict(msg));
+    }
     if st.desired != want {
         cvo::scale(ctx.client(), want, &ctx.shared.config.manager).await?;
     }
