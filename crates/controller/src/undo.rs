@@ -330,7 +330,7 @@ pub fn summary(object: &str, plan: &Plan) -> String {
     let restored = plan.restored();
     let conflicts = plan.conflicts();
     let mut s = if restored.is_empty() {
-        format!("{object}: vcfm's changes were already undone")
+        format!("{object}: nothing of vcfm's left to undo")
     } else {
         format!("{object}: undid vcfm's change to {}", restored.join(", "))
     };

@@ -9,7 +9,9 @@ use crate::error::PhaseError;
 use crate::openshift::cvo;
 use crate::phases::backup::keys;
 use crate::state::Outcome;
+use crate::undo;
 use futures::future::BoxFuture;
+use serde_json::json;
 use std::time::Duration;
 
 pub struct DisableCvo;
@@ -36,7 +38,8 @@ pub async fn original_replicas(ctx: &PhaseCtx) -> i32 {
 pub async fn restore_cvo(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     let want = original_replicas(ctx).await;
     let st = cvo::state(ctx.client()).await?;
-    if st.desired != 0 && st.desired != want {
+    let (original, wrote, live) = (json!(want), json!(0), json!(st.desired));
+    if undo::verdict(Some(&original), Some(&wrote), Some(&live)) == undo::Verdict::Conflict {
         let msg = format!(
             "cluster-version-operator left at {} replica(s), set by someone else after vcfm scaled it to 0 (it had {want}; conflict: check by hand)",
             st.desired
