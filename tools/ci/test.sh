@@ -29,6 +29,7 @@ echo "test: real tier"
 VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   --test migration_automatic --test migration_manual_rollback --test migration_crash_outage \
   --test phases_5_10 --test phases_5_10_faults --test differential \
+  --test rollback_undo --test vcenter_transient \
   -- --test-threads=1 \
   automatic_migration_ \
   manual_migration_runs_each_phase_only_after_its_approval \
@@ -38,4 +39,6 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back \
   a_degraded_operator_ends_monitor_health_at_its_deadline \
   create_tags_reports_conflicts_and_incompatible_categories \
+  rollback_keeps_what_others_changed_during_the_migration_ \
+  a_vcenter_restart_and_system_error_bursts_are_retried_without_rollback \
   "$DIFFERENTIAL"

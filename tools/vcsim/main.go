@@ -13,6 +13,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -40,6 +41,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -202,7 +204,7 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	if *stdinEOF {
-		go func() { _, _ = io.Copy(io.Discard, os.Stdin); sig <- syscall.SIGTERM }()
+		go func() { bursts.read(os.Stdin); sig <- syscall.SIGTERM }()
 	}
 	<-sig
 }
@@ -341,6 +343,48 @@ func paths[T any](list []T) []string {
 	return out
 }
 
+// ---------------------------------------------------------------- fault bursts
+
+// faultBursts fails the next calls of a SOAP method with vim.fault.SystemError, the
+// RuntimeFault vCenter answers for an internal error (vSphere Web Services API reference,
+// "SystemError": "a general system error caused the failure", with a free-text reason; in
+// govmomi vim25/types/types.go SystemError{RuntimeFault; Reason}), as while vpxd or one of
+// its services restarts. Armed by the test over stdin, one line per burst:
+// "system-error <Method> <count>"; each injected fault is logged.
+type faultBursts struct {
+	mu   sync.Mutex
+	left map[string]int
+}
+
+var bursts = &faultBursts{left: map[string]int{}}
+
+func (b *faultBursts) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var method string
+		var n int
+		if _, err := fmt.Sscanf(sc.Text(), "system-error %s %d", &method, &n); err != nil || n < 0 {
+			log.Printf("ignoring command %q: want \"system-error <Method> <count>\"", sc.Text())
+			continue
+		}
+		b.mu.Lock()
+		b.left[method] += n
+		b.mu.Unlock()
+		log.Printf("armed %d SystemError fault(s) for %s", n, method)
+	}
+}
+
+func (b *faultBursts) take(method string) types.BaseMethodFault {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.left[method] <= 0 {
+		return nil
+	}
+	b.left[method]--
+	log.Printf("injected SystemError into %s (%d left)", method, b.left[method])
+	return &types.SystemError{Reason: "vcsim: injected fault burst (as during a vpxd service restart)"}
+}
+
 // ---------------------------------------------------------------- privileges
 
 // authzManager evaluates permissions and roles stored in the simulator with vSphere's
@@ -466,6 +510,9 @@ func (m *authzManager) missing(ctx *simulator.Context, user string, needs []priv
 // answers NoPermission when the session's user lacks a privilege the call needs. The
 // privileges are those vSphere's API reference lists for each method.
 func (m *authzManager) checkCall(ctx *simulator.Context, method *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+	if f := bursts.take(method.Name); f != nil {
+		return nil, f
+	}
 	if ctx.Session == nil {
 		return nil, nil
 	}

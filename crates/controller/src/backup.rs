@@ -15,6 +15,7 @@
 //! replace the original with an already-modified object.
 
 use crate::error::{PhaseError, is_not_found};
+use crate::undo::{ChangeRecord, Plan};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -296,6 +297,86 @@ impl BackupStore {
     }
 }
 
+impl BackupStore {
+    /// Merges `record` into the change record kept under `key` (what vcfm
+    /// wrote to one object, see [`crate::undo`]) and returns its manifest;
+    /// `None` when there is no record and nothing to add. Called before the
+    /// write it describes, and again on every run of the phase so that the
+    /// manifest reaches status even after a crash.
+    pub async fn save_changes(
+        &self,
+        key: &str,
+        resource_type: &str,
+        name: &str,
+        namespace: Option<&str>,
+        record: &ChangeRecord,
+        now: Timestamp,
+    ) -> Result<Option<BackupManifest>, PhaseError> {
+        for _ in 0..5 {
+            let (secret, digest_key) = self.ensure().await?;
+            let existing = secret.data.as_ref().and_then(|d| d.get(key));
+            if existing.is_none() && record.changes.is_empty() {
+                return Ok(None);
+            }
+            let mut merged: ChangeRecord = match existing {
+                Some(b) => serde_json::from_slice(&b.0).map_err(|e| {
+                    PhaseError::fatal(format!("change record {key} is not valid: {e}"))
+                })?,
+                None => ChangeRecord::default(),
+            };
+            let grew = merged.merge(record) || existing.is_none();
+            let bytes = serde_json::to_vec(&merged)
+                .map_err(|e| PhaseError::fatal(format!("serialising {key}: {e}")))?;
+            if grew {
+                // Guarded by resourceVersion: two writers never lose each other's changes.
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": secret.metadata.resource_version},
+                    "data": {key: ByteString(bytes.clone())},
+                });
+                match self
+                    .api
+                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                    Err(e) => {
+                        return Err(PhaseError::from(e).context("writing a change record"));
+                    }
+                }
+            }
+            return Ok(Some(BackupManifest {
+                resource_type: resource_type.to_string(),
+                name: name.to_string(),
+                namespace: namespace.map(str::to_string),
+                secret_name: self.name.clone(),
+                key: key.to_string(),
+                hmac_sha256: hmac_hex(&digest_key, &bytes),
+                backup_time: Time(now),
+            }));
+        }
+        Err(PhaseError::transient(
+            "the backup Secret kept changing while a change record was written",
+        ))
+    }
+
+    /// The change record under `key`, verified against status; `None` when
+    /// status records none (a backup from before change records existed).
+    pub async fn load_changes(
+        &self,
+        backups: &[BackupManifest],
+        key: &str,
+    ) -> Result<Option<ChangeRecord>, PhaseError> {
+        let Ok(m) = manifest(backups, key) else {
+            return Ok(None);
+        };
+        let v = self.load(m).await?;
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| PhaseError::fatal(format!("change record {key} is not valid: {e}")))
+    }
+}
+
 /// Whether `bytes` carry the recorded hex HMAC under `key`.
 pub fn verify(key: &[u8], bytes: &[u8], recorded_hex: &str) -> bool {
     hex::decode(recorded_hex).is_ok_and(|r| same(&r, &hmac_sha256(key, bytes)))
@@ -330,49 +411,33 @@ pub fn clean_for_backup(mut v: Value) -> Value {
     v
 }
 
-/// Restores `field` (e.g. `spec` or `data`) of a live object from its backup,
-/// writing with the live resourceVersion and retrying on conflict. Idempotent:
-/// nothing is written when the live object already matches.
-pub async fn restore_field<K>(
+/// Undoes vcfm's recorded changes on a live object (see [`crate::undo`]):
+/// `record` gives them for the live value read. Writes with the live
+/// resourceVersion (a conflict is transient: the step reads again) and only
+/// when something is to be restored. Returns the plan carried out.
+pub async fn undo_object<K>(
     api: &Api<K>,
     name: &str,
-    backup: &Value,
-    field: &str,
-) -> Result<bool, PhaseError>
+    original: &Value,
+    record: impl FnOnce(&Value) -> ChangeRecord,
+) -> Result<Plan, PhaseError>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let wanted = backup.get(field).cloned().unwrap_or(Value::Null);
-    for _ in 0..5 {
-        let live = api
-            .get(name)
+    let live = api
+        .get(name)
+        .await
+        .map_err(|e| PhaseError::from(e).context(&format!("reading {name} to roll it back")))?;
+    let mut v = serde_json::to_value(&live).map_err(|e| PhaseError::fatal(e.to_string()))?;
+    let plan = Plan::new(original, &record(&v), &v);
+    if plan.apply(&mut v) {
+        let obj: K = serde_json::from_value(v)
+            .map_err(|e| PhaseError::fatal(format!("rolled-back {name} does not parse: {e}")))?;
+        api.replace(name, &PostParams::default(), &obj)
             .await
-            .map_err(|e| PhaseError::from(e).context(&format!("reading {name} to restore it")))?;
-        let mut live_v =
-            serde_json::to_value(&live).map_err(|e| PhaseError::fatal(e.to_string()))?;
-        if live_v.get(field) == Some(&wanted) || (wanted.is_null() && live_v.get(field).is_none()) {
-            return Ok(false);
-        }
-        match live_v.as_object_mut() {
-            Some(o) if wanted.is_null() => {
-                o.remove(field);
-            }
-            Some(o) => {
-                o.insert(field.to_string(), wanted.clone());
-            }
-            None => return Err(PhaseError::fatal(format!("{name} is not an object"))),
-        }
-        let obj: K = serde_json::from_value(live_v)
-            .map_err(|e| PhaseError::fatal(format!("restored {name} does not parse: {e}")))?;
-        match api.replace(name, &PostParams::default(), &obj).await {
-            Ok(_) => return Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(PhaseError::from(e).context(&format!("restoring {name}"))),
-        }
+            .map_err(|e| PhaseError::from(e).context(&format!("rolling back {name}")))?;
     }
-    Err(PhaseError::transient(format!(
-        "restoring {name} kept conflicting with other writers"
-    )))
+    Ok(plan)
 }
 
 #[cfg(test)]

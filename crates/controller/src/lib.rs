@@ -20,6 +20,8 @@ pub mod reconciler;
 pub mod runtime;
 pub mod state;
 pub mod status;
+pub mod undo;
+pub mod wake;
 
 pub use context::ControllerConfig;
 pub use runtime::{LeaderElection, RunOptions, run};

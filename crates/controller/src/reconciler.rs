@@ -10,10 +10,12 @@ use crate::events::Events;
 use crate::phases::{self, RollbackOutcome};
 use crate::state::{self, Decision, Outcome};
 use crate::status;
+use futures::FutureExt;
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use vcfm_api::{ApprovalMode, MigrationStatus, PhaseName, VmwareCloudFoundationMigration};
@@ -24,6 +26,9 @@ pub struct Context {
     pub events: Events,
     /// Retry delays of migrations whose reconciles fail, reset on success.
     pub backoff: Backoff,
+    /// The watch cache of every migration (the controller's reflector):
+    /// the one-migration-at-a-time check reads it instead of listing.
+    pub migrations: Store<Vcfm>,
 }
 
 fn key(obj: &Vcfm) -> String {
@@ -89,8 +94,13 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::requeue(NEXT_STEP));
     }
 
+    // Until the cache has seen the first full list it cannot tell whether an
+    // older migration exists: look again shortly.
+    if ctx.migrations.wait_until_ready().now_or_never().is_none() {
+        return Ok(Action::requeue(NEXT_STEP));
+    }
     // A deletion is handled whatever other migrations do.
-    if !deleting && let Some(other) = competing_migration(&ctx.shared.client, m).await? {
+    if !deleting && let Some(other) = competing_migration(&ctx.migrations.state(), m) {
         let msg = format!(
             "another migration, {other}, is active in this cluster; only one may run at a time: wait for it to finish or delete it"
         );
@@ -668,8 +678,9 @@ async fn rollback(
     let pctx = PhaseCtx::new(ctx.shared.clone(), Arc::new(m.clone()), now);
     let result = phases::phase(phase).rollback(&pctx).await;
     let (logs, updates) = pctx.take();
+    let conflict = matches!(result, Ok(RollbackOutcome::Conflict(_)));
     let step = match result {
-        Ok(RollbackOutcome::Done(msg)) => Ok(msg),
+        Ok(RollbackOutcome::Done(msg) | RollbackOutcome::Conflict(msg)) => Ok(msg),
         Ok(RollbackOutcome::InProgress { message, recheck }) => {
             status::update(api, &name, |st, g| {
                 apply_updates(st, &updates);
@@ -724,8 +735,10 @@ async fn rollback(
     ctx.events
         .publish(
             m,
-            !ok,
-            if ok {
+            !ok || conflict,
+            if conflict {
+                "RollbackConflict"
+            } else if ok {
                 "PhaseRolledBack"
             } else {
                 "RollbackStepFailed"
@@ -782,12 +795,9 @@ fn outcome_of(m: &Vcfm, status: &MigrationStatus) -> &'static str {
     }
 }
 
-/// Another migration that holds the cluster, if any: one that has started and
-/// not finished, or an older one asked to run.
-async fn competing_migration(client: &kube::Client, me: &Vcfm) -> Result<Option<String>, Error> {
-    let all = Api::<Vcfm>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
+/// Another migration among `all` that holds the cluster, if any: one that has
+/// started and not finished, or an older one asked to run.
+pub fn competing_migration(all: &[Arc<Vcfm>], me: &Vcfm) -> Option<String> {
     let my_uid = me.metadata.uid.clone();
     let active = |m: &Vcfm| {
         m.status
@@ -795,7 +805,7 @@ async fn competing_migration(client: &kube::Client, me: &Vcfm) -> Result<Option<
             .is_some_and(|s| s.start_time.is_some() && !s.phase.is_some_and(|p| p.is_terminal()))
     };
     let i_started = active(me);
-    for other in all.items {
+    for other in all {
         if other.metadata.uid == my_uid {
             continue;
         }
@@ -808,15 +818,15 @@ async fn competing_migration(client: &kube::Client, me: &Vcfm) -> Result<Option<
                 .as_ref()
                 .and_then(|s| s.phase)
                 .is_none_or(|p| !p.is_terminal());
-        if active(&other) || (!i_started && older && waiting_to_run) {
-            return Ok(Some(format!(
+        if active(other) || (!i_started && older && waiting_to_run) {
+            return Some(format!(
                 "{}/{}",
                 other.namespace().unwrap_or_default(),
                 other.name_any()
-            )));
+            ));
         }
     }
-    Ok(None)
+    None
 }
 
 /// Error policy: log and back off per migration (exponential, jittered).

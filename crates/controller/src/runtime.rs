@@ -5,6 +5,7 @@ use crate::context::{ControllerConfig, Shared};
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::reconciler::{self, Context};
+use crate::wake::{self, Watched};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -124,16 +125,17 @@ pub async fn run(
         sessions: SessionCache::default(),
         metrics,
     });
+    let (reader, writer) = reflector::store();
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         events: Events::new(client.clone(), &opts.config.manager),
         backoff: Default::default(),
+        migrations: reader.clone(),
     });
     ready.store(true, Ordering::SeqCst);
     tracing::info!("controller started");
 
     let migrations = Api::<VmwareCloudFoundationMigration>::all(client.clone());
-    let (reader, writer) = reflector::store();
     let main = watcher(migrations, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
@@ -161,9 +163,13 @@ pub async fn run(
         .watches(
             Api::<ClusterOperator>::all(client.clone()),
             wc(),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::ClusterOperators),
         )
-        .watches(Api::<Node>::all(client.clone()), wc(), mapper(&reader))
+        .watches(
+            Api::<Node>::all(client.clone()),
+            wc(),
+            waiting_mapper(&reader, Watched::Nodes),
+        )
         .watches(
             Api::<Deployment>::namespaced(client.clone(), crate::openshift::cvo::NAMESPACE),
             wc().fields(&format!("metadata.name={}", crate::openshift::cvo::NAME)),
@@ -173,7 +179,7 @@ pub async fn run(
         controller = controller.watches(
             Api::<Pod>::namespaced(client.clone(), ns),
             wc(),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::Pods),
         );
     }
     let stop_for_controller = stop.clone();
@@ -218,6 +224,23 @@ fn mapper<K>(
                     .and_then(|s| s.phase)
                     .is_some_and(|p| p.is_terminal())
             })
+            .map(|m| ObjectRef::from(m.as_ref()))
+            .collect()
+    }
+}
+
+/// A change to a Pod, Node or ClusterOperator wakes only the migrations
+/// running a phase that waits on that kind (see [`crate::wake`]).
+fn waiting_mapper<K>(
+    reader: &Store<VmwareCloudFoundationMigration>,
+    kind: Watched,
+) -> impl Fn(K) -> Vec<ObjectRef<VmwareCloudFoundationMigration>> + Send + Sync + 'static {
+    let reader = reader.clone();
+    move |_| {
+        reader
+            .state()
+            .iter()
+            .filter(|m| wake::wakes(m, kind))
             .map(|m| ObjectRef::from(m.as_ref()))
             .collect()
     }
@@ -273,12 +296,34 @@ fn now_micro() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }
 
-fn lease_expired(spec: &LeaseSpec) -> bool {
-    let Some(renew) = spec.renew_time.as_ref() else {
-        return true;
-    };
-    let dur = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-    jiff::Timestamp::now().duration_since(renew.0).as_secs() > dur
+/// What this process last saw of the lease record, and when by its own
+/// monotonic clock. Expiry is judged from that local observation, never by
+/// comparing the holder's `renewTime` with the local wall clock, so clock skew
+/// between replicas neither steals a live lease nor keeps a dead one: the
+/// holder's claim lapses `leaseDurationSeconds` after the record was last seen
+/// to change (client-go `tools/leaderelection/leaderelection.go`:
+/// `tryAcquireOrRenew` notes a changed record with `setObservedRecord`, and
+/// `isLeaseValid` adds the record's lease duration to that observed time).
+#[derive(Debug, Default)]
+struct LeaseObserver {
+    seen: Option<(LeaseSpec, tokio::time::Instant)>,
+}
+
+impl LeaseObserver {
+    /// Notes `spec` as read at `now`; returns whether its holder's claim has
+    /// lapsed (a record not seen before counts as just renewed).
+    fn expired(&mut self, spec: &LeaseSpec, now: tokio::time::Instant) -> bool {
+        match &self.seen {
+            Some((record, at)) if record == spec => {
+                let dur = u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0);
+                now.saturating_duration_since(*at) > Duration::from_secs(dur)
+            }
+            _ => {
+                self.seen = Some((spec.clone(), now));
+                false
+            }
+        }
+    }
 }
 
 /// Blocks (asynchronously) until this process holds the lease.
@@ -288,11 +333,12 @@ async fn acquire(
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
     let api = Api::<Lease>::namespaced(client.clone(), &le.namespace);
+    let mut observer = LeaseObserver::default();
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match try_acquire(&api, le).await {
+        match try_acquire(&api, le, &mut observer).await {
             Ok(true) => {
                 tracing::info!(identity = %le.identity, "became leader");
                 return Ok(());
@@ -307,7 +353,11 @@ async fn acquire(
     }
 }
 
-async fn try_acquire(api: &Api<Lease>, le: &LeaderElection) -> Result<bool, kube::Error> {
+async fn try_acquire(
+    api: &Api<Lease>,
+    le: &LeaderElection,
+    observer: &mut LeaseObserver,
+) -> Result<bool, kube::Error> {
     let secs = i32::try_from(le.lease_duration.as_secs()).unwrap_or(i32::MAX);
     match api.get_opt(&le.name).await? {
         None => {
@@ -335,7 +385,7 @@ async fn try_acquire(api: &Api<Lease>, le: &LeaderElection) -> Result<bool, kube
             let spec = lease.spec.clone().unwrap_or_default();
             let mine = spec.holder_identity.as_deref() == Some(le.identity.as_str());
             if !mine
-                && !lease_expired(&spec)
+                && !observer.expired(&spec, tokio::time::Instant::now())
                 && spec
                     .holder_identity
                     .as_deref()
@@ -370,12 +420,14 @@ async fn try_acquire(api: &Api<Lease>, le: &LeaderElection) -> Result<bool, kube
 async fn renew(client: kube::Client, le: LeaderElection, stop: CancellationToken) {
     let api = Api::<Lease>::namespaced(client, &le.namespace);
     let mut last_ok = tokio::time::Instant::now();
+    let mut observer = LeaseObserver::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(le.retry_period) => {}
             _ = stop.cancelled() => return,
         }
-        let attempt = tokio::time::timeout(le.retry_period, try_acquire(&api, &le)).await;
+        let attempt =
+            tokio::time::timeout(le.retry_period, try_acquire(&api, &le, &mut observer)).await;
         match attempt {
             Ok(Ok(true)) => last_ok = tokio::time::Instant::now(),
             Ok(Ok(false)) => {
@@ -406,5 +458,50 @@ async fn release(client: &kube::Client, le: &LeaderElection) {
         spec.holder_identity = None;
         spec.renew_time = None;
         let _ = api.replace(&le.name, &PostParams::default(), &lease).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: &str, renew: &str) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(137),
+            renew_time: Some(MicroTime(renew.parse().unwrap())),
+            ..Default::default()
+        }
+    }
+
+    /// A holder whose clock runs an hour behind keeps its lease as long as it
+    /// renews; a holder whose clock runs ahead loses it once it stops.
+    #[test]
+    fn lease_expiry_is_judged_by_the_local_observation_not_the_holders_clock() {
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs;
+        let mut o = LeaseObserver::default();
+        // Renewed (by a clock an hour behind ours) every 26 s: never expired,
+        // though renewTime is always an hour old by our clock.
+        let behind = [
+            "2020-01-01T09:00:00Z",
+            "2020-01-01T09:00:26Z",
+            "2020-01-01T09:00:52Z",
+        ];
+        for (i, r) in behind.iter().enumerate() {
+            let at = t0 + s(26 * i as u64);
+            assert!(!o.expired(&record("a", r), at), "renewal {i}");
+            assert!(!o.expired(&record("a", r), at + s(20)));
+        }
+        // The holder stops (its clock an hour ahead: renewTime in our future).
+        let mut o = LeaseObserver::default();
+        let ahead = record("b", "2999-01-01T11:00:00Z");
+        assert!(!o.expired(&ahead, t0));
+        assert!(!o.expired(&ahead, t0 + s(137)));
+        assert!(o.expired(&ahead, t0 + s(138)));
+        // Any change to the record (a renewal, a new holder) restarts the wait.
+        assert!(!o.expired(&record("c", "2999-01-01T11:00:00Z"), t0 + s(200)));
+        assert!(!o.expired(&record("c", "2999-01-01T11:00:00Z"), t0 + s(300)));
+        assert!(o.expired(&record("c", "2999-01-01T11:00:00Z"), t0 + s(338)));
     }
 }

@@ -740,6 +740,36 @@ impl SimCluster {
         Ok(())
     }
 
+    /// Fails the next `count` calls of SOAP method `method` on a site's vCenter with
+    /// `SystemError` (see [`vcfm_vsphere::sim::Vcsim::inject_system_errors`]).
+    pub fn inject_vcenter_system_errors(
+        &self,
+        site: Site,
+        method: &str,
+        count: u32,
+    ) -> Result<(), Error> {
+        let sim = self.sims.get(site_key(site)).ok_or_else(|| Error::Seed {
+            what: "vcsim".into(),
+            message: "unknown site".into(),
+        })?;
+        sim.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .inject_system_errors(method, count)?;
+        Ok(())
+    }
+
+    /// The last lines a site's vcsim wrote to stderr (what it injected, among others).
+    pub fn vcsim_log(&self, site: Site) -> String {
+        self.sims
+            .get(site_key(site))
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .stderr_tail()
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops the operators, logs out of the vCenters, stops kube-sim and both vcsims.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();

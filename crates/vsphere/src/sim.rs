@@ -406,6 +406,19 @@ impl Vcsim {
         })
     }
 
+    /// Fails the next `count` calls of SOAP method `method` (e.g. `CreateFolder`) with
+    /// `SystemError`, the fault vCenter answers for an internal error such as a vpxd
+    /// service restart (tools/vcsim/main.go `faultBursts`). A restart disarms them.
+    pub fn inject_system_errors(&mut self, method: &str, count: u32) -> Result<(), SimError> {
+        use std::io::Write;
+        let Some((_, stdin)) = self.child.as_mut() else {
+            return Err(SimError::Io(std::io::Error::other("vcsim is not running")));
+        };
+        writeln!(stdin, "system-error {method} {count}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
     /// Stops the process now (the fixture can be restarted with [`Vcsim::restart`]).
     pub fn kill(&mut self) {
         if let Some((mut child, stdin)) = self.child.take() {

@@ -174,6 +174,36 @@ pub fn set_workspace(text: &str, ws: &Workspace) -> Option<String> {
     changed.then(|| ls.concat())
 }
 
+/// The configuration seen as undo units (see [`crate::undo`]):
+/// `{"vcenter": {<server>: <entry>}}`, the entry being the YAML mapping, or
+/// for INI the `[VirtualCenter "<server>"]` section's keys and values.
+pub fn as_units(text: &str) -> Result<Value, CloudConfigError> {
+    let mut vc = Map::new();
+    match detect(text) {
+        Format::Ini => {
+            let ls = lines(text);
+            for sec in ini_sections(&ls) {
+                let Some(server) = sec.vcenter else { continue };
+                let mut e = Map::new();
+                for l in &ls[sec.start + 1..sec.end] {
+                    if let (Some(k), Some(v)) = (ini_key(l), ini_value(l)) {
+                        e.insert(k, Value::String(v));
+                    }
+                }
+                vc.insert(server, Value::Object(e));
+            }
+        }
+        Format::Yaml => {
+            if let Some(m) = vcenter_map(&parse_yaml(text)?)? {
+                vc = m.clone();
+            }
+        }
+    }
+    let mut out = Map::new();
+    out.insert("vcenter".into(), Value::Object(vc));
+    Ok(Value::Object(out))
+}
+
 // ---------------------------------------------------------------- text lines
 
 /// Lines with their endings, so that joining them gives back the text.
@@ -620,20 +650,31 @@ pub async fn edit(
     client: kube::Client,
     edit: impl FnOnce(&str) -> Result<Option<String>, CloudConfigError>,
 ) -> Result<bool, PhaseError> {
-    let (mut cm, text) = read(client.clone()).await?;
+    let (cm, text) = read(client.clone()).await?;
     let Some(new) = edit(&text).map_err(|e| PhaseError::fatal(e.to_string()))? else {
         return Ok(false);
     };
+    write(client, cm, new).await?;
+    Ok(true)
+}
+
+/// Writes `text` as the `config` key of `cm` (as read: its resourceVersion
+/// guards against lost updates; a conflict is transient).
+pub async fn write(
+    client: kube::Client,
+    mut cm: ConfigMap,
+    text: String,
+) -> Result<(), PhaseError> {
     cm.data
         .get_or_insert_with(Default::default)
-        .insert(KEY.into(), new);
+        .insert(KEY.into(), text);
     Api::<ConfigMap>::namespaced(client, NAMESPACE)
         .replace(NAME, &PostParams::default(), &cm)
         .await
         .map_err(|e| {
             PhaseError::from(e).context("writing openshift-config/cloud-provider-config")
         })?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -806,6 +847,53 @@ mod tests {
         );
         let back = remove_vcenter(&out, "b").unwrap().unwrap();
         assert_eq!(back, format!("{text}\n"));
+    }
+
+    /// Both formats: the units of an added entry are what rollback removes;
+    /// another entry edited by someone else meanwhile is not touched.
+    #[test]
+    fn undo_removes_only_the_added_entry_in_both_formats() {
+        use crate::undo::{Plan, cloud_config_units, diff};
+        for original in [YAML, INI] {
+            let written = add_vcenter(original, &target()).unwrap().unwrap();
+            let record = diff(
+                cloud_config_units,
+                &as_units(original).unwrap(),
+                &as_units(&written).unwrap(),
+            );
+            assert_eq!(record.changes.len(), 1, "{original}");
+            // Someone adds a datacenter to the source entry meanwhile.
+            let live = match detect(original) {
+                Format::Yaml => written.replace("    - DC0\n", "    - DC0\n    - DC5\n"),
+                Format::Ini => {
+                    written.replace("datacenters = \"DC0\"", "datacenters = \"DC0,DC5\"")
+                }
+            };
+            assert_ne!(live, written);
+            let plan = Plan::new(
+                &as_units(original).unwrap(),
+                &record,
+                &as_units(&live).unwrap(),
+            );
+            assert!(plan.conflicts().is_empty(), "{original}");
+            assert_eq!(plan.restored(), ["vcenter[vcenter.target.example.com]"]);
+            let back = remove_vcenter(&live, "vcenter.target.example.com")
+                .unwrap()
+                .unwrap();
+            assert_eq!(vcenters(&back).unwrap(), ["vcenter.source.example.com"]);
+            assert!(back.contains("DC5"), "the other edit survives: {back}");
+            // The target entry edited by someone else is a conflict.
+            let edited = match detect(original) {
+                Format::Yaml => written.replace("    - DC1\n", "    - DC7\n"),
+                Format::Ini => written.replace("datacenters = \"DC1\"", "datacenters = \"DC7\""),
+            };
+            let plan = Plan::new(
+                &as_units(original).unwrap(),
+                &record,
+                &as_units(&edited).unwrap(),
+            );
+            assert_eq!(plan.conflicts(), ["vcenter[vcenter.target.example.com]"]);
+        }
     }
 
     #[test]

@@ -17,14 +17,15 @@ use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
 use crate::openshift::cvo;
 use crate::phases::backup::keys;
+use crate::undo;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 use vcfm_api::FailureDomain;
 use vcfm_api::openshift::{
-    CLUSTER, Infrastructure, InfrastructureSpec, VSphereFailureDomain, VSpherePlatformSpec,
-    VSphereTopology, VSphereVCenter,
+    CLUSTER, Infrastructure, VSphereFailureDomain, VSpherePlatformSpec, VSphereTopology,
+    VSphereVCenter,
 };
 
 /// Name of the Infrastructure CRD.
@@ -50,6 +51,8 @@ pub enum InfraEditError {
     },
     #[error("removing vCenter {0} would leave the Infrastructure without any vCenter")]
     LastVcenter(String),
+    #[error("the rolled-back Infrastructure does not parse: {0}")]
+    Undo(String),
 }
 
 /// Datacenter name of a failure domain (the spec may carry a leading `/`).
@@ -275,7 +278,10 @@ pub fn lift_rule(crd: &mut Value) -> bool {
     changed
 }
 
-/// Sets every version's vcenters rules to those of `original`. Returns whether anything changed.
+/// Puts back the vcenters-count rule vcfm lifted, in every version whose
+/// original carries it and whose live schema lacks it, at its original
+/// position. Other rules on `vcenters` (someone else's) are left as they are.
+/// Returns whether anything changed.
 pub fn restore_rules(live: &mut Value, original: &Value) -> bool {
     let wanted = vcenters_rules(original);
     let mut changed = false;
@@ -285,6 +291,8 @@ pub fn restore_rules(live: &mut Value, original: &Value) -> bool {
     else {
         return false;
     };
+    let is_ours =
+        |r: &Value| r.get("message").and_then(Value::as_str) == Some(VCENTERS_RULE_MESSAGE);
     for v in versions {
         let name = v
             .get("name")
@@ -294,19 +302,23 @@ pub fn restore_rules(live: &mut Value, original: &Value) -> bool {
         let Some((_, want)) = wanted.iter().find(|(n, _)| *n == name) else {
             continue;
         };
+        let Some((index, rule)) = want
+            .as_array()
+            .and_then(|a| a.iter().enumerate().find(|(_, r)| is_ours(r)))
+        else {
+            continue;
+        };
         let Some(node) = v.pointer_mut(RULE_POINTER).and_then(Value::as_object_mut) else {
             continue;
         };
-        let have = node
-            .get("x-kubernetes-validations")
-            .cloned()
-            .unwrap_or(Value::Null);
-        if have != *want {
-            if want.is_null() {
-                node.remove("x-kubernetes-validations");
-            } else {
-                node.insert("x-kubernetes-validations".into(), want.clone());
-            }
+        let rules = node
+            .entry("x-kubernetes-validations")
+            .or_insert_with(|| json!([]));
+        let Some(rules) = rules.as_array_mut() else {
+            continue;
+        };
+        if !rules.iter().any(is_ours) {
+            rules.insert(index.min(rules.len()), rule.clone());
             changed = true;
         }
     }
@@ -392,10 +404,10 @@ pub async fn restore_vcenters_rule(
     Ok(true)
 }
 
-/// Whether the live CRD's vcenters rules differ from the original's.
+/// Whether the rule the original carries is missing from the live CRD.
 pub async fn rule_is_lifted(client: &kube::Client, original: &Value) -> Result<bool, PhaseError> {
     let (_, live) = read_crd(client).await?;
-    Ok(vcenters_rules(&live) != vcenters_rules(original))
+    Ok(has_vcenters_rule(original) && !has_vcenters_rule(&live))
 }
 
 /// Restores the rule if a crash left it lifted (gate-off clusters only).
@@ -424,6 +436,23 @@ pub async fn apply_edit(
     ctx: &PhaseCtx,
     edit: impl FnOnce(&mut Infrastructure) -> Result<bool, InfraEditError>,
 ) -> Result<EditResult, PhaseError> {
+    edit_infrastructure(ctx, false, edit).await
+}
+
+/// [`apply_edit`], recording in the backup Secret what the edit writes
+/// before writing it, so that rollback undoes exactly that.
+pub async fn apply_recorded_edit(
+    ctx: &PhaseCtx,
+    edit: impl FnOnce(&mut Infrastructure) -> Result<bool, InfraEditError>,
+) -> Result<EditResult, PhaseError> {
+    edit_infrastructure(ctx, true, edit).await
+}
+
+async fn edit_infrastructure(
+    ctx: &PhaseCtx,
+    record: bool,
+    edit: impl FnOnce(&mut Infrastructure) -> Result<bool, InfraEditError>,
+) -> Result<EditResult, PhaseError> {
     let client = ctx.client();
     let gate = ctx.recorded_cluster()?.multi_vcenter_day2;
     let api = Api::<Infrastructure>::all(client.clone());
@@ -433,6 +462,29 @@ pub async fn apply_edit(
         .map_err(|e| PhaseError::from(e).context("reading Infrastructure cluster"))?;
     let mut edited = live.clone();
     let changed = edit(&mut edited).map_err(|e| PhaseError::fatal(e.to_string()))?;
+    if record {
+        let changes = if changed {
+            let json = |i: &Infrastructure| {
+                serde_json::to_value(i).map_err(|e| PhaseError::fatal(e.to_string()))
+            };
+            undo::diff(undo::infrastructure_units, &json(&live)?, &json(&edited)?)
+        } else {
+            undo::ChangeRecord::default()
+        };
+        if let Some(m) = BackupStore::new(client.clone(), &ctx.migration)
+            .save_changes(
+                keys::INFRASTRUCTURE_CHANGES,
+                "config.openshift.io/v1/Infrastructure changes",
+                CLUSTER,
+                None,
+                &changes,
+                ctx.now,
+            )
+            .await?
+        {
+            ctx.record(|u| u.backups.push(m));
+        }
+    }
     let original = if gate {
         None
     } else {
@@ -489,28 +541,48 @@ fn rejected_by_vcenters_rule(s: &kube::core::Status) -> bool {
         })
 }
 
-/// The Infrastructure spec saved by the Backup phase.
-pub async fn backed_up_spec(ctx: &PhaseCtx) -> Result<InfrastructureSpec, PhaseError> {
-    let m = manifest(ctx.backups(), keys::INFRASTRUCTURE)?;
-    let v = BackupStore::new(ctx.client(), &ctx.migration)
-        .load(m)
+/// Undoes vcfm's recorded changes to the Infrastructure (see
+/// [`crate::undo`]), lifting and restoring the CRD rule on gate-off clusters.
+/// Backups from before change records take the target vCenters and failure
+/// domains of the spec as vcfm's.
+pub async fn undo_changes(ctx: &PhaseCtx) -> Result<(EditResult, undo::Plan), PhaseError> {
+    let store = BackupStore::new(ctx.client(), &ctx.migration);
+    let original = store
+        .load(manifest(ctx.backups(), keys::INFRASTRUCTURE)?)
         .await?;
-    serde_json::from_value(v.get("spec").cloned().unwrap_or(Value::Null)).map_err(|e| {
-        PhaseError::fatal(format!("backed-up Infrastructure spec does not parse: {e}"))
-    })
-}
-
-/// Puts the backed-up Infrastructure spec back (lifting the rule on gate-off clusters).
-pub async fn restore_from_backup(ctx: &PhaseCtx) -> Result<EditResult, PhaseError> {
-    let spec = backed_up_spec(ctx).await?;
-    apply_edit(ctx, move |infra| {
-        if infra.spec == spec {
+    let recorded = store
+        .load_changes(ctx.backups(), keys::INFRASTRUCTURE_CHANGES)
+        .await?;
+    let vs = || {
+        vec![
+            undo::field("spec"),
+            undo::field("platformSpec"),
+            undo::field("vsphere"),
+        ]
+    };
+    let mut targets: Vec<undo::Path> = vec![];
+    for fd in &ctx.migration.spec.failure_domains {
+        let mut p = vs();
+        p.extend([undo::field("vcenters"), undo::entry("server", &fd.server)]);
+        targets.push(p);
+        let mut p = vs();
+        p.extend([undo::field("failureDomains"), undo::entry("name", &fd.name)]);
+        targets.push(p);
+    }
+    let mut plan = undo::Plan::default();
+    let res = apply_edit(ctx, |infra| {
+        let mut v =
+            serde_json::to_value(&*infra).map_err(|e| InfraEditError::Undo(e.to_string()))?;
+        let record = recorded.unwrap_or_else(|| undo::ChangeRecord::assumed(&v, targets));
+        plan = undo::Plan::new(&original, &record, &v);
+        if !plan.apply(&mut v) {
             return Ok(false);
         }
-        infra.spec = spec;
+        *infra = serde_json::from_value(v).map_err(|e| InfraEditError::Undo(e.to_string()))?;
         Ok(true)
     })
-    .await
+    .await?;
+    Ok((res, plan))
 }
 
 /// Reads Infrastructure `cluster`, `None` when absent.
@@ -663,6 +735,26 @@ mod tests {
         );
         assert!(restore_rules(&mut live, &original));
         assert_eq!(live, original);
+        assert!(!restore_rules(&mut live, &original));
+    }
+
+    /// Only the rule vcfm lifted comes back: a rule someone else added to
+    /// `vcenters` meanwhile stays, in place.
+    #[test]
+    fn restoring_the_crd_rule_keeps_other_rules() {
+        let node = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters";
+        let theirs = json!({"message": "at most 3", "rule": "size(self) <= 3"});
+        let ours = json!({"message": VCENTERS_RULE_MESSAGE, "rule": VCENTERS_RULE});
+        let original = json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {"properties": {"spec": {"properties": {"platformSpec": {"properties": {"vsphere": {"properties": {"vcenters": {
+            "type": "array", "x-kubernetes-validations": [ours.clone()]}}}}}}}}}}}]}});
+        let mut live = original.clone();
+        assert!(lift_rule(&mut live));
+        live.pointer_mut(node).unwrap()["x-kubernetes-validations"] = json!([theirs.clone()]);
+        assert!(restore_rules(&mut live, &original));
+        assert_eq!(
+            live.pointer(node).unwrap()["x-kubernetes-validations"],
+            json!([ours, theirs])
+        );
         assert!(!restore_rules(&mut live, &original));
     }
 }

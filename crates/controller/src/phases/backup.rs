@@ -30,6 +30,10 @@ pub mod keys {
     pub const CPMS: &str = "controlplanemachineset.json";
     pub const MACHINESETS: &str = "machineset-replicas.json";
     pub const CVO: &str = "cvo-replicas.json";
+    /// What vcfm wrote to each object (see [`crate::undo`]), for rollback.
+    pub const VSPHERE_CREDS_CHANGES: &str = "vsphere-creds.changes.json";
+    pub const INFRASTRUCTURE_CHANGES: &str = "infrastructure.changes.json";
+    pub const CLOUD_PROVIDER_CONFIG_CHANGES: &str = "cloud-provider-config.changes.json";
 }
 
 pub const CLOUD_CONFIG_NAMESPACE: &str = "openshift-config";

@@ -9,7 +9,9 @@ use crate::error::PhaseError;
 use crate::openshift::cvo;
 use crate::phases::backup::keys;
 use crate::state::Outcome;
+use crate::undo;
 use futures::future::BoxFuture;
+use serde_json::json;
 use std::time::Duration;
 
 pub struct DisableCvo;
@@ -30,10 +32,21 @@ pub async fn original_replicas(ctx: &PhaseCtx) -> i32 {
     }
 }
 
-/// Scales the CVO back and reports whether it is available again.
+/// Scales the CVO back and reports whether it is available again. vcfm's
+/// change is "replicas 0": when someone else has set another count since,
+/// that count is kept and reported as a conflict.
 pub async fn restore_cvo(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     let want = original_replicas(ctx).await;
     let st = cvo::state(ctx.client()).await?;
+    let (original, wrote, live) = (json!(want), json!(0), json!(st.desired));
+    if undo::verdict(Some(&original), Some(&wrote), Some(&live)) == undo::Verdict::Conflict {
+        let msg = format!(
+            "cluster-version-operator left at {} replica(s), set by someone else after vcfm scaled it to 0 (it had {want}; conflict: check by hand)",
+            st.desired
+        );
+        ctx.log(vcfm_api::LogLevel::Warning, "rollback", msg.clone());
+        return Ok(RollbackOutcome::Conflict(msg));
+    }
     if st.desired != want {
         cvo::scale(ctx.client(), want, &ctx.shared.config.manager).await?;
     }

@@ -36,8 +36,27 @@ pub use preflight::PreflightReport;
 pub enum RollbackOutcome {
     /// Undone; the message says what was restored.
     Done(String),
+    /// Undone, except what someone else changed after vcfm did: that is
+    /// left as it is, and the message names it (a Warning Event is raised).
+    Conflict(String),
     /// Still undoing (for example waiting for the CVO to come back).
     InProgress { message: String, recheck: Duration },
+}
+
+/// The rollback outcome of undoing vcfm's changes to `object`; conflicts
+/// also go to the phase log as a warning.
+pub(crate) fn undo_outcome(
+    ctx: &PhaseCtx,
+    object: &str,
+    plan: &crate::undo::Plan,
+) -> RollbackOutcome {
+    let msg = crate::undo::summary(object, plan);
+    if plan.conflicts().is_empty() {
+        RollbackOutcome::Done(msg)
+    } else {
+        ctx.log(vcfm_api::LogLevel::Warning, "rollback", msg.clone());
+        RollbackOutcome::Conflict(msg)
+    }
 }
 
 /// Whether and how a phase can be undone.

@@ -3,7 +3,7 @@
 //! restart the machine-config-operator pods so the ControllerConfig resyncs.
 
 use super::{Phase, RollbackOutcome, RollbackSupport};
-use crate::backup::{BackupStore, manifest, restore_field};
+use crate::backup::{BackupStore, manifest};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::cloud_config::{self, VcenterEntry};
@@ -11,9 +11,8 @@ use crate::openshift::infra::datacenter_name;
 use crate::openshift::pods;
 use crate::phases::backup::keys;
 use crate::state::Outcome;
+use crate::undo;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
 use std::time::Duration;
 use vcfm_api::{LogLevel, PhaseName};
 
@@ -51,16 +50,42 @@ pub fn phase_start(ctx: &PhaseCtx) -> jiff::Timestamp {
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let entries = target_entries(ctx);
-    let changed = cloud_config::edit(ctx.client(), |text| {
-        let mut cur: Option<String> = None;
-        for e in &entries {
-            if let Some(next) = cloud_config::add_vcenter(cur.as_deref().unwrap_or(text), e)? {
-                cur = Some(next);
-            }
+    let (cm, before) = cloud_config::read(ctx.client()).await?;
+    let fatal = |e: cloud_config::CloudConfigError| PhaseError::fatal(e.to_string());
+    let mut cur: Option<String> = None;
+    for e in &entries {
+        if let Some(next) =
+            cloud_config::add_vcenter(cur.as_deref().unwrap_or(&before), e).map_err(fatal)?
+        {
+            cur = Some(next);
         }
-        Ok(cur)
-    })
-    .await?;
+    }
+    // What vcfm is about to write, recorded first (see `crate::undo`).
+    let record = match &cur {
+        Some(after) => undo::diff(
+            undo::cloud_config_units,
+            &cloud_config::as_units(&before).map_err(fatal)?,
+            &cloud_config::as_units(after).map_err(fatal)?,
+        ),
+        None => undo::ChangeRecord::default(),
+    };
+    if let Some(m) = BackupStore::new(ctx.client(), &ctx.migration)
+        .save_changes(
+            keys::CLOUD_PROVIDER_CONFIG_CHANGES,
+            "v1/ConfigMap changes",
+            cloud_config::NAME,
+            Some(cloud_config::NAMESPACE),
+            &record,
+            ctx.now,
+        )
+        .await?
+    {
+        ctx.record(|u| u.backups.push(m));
+    }
+    let changed = cur.is_some();
+    if let Some(after) = cur {
+        cloud_config::write(ctx.client(), cm, after).await?;
+    }
     let (_, text) = cloud_config::read(ctx.client()).await?;
     let format = cloud_config::detect(&text);
     let listed = cloud_config::vcenters(&text).map_err(|e| PhaseError::fatal(e.to_string()))?;
@@ -99,6 +124,64 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     })
 }
 
+/// Removes the vCenter entries vcfm added, unless someone changed them since
+/// (then they stay and the step reports a conflict); every other byte of the
+/// configuration, edits made by others included, is kept. The pods are
+/// restarted by the UpdateInfrastructure rollback, which runs next.
+async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+    let store = BackupStore::new(ctx.client(), &ctx.migration);
+    let backup = store
+        .load(manifest(ctx.backups(), keys::CLOUD_PROVIDER_CONFIG)?)
+        .await?;
+    let original_text = backup
+        .pointer(&format!("/data/{}", cloud_config::KEY))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let fatal = |e: cloud_config::CloudConfigError| PhaseError::fatal(e.to_string());
+    let original = cloud_config::as_units(original_text).map_err(fatal)?;
+    let recorded = store
+        .load_changes(ctx.backups(), keys::CLOUD_PROVIDER_CONFIG_CHANGES)
+        .await?;
+    let (cm, text) = cloud_config::read(ctx.client()).await?;
+    let live = cloud_config::as_units(&text).map_err(fatal)?;
+    // Backups from before change records: target entries the original lacked.
+    let record = recorded.unwrap_or_else(|| {
+        undo::ChangeRecord::assumed(
+            &live,
+            ctx.migration
+                .target_servers()
+                .into_iter()
+                .map(|s| vec![undo::field("vcenter"), undo::field(s)]),
+        )
+    });
+    let mut plan = undo::Plan::new(&original, &record, &live);
+    let mut out = text.clone();
+    for (path, verdict) in &mut plan.steps {
+        let [undo::Step::Field(_), undo::Step::Field(server)] = path.as_slice() else {
+            continue;
+        };
+        match verdict {
+            undo::Verdict::Restore(None) => {
+                if let Some(next) = cloud_config::remove_vcenter(&out, server).map_err(fatal)? {
+                    out = next;
+                }
+            }
+            // vcfm only ever adds entries; an entry it changed cannot be
+            // rebuilt from the text, so it is left for the administrator.
+            undo::Verdict::Restore(Some(_)) => *verdict = undo::Verdict::Conflict,
+            _ => {}
+        }
+    }
+    if out != text {
+        cloud_config::write(ctx.client(), cm, out).await?;
+    }
+    Ok(super::undo_outcome(
+        ctx,
+        "openshift-config/cloud-provider-config",
+        &plan,
+    ))
+}
+
 impl Phase for UpdateConfig {
     fn name(&self) -> PhaseName {
         PHASE
@@ -120,19 +203,6 @@ impl Phase for UpdateConfig {
         &'a self,
         ctx: &'a PhaseCtx,
     ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
-        Box::pin(async move {
-            let m = manifest(ctx.backups(), keys::CLOUD_PROVIDER_CONFIG)?;
-            let backup = BackupStore::new(ctx.client(), &ctx.migration)
-                .load(m)
-                .await?;
-            let api = Api::<ConfigMap>::namespaced(ctx.client(), cloud_config::NAMESPACE);
-            let changed = restore_field(&api, cloud_config::NAME, &backup, "data").await?;
-            // The pods are restarted by the UpdateInfrastructure rollback, which runs next.
-            Ok(RollbackOutcome::Done(if changed {
-                "cloud-provider-config restored from backup".into()
-            } else {
-                "cloud-provider-config already matched the backup".into()
-            }))
-        })
+        Box::pin(async move { rollback(ctx).await })
     }
 }

@@ -24,7 +24,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let source = ctx.recorded_source()?.server.clone();
     let (vcenters, domains) =
         infra::target_entries(&ctx.migration.spec.failure_domains, &facts.infra_id);
-    let res = infra::apply_edit(ctx, |i| {
+    let res = infra::apply_recorded_edit(ctx, |i| {
         // The recorded source must still be there, first: never guess it.
         if !infra::has_vcenter(i, &source) {
             return Ok(false);
@@ -94,11 +94,11 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     })
 }
 
-/// Restores the backed-up Infrastructure (and the rule), then restarts the
-/// vSphere pods once so they drop the target configuration. Later rollback
-/// steps (UpdateConfig) have already run when this one does.
+/// Undoes vcfm's changes to the Infrastructure (and puts the CRD rule back),
+/// then restarts the vSphere pods once so they drop the target configuration.
+/// Later rollback steps (UpdateConfig) have already run when this one does.
 async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
-    let res = infra::restore_from_backup(ctx).await?;
+    let (res, plan) = infra::undo_changes(ctx).await?;
     let since = ctx
         .migration
         .status
@@ -107,20 +107,22 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
         .map(|r| r.start_time.0)
         .unwrap_or(ctx.now);
     let st = pods::restart_step(&ctx.client(), pods::VSPHERE_PODS, since).await?;
-    Ok(RollbackOutcome::Done(format!(
-        "Infrastructure {}{}; {} vSphere pod(s) restarted",
-        if res.changed {
-            "restored from backup"
-        } else {
-            "already matched the backup"
-        },
+    let tail = format!(
+        "{}; {} vSphere pod(s) restarted",
         if res.rule_restored {
-            ", CRD vcenters rule restored"
+            "; CRD vcenters rule restored"
         } else {
             ""
         },
         st.deleted.len()
-    )))
+    );
+    Ok(
+        match super::undo_outcome(ctx, "Infrastructure cluster", &plan) {
+            RollbackOutcome::Done(m) => RollbackOutcome::Done(m + &tail),
+            RollbackOutcome::Conflict(m) => RollbackOutcome::Conflict(m + &tail),
+            other => other,
+        },
+    )
 }
 
 impl Phase for UpdateInfrastructure {

@@ -3,16 +3,18 @@
 //! An existing pair is never overwritten.
 
 use super::{Phase, RollbackOutcome, RollbackSupport};
-use crate::backup::{BackupStore, manifest, restore_field};
+use crate::backup::{BackupStore, manifest, undo_object};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::creds;
 use crate::phases::backup::keys;
 use crate::state::Outcome;
+use crate::undo;
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vcfm_api::LogLevel;
@@ -58,6 +60,29 @@ impl Phase for UpdateSecrets {
                     format!("adding keys {uk}, {pk} to kube-system/vsphere-creds"),
                 );
             }
+            // What vcfm is about to write, recorded first so that rollback
+            // removes exactly these keys (and reports them if someone else
+            // changes them meanwhile).
+            let mut written = live_data.clone();
+            written.extend(add.clone());
+            let record = undo::diff(
+                undo::secret_units,
+                &json!({ "data": live_data }),
+                &json!({ "data": written }),
+            );
+            if let Some(m) = BackupStore::new(ctx.client(), &ctx.migration)
+                .save_changes(
+                    keys::VSPHERE_CREDS_CHANGES,
+                    "v1/Secret changes",
+                    creds::CREDS_NAME,
+                    Some(creds::CREDS_NAMESPACE),
+                    &record,
+                    ctx.now,
+                )
+                .await?
+            {
+                ctx.record(|u| u.backups.push(m));
+            }
             if !add.is_empty() {
                 let patch = serde_json::json!({ "data": add });
                 api.patch(
@@ -81,17 +106,29 @@ impl Phase for UpdateSecrets {
         ctx: &'a PhaseCtx,
     ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
         Box::pin(async move {
-            let m = manifest(ctx.backups(), keys::VSPHERE_CREDS)?;
-            let backup = BackupStore::new(ctx.client(), &ctx.migration)
-                .load(m)
+            let store = BackupStore::new(ctx.client(), &ctx.migration);
+            let original = store
+                .load(manifest(ctx.backups(), keys::VSPHERE_CREDS)?)
                 .await?;
+            let recorded = store
+                .load_changes(ctx.backups(), keys::VSPHERE_CREDS_CHANGES)
+                .await?;
+            // Backups from before change records: the target keys the
+            // original lacked are taken as vcfm's.
+            let targets: Vec<undo::Path> = ctx
+                .migration
+                .target_servers()
+                .into_iter()
+                .flat_map(|s| [creds::username_key(s), creds::password_key(s)])
+                .filter(|k| original.get("data").and_then(|d| d.get(k)).is_none())
+                .map(|k| vec![undo::field("data"), undo::field(&k)])
+                .collect();
             let api = Api::<Secret>::namespaced(ctx.client(), creds::CREDS_NAMESPACE);
-            let changed = restore_field(&api, creds::CREDS_NAME, &backup, "data").await?;
-            Ok(RollbackOutcome::Done(if changed {
-                "kube-system/vsphere-creds restored from backup".into()
-            } else {
-                "kube-system/vsphere-creds already matched the backup".into()
-            }))
+            let plan = undo_object(&api, creds::CREDS_NAME, &original, |live| {
+                recorded.unwrap_or_else(|| undo::ChangeRecord::assumed(live, targets))
+            })
+            .await?;
+            Ok(super::undo_outcome(ctx, "kube-system/vsphere-creds", &plan))
         })
     }
 }

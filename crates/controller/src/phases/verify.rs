@@ -92,7 +92,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         });
     }
     match restore_cvo(ctx).await? {
-        RollbackOutcome::Done(msg) => Ok(Outcome::Completed {
+        RollbackOutcome::Done(msg) | RollbackOutcome::Conflict(msg) => Ok(Outcome::Completed {
             message: format!(
                 "operators stable, only target vCenters configured, every machine on the target and every node Ready; {msg}"
             ),
