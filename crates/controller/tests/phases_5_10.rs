@@ -119,6 +119,34 @@ async fn roll_back(env: &Env, name: &str, before: &Observed, foreign_child: bool
 }
 
 /// Gate off (CRD rule lifted around the update), YAML config, Automatic mode.
+/// The cloud controller manager and its operator read the vSphere configuration: every pod
+/// of theirs that ran before RestartPods was replaced, selected by the labels their
+/// manifests give them (issue 13 item 11).
+async fn assert_ccm_restarted(env: &Env, before: &Observed) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    for ns in [
+        "openshift-cloud-controller-manager",
+        "openshift-cloud-controller-manager-operator",
+    ] {
+        let pods = Api::<Pod>::namespaced(env.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        assert!(!pods.is_empty(), "{ns} has pods");
+        for p in pods {
+            assert!(
+                !before
+                    .pods
+                    .contains(p.metadata.uid.as_deref().unwrap_or_default()),
+                "{ns}/{} was not restarted after the configuration change",
+                p.metadata.name.unwrap_or_default()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back() {
     let mut env = Env::start(
@@ -159,6 +187,7 @@ async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back(
 
     let taught = env.observe().await;
     assert_taught_target(&env, &taught);
+    assert_ccm_restarted(&env, &before).await;
     assert_eq!(
         taught.crd_spec, before.crd_spec,
         "the CRD rule is back in place"
