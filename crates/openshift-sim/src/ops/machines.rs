@@ -371,6 +371,8 @@ async fn clone_vm(
         .map_err(|e| Stop::Retry(e.to_string()))?
         && vm.kind == "VirtualMachine"
     {
+        let pool = resolve_pool(&vc, name, dc, &ws).await?;
+        join_vm_group(&vc, name, ps, &pool).await?;
         power_on(&vc, name, &vm).await?;
         return vm_uuid(&vc, &vm).await;
     }
@@ -381,13 +383,7 @@ async fn clone_vm(
         .map_err(|e| not_found_or(e, "folder", name))?;
     // Empty pool / datastore: machine-api's defaults (the datacenter's first cluster's root
     // pool; the template's datastore).
-    let pool_path = ws.resource_pool.clone().unwrap_or_default();
-    let pool = if pool_path.is_empty() {
-        default_pool(&vc, dc).await
-    } else {
-        vc.find_resource_pool(&pool_path).await
-    }
-    .map_err(|e| not_found_or(e, "resource pool", name))?;
+    let pool = resolve_pool(&vc, name, dc, &ws).await?;
     // Networks and VM groups are looked up in the cluster that owns the pool.
     let cluster = vc
         .resource_pool_owner(&pool)
@@ -444,7 +440,7 @@ async fn clone_vm(
             ),
         ));
     }
-    let mut spec = CloneSpec::new(folder, Some(pool));
+    let mut spec = CloneSpec::new(folder, Some(pool.clone()));
     spec.datastore = datastore;
     // Cloned powered off; the controller adds the VM to its group, then powers it on
     // (machine-api-operator `reconciler.go`: `PowerOn: false` in the clone spec, then
@@ -463,29 +459,7 @@ async fn clone_vm(
             )));
         }
     };
-    if let Some(group) = ps
-        .workspace
-        .as_ref()
-        .and_then(|w| w.extra.get("vmGroup"))
-        .and_then(|g| g.as_str())
-        .filter(|g| !g.is_empty())
-    {
-        // `modifyVMGroup` edits the group in the owning cluster's configuration: a group
-        // that cluster does not have makes the reconfiguration fail, and the machine never
-        // powers on.
-        let groups = match &cluster {
-            Some(c) => vc
-                .cluster_vm_groups(c)
-                .await
-                .map_err(|e| Stop::Retry(e.to_string()))?,
-            None => vec![],
-        };
-        if !groups.iter().any(|g| g == group) {
-            return Err(Stop::Retry(format!(
-                "{name}: reconciler failed to Create machine: could not update VM Group membership: VM group {group:?} not found in the cluster of resource pool {pool_path:?}"
-            )));
-        }
-    }
+    join_vm_group(&vc, name, ps, &pool).await?;
     power_on(&vc, name, &vm).await?;
     // Like machine-api: tag new VMs with the cluster's ownership tag when it exists.
     let category = format!("openshift-{}", ctx.infra_id);
@@ -555,6 +529,61 @@ async fn find_template(
         )),
         Ok(_) => Ok(found),
         Err(e) => Err(Stop::Retry(e.to_string())),
+    }
+}
+
+/// The Machine's resource pool (machine-api's default when empty).
+async fn resolve_pool(
+    vc: &vcfm_vsphere::Client,
+    name: &str,
+    dc: &str,
+    ws: &vcfm_api::openshift::Workspace,
+) -> Result<MoRef, Stop> {
+    let pool_path = ws.resource_pool.clone().unwrap_or_default();
+    if pool_path.is_empty() {
+        default_pool(vc, dc).await
+    } else {
+        vc.find_resource_pool(&pool_path).await
+    }
+    .map_err(|e| not_found_or(e, "resource pool", name))
+}
+
+/// `modifyVMGroup` (machine-api-operator `reconciler.go`): after the clone, before powering
+/// on, the VM is added to `workspace.vmGroup` in the configuration of the cluster owning
+/// the pool. A group that cluster does not have makes the reconfiguration fail on every
+/// attempt, and the machine never powers on.
+async fn join_vm_group(
+    vc: &vcfm_vsphere::Client,
+    name: &str,
+    ps: &VSphereMachineProviderSpec,
+    pool: &MoRef,
+) -> Result<(), Stop> {
+    let Some(group) = ps
+        .workspace
+        .as_ref()
+        .and_then(|w| w.extra.get("vmGroup"))
+        .and_then(|g| g.as_str())
+        .filter(|g| !g.is_empty())
+    else {
+        return Ok(());
+    };
+    let groups = match vc
+        .resource_pool_owner(pool)
+        .await
+        .map_err(|e| Stop::Retry(e.to_string()))?
+    {
+        Some(c) => vc
+            .cluster_vm_groups(&c)
+            .await
+            .map_err(|e| Stop::Retry(e.to_string()))?,
+        None => vec![],
+    };
+    if groups.iter().any(|g| g == group) {
+        Ok(())
+    } else {
+        Err(Stop::Retry(format!(
+            "{name}: reconciler failed to Create machine: could not update VM Group membership: VM group {group:?} not found in the cluster owning the resource pool"
+        )))
     }
 }
 
