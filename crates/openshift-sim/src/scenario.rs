@@ -37,6 +37,9 @@ pub struct Delays {
     pub pod_ready: Duration,
     /// Deleted pod: how long it lingers Terminating.
     pub pod_terminate: Duration,
+    /// ClusterOperators: from a configuration change to going Progressing (informers,
+    /// resyncs, a static-pod operator starting a new revision).
+    pub operator_notice: Duration,
     /// ClusterOperators: how long they stay Progressing after a configuration change.
     pub operator_progressing: Duration,
     /// CPMS operator: from a spec change to `status.observedGeneration` catching up.
@@ -62,6 +65,7 @@ impl Delays {
             credentials_sync: ms(50),
             pod_ready: ms(200),
             pod_terminate: ms(200),
+            operator_notice: ms(0),
             operator_progressing: ms(300),
             cpms_observe: ms(200),
             cpms_recreate: ms(200),
@@ -81,6 +85,7 @@ impl Delays {
             credentials_sync: s(2),
             pod_ready: s(5),
             pod_terminate: s(4),
+            operator_notice: s(3),
             operator_progressing: s(10),
             cpms_observe: s(2),
             cpms_recreate: s(5),

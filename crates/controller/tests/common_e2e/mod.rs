@@ -48,6 +48,8 @@ pub struct Env {
     controller: Option<(JoinHandle<()>, CancellationToken)>,
     pub leader_election: Option<LeaderElection>,
     pub listen: Option<std::net::SocketAddr>,
+    /// MonitorHealth's settle window ([`ControllerConfig::health_settle`]).
+    pub health_settle: Duration,
 }
 
 impl Env {
@@ -98,6 +100,7 @@ impl Env {
             controller: None,
             leader_election: None,
             listen: None,
+            health_settle: Duration::from_secs(3),
         }
     }
 
@@ -108,6 +111,8 @@ impl Env {
             vcenter_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(300),
             manager: "vcfm-controller".into(),
+            // The simulated operators notice a change at once (Delays::operator_notice).
+            health_settle: self.health_settle,
         }
     }
 
