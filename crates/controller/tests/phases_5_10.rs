@@ -13,7 +13,8 @@ use std::time::Duration;
 use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
 use vcfm_vsphere::{Cardinality, CategorySpec};
 
-/// A topology category another cluster made on the target, with its own tag
+/// A topology category another cluster's installer made on the target (associable with
+/// datacenters only, as openshift-install creates it), with its own tag
 /// and, when `with_ours`, an unattached tag named like our region.
 async fn pre_existing_region_category(env: &Env, with_ours: bool) {
     let vc = env.sim.vsphere_client(Site::Target).unwrap();
@@ -22,10 +23,7 @@ async fn pre_existing_region_category(env: &Env, with_ours: bool) {
             name: "openshift-region".into(),
             description: "Added by openshift-install do not remove".into(),
             cardinality: Cardinality::Single,
-            associable_types: vec![
-                "urn:vim25:Datacenter".into(),
-                "urn:vim25:ClusterComputeResource".into(),
-            ],
+            associable_types: vec!["urn:vim25:Datacenter".into()],
         })
         .await
         .unwrap();
