@@ -30,6 +30,7 @@ fn zero_delays() -> Delays {
         credentials_sync: z,
         pod_ready: z,
         pod_terminate: z,
+        operator_notice: z,
         operator_progressing: z,
         cpms_observe: z,
         cpms_recreate: z,

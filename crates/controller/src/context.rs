@@ -29,6 +29,11 @@ pub struct ControllerConfig {
     pub poll_interval: Duration,
     /// Name used as the Event reporter and field manager.
     pub manager: String,
+    /// How long MonitorHealth watches operators and nodes before it trusts that they are
+    /// stable: operators notice a configuration change through their informers and resyncs
+    /// and only then go Progressing (the static-pod operators roll a new revision, the CCM
+    /// operator re-renders its config), which takes tens of seconds on a real cluster.
+    pub health_settle: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -39,6 +44,7 @@ impl Default for ControllerConfig {
             vcenter_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_secs(15),
             manager: "vcfm-controller".into(),
+            health_settle: Duration::from_secs(60),
         }
     }
 }

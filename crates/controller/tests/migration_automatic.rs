@@ -8,7 +8,7 @@ mod common_e2e;
 use common_e2e::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use openshift_sim::Scenario;
+use openshift_sim::{Scenario, Tier};
 use std::time::{Duration, Instant};
 use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
 
@@ -18,6 +18,10 @@ async fn automatic(gate: bool) {
     let mut env = Env::start(Scenario {
         workers: WORKERS,
         multi_vcenter_day2_gate: gate,
+        // A zonal source whose workers join a VM group of the source cluster (the group is
+        // not on the target). Sim tier only: the real machine API validates vmGroup against
+        // the VSphereHostVMGroupZonal gate, which the seeded release leaves off.
+        worker_vm_group: (Tier::from_env() == Tier::Sim).then(|| "source-zone-a-vms".into()),
         ..Scenario::default()
     })
     .await;

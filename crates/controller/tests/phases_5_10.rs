@@ -13,7 +13,8 @@ use std::time::Duration;
 use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
 use vcfm_vsphere::{Cardinality, CategorySpec};
 
-/// A topology category another cluster made on the target, with its own tag
+/// A topology category another cluster's installer made on the target (associable with
+/// datacenters only, as openshift-install creates it), with its own tag
 /// and, when `with_ours`, an unattached tag named like our region.
 async fn pre_existing_region_category(env: &Env, with_ours: bool) {
     let vc = env.sim.vsphere_client(Site::Target).unwrap();
@@ -22,10 +23,7 @@ async fn pre_existing_region_category(env: &Env, with_ours: bool) {
             name: "openshift-region".into(),
             description: "Added by openshift-install do not remove".into(),
             cardinality: Cardinality::Single,
-            associable_types: vec![
-                "urn:vim25:Datacenter".into(),
-                "urn:vim25:ClusterComputeResource".into(),
-            ],
+            associable_types: vec!["urn:vim25:Datacenter".into()],
         })
         .await
         .unwrap();
@@ -119,6 +117,34 @@ async fn roll_back(env: &Env, name: &str, before: &Observed, foreign_child: bool
 }
 
 /// Gate off (CRD rule lifted around the update), YAML config, Automatic mode.
+/// The cloud controller manager and its operator read the vSphere configuration: every pod
+/// of theirs that ran before RestartPods was replaced, selected by the labels their
+/// manifests give them (issue 13 item 11).
+async fn assert_ccm_restarted(env: &Env, before: &Observed) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    for ns in [
+        "openshift-cloud-controller-manager",
+        "openshift-cloud-controller-manager-operator",
+    ] {
+        let pods = Api::<Pod>::namespaced(env.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        assert!(!pods.is_empty(), "{ns} has pods");
+        for p in pods {
+            assert!(
+                !before
+                    .pods
+                    .contains(p.metadata.uid.as_deref().unwrap_or_default()),
+                "{ns}/{} was not restarted after the configuration change",
+                p.metadata.name.unwrap_or_default()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back() {
     let mut env = Env::start(
@@ -159,6 +185,7 @@ async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back(
 
     let taught = env.observe().await;
     assert_taught_target(&env, &taught);
+    assert_ccm_restarted(&env, &before).await;
     assert_eq!(
         taught.crd_spec, before.crd_spec,
         "the CRD rule is back in place"

@@ -142,6 +142,11 @@ fn crd_dir_in(shared: &Path, multi_vcenter_day2_gate: bool) -> Result<PathBuf, E
     } else {
         "default"
     };
+    crd_set_dir(shared, set)
+}
+
+/// The directory of one named CRD set (`default`, `multi-vcenter-day2`, `4.16`, ...).
+fn crd_set_dir(shared: &Path, set: &str) -> Result<PathBuf, Error> {
     let dir = shared.join("openshift-crds").join(set);
     if dir
         .join("0000_10_config-operator_01_infrastructures.crd.yaml")
@@ -308,6 +313,7 @@ fn unplayable_fault(s: &Scenario) -> Option<&'static str> {
 const EXTRA_CRDS: &[&str] = &[
     include_str!("../crds/clusterautoscalers.yaml"),
     include_str!("../crds/machineautoscalers.yaml"),
+    include_str!("../crds/cloudcredentials.yaml"),
 ];
 
 /// A running simulated cluster: kube-sim, two vcsims and the operators. Dropping it stops
@@ -353,10 +359,13 @@ impl SimCluster {
         if let Some(fault) = unplayable_fault(&scenario) {
             return Err(Error::Unsupported(fault));
         }
-        let crd_dir = crd_dir(scenario.multi_vcenter_day2_gate)?;
+        let crd_dir = match &scenario.crd_set {
+            Some(set) => crd_set_dir(&shared_dir(), set)?,
+            None => crd_dir(scenario.multi_vcenter_day2_gate)?,
+        };
         let (src, tgt) = tokio::join!(
             Vcsim::start_async(VcsimOptions::default()),
-            Vcsim::start_async(VcsimOptions::default())
+            Vcsim::start_async(scenario.target_vcsim.clone().unwrap_or_default())
         );
         let (src, tgt) = (src?, tgt?);
         let api = ApiServer::start(&scenario).await?;
@@ -879,7 +888,15 @@ async fn seed_machines(
         sets.push(("infra", 1));
     }
     for (role, replicas) in sets {
-        let ms = seed::machineset(&ctx.infra_id, role, replicas, src);
+        let mut ms = seed::machineset(&ctx.infra_id, role, replicas, src);
+        if role == "worker"
+            && let Some(group) = &s.worker_vm_group
+        {
+            // A zonal source cluster's workers name their VM group
+            // (machine-api-operator `pkg/controller/vsphere/reconciler.go` adds each clone to it).
+            ms["spec"]["template"]["spec"]["providerSpec"]["value"]["workspace"]["vmGroup"] =
+                json!(group);
+        }
         let created = kapi::create(&ctx.client, &ms)
             .await
             .map_err(seed_err("MachineSet"))?;

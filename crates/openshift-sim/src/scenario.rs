@@ -37,6 +37,9 @@ pub struct Delays {
     pub pod_ready: Duration,
     /// Deleted pod: how long it lingers Terminating.
     pub pod_terminate: Duration,
+    /// ClusterOperators: from a configuration change to going Progressing (informers,
+    /// resyncs, a static-pod operator starting a new revision).
+    pub operator_notice: Duration,
     /// ClusterOperators: how long they stay Progressing after a configuration change.
     pub operator_progressing: Duration,
     /// CPMS operator: from a spec change to `status.observedGeneration` catching up.
@@ -62,6 +65,7 @@ impl Delays {
             credentials_sync: ms(50),
             pod_ready: ms(200),
             pod_terminate: ms(200),
+            operator_notice: ms(0),
             operator_progressing: ms(300),
             cpms_observe: ms(200),
             cpms_recreate: ms(200),
@@ -81,6 +85,7 @@ impl Delays {
             credentials_sync: s(2),
             pod_ready: s(5),
             pod_terminate: s(4),
+            operator_notice: s(3),
             operator_progressing: s(10),
             cpms_observe: s(2),
             cpms_recreate: s(5),
@@ -187,6 +192,19 @@ pub struct Scenario {
     pub kubeconfig_path: Option<std::path::PathBuf>,
     /// vSphere CSI PersistentVolumes to seed (preflight must block on them).
     pub csi_volumes: u32,
+    /// PersistentVolumes of the in-tree vSphere plugin (`spec.vsphereVolume`) to seed, as
+    /// clusters that began at 4.12 or earlier carry them (preflight must block on them).
+    pub in_tree_volumes: u32,
+    /// The set of OpenShift CRDs under `../shared/openshift-crds/` to serve instead of the
+    /// one the feature gate picks, e.g. `4.16` (whose Infrastructure takes one vCenter).
+    pub crd_set: Option<String>,
+    /// The cloud-credential operator's `spec.credentialsMode` (`None`: the default mode,
+    /// passthrough on vSphere; `Manual`: it copies nothing).
+    pub credentials_mode: Option<String>,
+    /// `workspace.vmGroup` of the worker MachineSet (a VM group of the source cluster).
+    pub worker_vm_group: Option<String>,
+    /// The target vCenter simulator's settings (templates, users, hardware versions).
+    pub target_vcsim: Option<vcfm_vsphere::sim::VcsimOptions>,
     /// Seed a ClusterAutoscaler and a MachineAutoscaler for the worker MachineSet.
     pub autoscaling: bool,
     /// Seed a user MachineHealthCheck on the workers (besides the platform's own).
@@ -217,6 +235,11 @@ impl Default for Scenario {
             faults: Faults::default(),
             kubeconfig_path: None,
             csi_volumes: 0,
+            in_tree_volumes: 0,
+            crd_set: None,
+            credentials_mode: None,
+            worker_vm_group: None,
+            target_vcsim: None,
             autoscaling: false,
             user_machine_health_check: false,
             rbac: false,

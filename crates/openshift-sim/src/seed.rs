@@ -320,6 +320,16 @@ pub(crate) fn cluster_operator(name: &str, version: &str, degraded: Option<&str>
             "relatedObjects": [{"group": "", "resource": "namespaces", "name": format!("openshift-{name}")}]}})
 }
 
+/// The cloud-credential operator's configuration, `CloudCredential` `cluster`
+/// (openshift/api `operator/v1/types_cloudcredential.go`): `credentialsMode` empty (the
+/// default: passthrough on vSphere) unless install-config chose one, e.g. `Manual`.
+pub(crate) fn cloud_credential(mode: Option<&str>) -> Value {
+    json!({"apiVersion": "operator.openshift.io/v1", "kind": "CloudCredential",
+        "metadata": {"name": "cluster"},
+        "spec": {"credentialsMode": mode.unwrap_or(""), "logLevel": "Normal",
+            "operatorLogLevel": "Normal", "managementState": "Managed"}})
+}
+
 pub(crate) fn cluster_csi_driver() -> Value {
     json!({"apiVersion": "operator.openshift.io/v1", "kind": "ClusterCSIDriver",
         "metadata": {"name": vcfm_api::openshift::VSPHERE_CSI_DRIVER},
@@ -616,11 +626,14 @@ pub(crate) fn pod_groups(format: ConfigFormat) -> Vec<PodGroup> {
         PodGroup::new(
             "openshift-cloud-controller-manager",
             "vsphere-cloud-controller-manager",
+            // cluster-cloud-controller-manager-operator
+            // `pkg/cloud/vsphere/assets/cloud-controller-manager-deployment.yaml`: the label's
+            // value is the platform name (`pkg/cloud/common/resources.go`), `VSphere`.
             &[
                 ("k8s-app", "vsphere-cloud-controller-manager"),
                 (
                     "infrastructure.openshift.io/cloud-controller-manager",
-                    "CCM",
+                    "VSphere",
                 ),
             ],
             Deployment(2),
@@ -628,10 +641,9 @@ pub(crate) fn pod_groups(format: ConfigFormat) -> Vec<PodGroup> {
         PodGroup::new(
             "openshift-cloud-controller-manager-operator",
             "cluster-cloud-controller-manager-operator",
-            &[
-                ("k8s-app", "cloud-manager-operator"),
-                ("name", "cluster-cloud-controller-manager-operator"),
-            ],
+            // `manifests/0000_26_cloud-controller-manager-operator_50_deployment.yaml`: the
+            // operator's pods carry this one label.
+            &[("k8s-app", "cloud-manager-operator")],
             Deployment(1),
         ),
         PodGroup::new(
@@ -771,6 +783,7 @@ pub(crate) fn base_objects(
             .then_some("simulated fault: operator reports Degraded");
         out.push(cluster_operator(co, &s.version, degraded));
     }
+    out.push(cloud_credential(s.credentials_mode.as_deref()));
     out.push(cluster_csi_driver());
     out.push(termination_handler_mhc());
     out.push(cvo_deployment());
@@ -791,6 +804,22 @@ pub(crate) fn blockers(s: &Scenario, infra_id: &str) -> Vec<Value> {
                 "volumeMode": "Filesystem",
                 "csi": {"driver": vcfm_api::openshift::VSPHERE_CSI_DRIVER,
                     "volumeHandle": id.to_string(), "fsType": "ext4"}},
+            "status": {"phase": "Bound"}}));
+    }
+    // The in-tree plugin's volumes of clusters that began at 4.12 or earlier (thin
+    // StorageClass, kubernetes.io/vsphere-volume provisioner), CSI-migrated since 4.13
+    // (`pv.kubernetes.io/migrated-to`).
+    for _ in 0..s.in_tree_volumes {
+        let id = uuid::Uuid::new_v4();
+        out.push(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": format!("pvc-{id}"),
+                "annotations": {"pv.kubernetes.io/provisioned-by": "kubernetes.io/vsphere-volume",
+                    "pv.kubernetes.io/migrated-to": vcfm_api::openshift::VSPHERE_CSI_DRIVER}},
+            "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "thin",
+                "volumeMode": "Filesystem",
+                "vsphereVolume": {"volumePath": format!("[datastore1] kubevols/{infra_id}-dynamic-pvc-{id}.vmdk"),
+                    "fsType": "ext4"}},
             "status": {"phase": "Bound"}}));
     }
     if s.autoscaling {

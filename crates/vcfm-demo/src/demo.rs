@@ -132,6 +132,7 @@ fn delays(speed: &str) -> anyhow::Result<(Delays, f64)> {
             credentials_sync: s(d.credentials_sync, min.credentials_sync),
             pod_ready: s(d.pod_ready, min.pod_ready),
             pod_terminate: s(d.pod_terminate, min.pod_terminate),
+            operator_notice: s(d.operator_notice, min.operator_notice),
             operator_progressing: s(d.operator_progressing, min.operator_progressing),
             cpms_observe: s(d.cpms_observe, min.cpms_observe),
             cpms_recreate: s(d.cpms_recreate, min.cpms_recreate),
@@ -303,6 +304,10 @@ async fn drive(
         config: vcfm_controller::ControllerConfig {
             vcenter_ca_pem: Some(ca),
             poll_interval: poll,
+            // Longer than the simulated operators take to notice and digest a change.
+            health_settle: sim.scenario().delays.operator_notice
+                + sim.scenario().delays.operator_progressing
+                + Duration::from_secs(2),
             ..Default::default()
         },
         leader_election: Some(vcfm_controller::LeaderElection::new(NS, "vcfm-demo")),

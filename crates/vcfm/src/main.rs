@@ -76,6 +76,10 @@ struct ControllerArgs {
     /// Lease duration in seconds; long enough to ride out an API outage during the control-plane rollout.
     #[arg(long, default_value_t = 137)]
     lease_duration: u64,
+    /// Seconds MonitorHealth watches operators and nodes before trusting they are stable
+    /// (operators take a while to notice a configuration change).
+    #[arg(long, env = "VCFM_HEALTH_SETTLE", default_value_t = 60)]
+    health_settle: u64,
     /// PEM bundle of the CAs that sign the vCenter certificates (default: system roots).
     #[arg(long, env = "VCFM_VCENTER_CA_FILE")]
     vcenter_ca_file: Option<PathBuf>,
@@ -249,6 +253,7 @@ async fn run_controller(
     let config = vcfm_controller::ControllerConfig {
         vcenter_ca_pem: ca,
         vcenter_insecure: args.vcenter_insecure,
+        health_settle: std::time::Duration::from_secs(args.health_settle),
         ..Default::default()
     };
     let leader_election = args.leader_elect.then(|| {

@@ -296,6 +296,9 @@ impl Replica {
             .arg(ca_file)
             .env("POD_NAMESPACE", NS)
             .env("POD_NAME", name)
+            // The simulated operators notice a change at once; the product's default
+            // settle window is sized for real ones.
+            .env("VCFM_HEALTH_SETTLE", "3")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())

@@ -328,6 +328,51 @@ impl Client {
         Ok(out)
     }
 
+    /// Virtual hardware version of a VM or template (`config.version` `vmx-19` → 19);
+    /// `None` when the server does not say.
+    pub async fn hardware_version(&self, vm: &MoRef) -> Result<Option<u32>> {
+        let o = self
+            .retrieve_properties(
+                "VirtualMachine",
+                std::slice::from_ref(vm),
+                &["config.version"],
+            )
+            .await?;
+        Ok(o.first()
+            .and_then(|o| o.str("config.version"))
+            .and_then(|v| v.strip_prefix("vmx-"))
+            .and_then(|n| n.parse().ok()))
+    }
+
+    /// The networks attached to a compute cluster or resource (its `network` property), with
+    /// their names: what the OpenShift machine controller matches `networkName` against.
+    pub async fn cluster_networks(&self, cluster: &MoRef) -> Result<Vec<(MoRef, String)>> {
+        let c = self
+            .retrieve_properties(&cluster.kind, std::slice::from_ref(cluster), &["network"])
+            .await?;
+        let nets = c.first().map(|o| o.morefs("network")).unwrap_or_default();
+        let mut kinds: Vec<&str> = nets.iter().map(|n| n.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let mut out = Vec::new();
+        for kind in kinds {
+            let of_kind: Vec<MoRef> = nets.iter().filter(|n| n.kind == kind).cloned().collect();
+            for o in self.retrieve_properties(kind, &of_kind, &["name"]).await? {
+                let name = o.str("name").unwrap_or_default().to_string();
+                out.push((o.obj, name));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The compute resource a resource pool (or vApp) belongs to (its `owner`).
+    pub async fn resource_pool_owner(&self, pool: &MoRef) -> Result<Option<MoRef>> {
+        let o = self
+            .retrieve_properties(&pool.kind, std::slice::from_ref(pool), &["owner"])
+            .await?;
+        Ok(o.first().and_then(|o| o.moref("owner")))
+    }
+
     /// Direct children of a folder (any type).
     pub async fn folder_children(&self, folder: &MoRef) -> Result<Vec<MoRef>> {
         let f = self

@@ -63,6 +63,33 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Privilege ids this vCenter defines (`AuthorizationManager.privilegeList`). Versions
+    /// differ (e.g. `Cns.Searchable` exists from 6.7U3); the OpenShift installer checks only
+    /// the privileges the server knows (openshift/installer
+    /// `pkg/asset/installconfig/vsphere/permissions.go`, `pruneToAvailablePermissions`).
+    pub async fn defined_privileges(&self) -> Result<std::collections::BTreeSet<String>> {
+        let am = self.service_content().await?.authorization_manager.clone();
+        let objs = self
+            .retrieve_properties(
+                "AuthorizationManager",
+                std::slice::from_ref(&am),
+                &["privilegeList"],
+            )
+            .await?;
+        Ok(objs
+            .first()
+            .and_then(|o| o.props.get("privilegeList"))
+            .map(|list| {
+                list.children_named("AuthorizationPrivilege")
+                    .filter_map(|p| p.child_text("privId"))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
 /// Builds the report; an entity or privilege the server did not answer for counts as missing
 /// (a preflight must fail closed).
 fn report(user: &str, entities: &[MoRef], privileges: &[&str], res: &Node) -> PrivilegeReport {

@@ -84,6 +84,43 @@ impl Client {
         self.wait_for_task(&task, SHORT_TASK).await.map(|_| ())
     }
 
+    /// Powers a VM on; already on is success.
+    pub async fn power_on_vm(&self, vm: &MoRef) -> Result<()> {
+        let state = self
+            .retrieve_properties(
+                "VirtualMachine",
+                std::slice::from_ref(vm),
+                &["runtime.powerState"],
+            )
+            .await?;
+        if state.first().and_then(|o| o.str("runtime.powerState")) == Some("poweredOn") {
+            return Ok(());
+        }
+        let task = self.start_task("PowerOnVM_Task", vm, "").await?;
+        self.wait_for_task(&task, SHORT_TASK).await.map(|_| ())
+    }
+
+    /// Names of the VM groups of a compute cluster (`configurationEx.group`, `ClusterVmGroup`).
+    pub async fn cluster_vm_groups(&self, cluster: &MoRef) -> Result<Vec<String>> {
+        let o = self
+            .retrieve_properties(
+                "ClusterComputeResource",
+                std::slice::from_ref(cluster),
+                &["configurationEx"],
+            )
+            .await?;
+        Ok(o.first()
+            .and_then(|o| o.props.get("configurationEx"))
+            .map(|c| {
+                c.children_named("group")
+                    .filter(|g| g.xsi_type.as_deref() == Some("ClusterVmGroup"))
+                    .filter_map(|g| g.child_text("name"))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Powers a VM off if needed and destroys it (disks included).
     pub async fn destroy_vm(&self, vm: &MoRef) -> Result<()> {
         self.power_off_vm(vm).await?;

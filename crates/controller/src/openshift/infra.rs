@@ -237,6 +237,32 @@ pub fn vcenters_rules(crd: &Value) -> Vec<(String, Value)> {
         .unwrap_or_default()
 }
 
+/// The smallest `maxItems` of `spec.platformSpec.vsphere.vcenters` over the CRD's served
+/// versions (`None` when no version caps it). OpenShift 4.13–4.17 ship `maxItems: 1`
+/// (openshift/api `release-4.16` `config/v1/types_infrastructure.go`), so a second vCenter
+/// is refused by the schema itself; 4.18 raised it to 3.
+pub fn vcenters_max_items(crd: &Value) -> Option<u64> {
+    crd.pointer("/spec/versions")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter(|v| v.get("served").and_then(Value::as_bool) != Some(false))
+        .filter_map(|v| v.pointer(&format!("{RULE_POINTER}/maxItems")))
+        .filter_map(Value::as_u64)
+        .min()
+}
+
+/// Reads the live Infrastructure CRD, `None` when absent (Preflight: how many vCenters its
+/// schema allows).
+pub async fn read_infra_crd(client: &kube::Client) -> Result<Option<Value>, PhaseError> {
+    match crd_api(client.clone()).get_opt(INFRA_CRD).await {
+        Ok(Some(obj)) => serde_json::to_value(&obj)
+            .map(Some)
+            .map_err(|e| PhaseError::fatal(e.to_string())),
+        Ok(None) => Ok(None),
+        Err(e) => Err(PhaseError::from(e).context("reading the Infrastructure CRD")),
+    }
+}
+
 /// Whether any version of the CRD carries the vcenters-count rule.
 pub fn has_vcenters_rule(crd: &Value) -> bool {
     vcenters_rules(crd).iter().any(|(_, rules)| {

@@ -89,7 +89,12 @@ pub fn folder_for(fd: &FailureDomain, infra_id: &str) -> String {
 /// template and networks come from the failure domain (never from the source,
 /// whose paths mean nothing on another vCenter); sizing, secrets and every
 /// field vcfm does not model are kept. Source tag IDs are dropped: they name
-/// tags of the source vCenter.
+/// tags of the source vCenter. So is `workspace.vmGroup`: the group is a DRS
+/// group of the source cluster, and the machine controller adds every clone to
+/// it (machine-api-operator `pkg/controller/vsphere/reconciler.go`
+/// `modifyVMGroup`), which fails on a target cluster that has no such group;
+/// the CPMS generator likewise takes `vmGroup` only from a failure domain's
+/// `zoneAffinity`.
 pub fn provider_spec_for(
     source: &VSphereMachineProviderSpec,
     fd: &FailureDomain,
@@ -97,7 +102,8 @@ pub fn provider_spec_for(
 ) -> VSphereMachineProviderSpec {
     let t = &fd.topology;
     let mut ps = source.clone();
-    let old_ws = ps.workspace.take().unwrap_or_default();
+    let mut old_ws = ps.workspace.take().unwrap_or_default();
+    old_ws.extra.remove("vmGroup");
     ps.workspace = Some(Workspace {
         server: Some(fd.server.clone()),
         datacenter: Some(t.datacenter.trim_matches('/').to_string()),
@@ -752,7 +758,11 @@ mod tests {
         assert_eq!(ws.datastore.as_deref(), Some("/DC1/datastore/DS1"));
         assert_eq!(ws.folder.as_deref(), Some("/DC1/vm/ocp-abcde"));
         assert_eq!(ws.resource_pool.as_deref(), Some("/DC1/host/C1/Resources"));
-        assert_eq!(ws.extra.get("vmGroup"), Some(&json!("g1")));
+        assert_eq!(
+            ws.extra.get("vmGroup"),
+            None,
+            "the source's VM group does not exist on the target"
+        );
         assert_eq!(ps.template.as_deref(), Some("/DC1/vm/rhcos-target"));
         let devs = &ps.network.as_ref().expect("network").devices;
         assert_eq!(devs.len(), 2);

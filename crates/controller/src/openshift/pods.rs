@@ -55,13 +55,16 @@ pub const VSPHERE_PODS: &[PodGroup] = &[
         "openshift-cloud-controller-manager",
         "k8s-app=vsphere-cloud-controller-manager",
     ),
+    // The value is the platform name (cluster-cloud-controller-manager-operator
+    // `pkg/cloud/vsphere/assets/cloud-controller-manager-deployment.yaml`).
     PodGroup::labels(
         "openshift-cloud-controller-manager",
-        "infrastructure.openshift.io/cloud-controller-manager=CCM",
+        "infrastructure.openshift.io/cloud-controller-manager=VSphere",
     ),
+    // `manifests/0000_26_cloud-controller-manager-operator_50_deployment.yaml`.
     PodGroup::labels(
         "openshift-cloud-controller-manager-operator",
-        "name=cluster-cloud-controller-manager-operator",
+        "k8s-app=cloud-manager-operator",
     ),
     PodGroup::labels("openshift-machine-api", "api=clusterapi"),
     PodGroup::labels(
@@ -233,8 +236,8 @@ mod tests {
         let d: Vec<String> = VSPHERE_PODS.iter().map(PodGroup::describe).collect();
         for s in [
             "k8s-app=vsphere-cloud-controller-manager",
-            "infrastructure.openshift.io/cloud-controller-manager=CCM",
-            "name=cluster-cloud-controller-manager-operator",
+            "infrastructure.openshift.io/cloud-controller-manager=VSphere",
+            "k8s-app=cloud-manager-operator",
             "api=clusterapi",
             "app=vmware-vsphere-csi-driver-controller",
             "app=vsphere-csi-driver-controller",

@@ -22,8 +22,19 @@ pub const KIND_TAG: &str = "Tag";
 pub const KIND_ATTACHMENT: &str = "TagAttachment";
 pub const KIND_FOLDER: &str = "Folder";
 
-/// Types the topology tags are attached to.
-pub const TOPOLOGY_TYPES: &[&str] = &["Datacenter", "ClusterComputeResource"];
+/// The one type each topology category's tags are attached to: region tags on
+/// datacenters, zone tags on compute clusters. The OpenShift installer creates
+/// each category associable with just that type (its zonal vSphere Terraform:
+/// `openshift-region` with `Datacenter`, `openshift-zone` with
+/// `ClusterComputeResource`), so that is what vcfm requires of a pre-existing
+/// category and how it creates a missing one.
+pub fn topology_types(category: &str) -> &'static [&'static str] {
+    if category == ZONE_CATEGORY {
+        &["ClusterComputeResource"]
+    } else {
+        &["Datacenter"]
+    }
+}
 /// Types the installer makes the ownership category associable with.
 pub const OWNERSHIP_TYPES: &[&str] = &[
     "VirtualMachine",
@@ -66,7 +77,7 @@ pub fn topology_spec(name: &str, description: String) -> CategorySpec {
         name: name.into(),
         description,
         cardinality: Cardinality::Single,
-        associable_types: urns(TOPOLOGY_TYPES),
+        associable_types: urns(topology_types(name)),
     }
 }
 
@@ -350,9 +361,8 @@ mod tests {
         assert_eq!(s.associable_types.len(), 5);
         let t = topology_spec(ZONE_CATEGORY, String::new());
         assert_eq!(t.cardinality, Cardinality::Single);
-        assert_eq!(
-            t.associable_types,
-            ["urn:vim25:Datacenter", "urn:vim25:ClusterComputeResource"]
-        );
+        assert_eq!(t.associable_types, ["urn:vim25:ClusterComputeResource"]);
+        let r = topology_spec(REGION_CATEGORY, String::new());
+        assert_eq!(r.associable_types, ["urn:vim25:Datacenter"]);
     }
 }

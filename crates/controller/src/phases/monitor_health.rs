@@ -18,10 +18,6 @@ pub struct MonitorHealth;
 
 const PHASE: PhaseName = PhaseName::MonitorHealth;
 
-/// Operators may take a moment to notice a change: stability only counts
-/// once the phase has run this long.
-const SETTLE: Duration = Duration::from_secs(3);
-
 /// Operators left out of the gate while the Infrastructure lists more than one vCenter.
 pub fn excluded_operators(vcenters: usize) -> &'static [&'static str] {
     if vcenters > 1 {
@@ -41,13 +37,16 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let operators = health::unstable_operators(client.clone(), exclude).await?;
     let nodes = health::unready_nodes(client).await?;
     let elapsed = ctx.now.duration_since(phase_start(ctx)).unsigned_abs();
+    // Operators notice a change only after a while: stability counts once the
+    // phase has watched this long (ControllerConfig::health_settle).
+    let settle = ctx.shared.config.health_settle;
     if operators.is_empty() && nodes.is_empty() {
-        if elapsed < SETTLE {
+        if elapsed < settle {
             return Ok(Outcome::Running {
                 progress: 90,
                 message: "operators stable and nodes Ready; confirming they stay so".into(),
                 waiting_for: vec![],
-                recheck: SETTLE
+                recheck: settle
                     .saturating_sub(elapsed)
                     .max(Duration::from_millis(200)),
             });

@@ -4,7 +4,7 @@
 //! Every problem found is collected, so the administrator fixes them all in one
 //! round; nothing is written anywhere but the migration's status.
 
-use super::{Phase, RollbackSupport};
+use super::{Phase, RollbackSupport, preflight_consumers};
 use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
 use crate::openshift::{self, creds, health};
@@ -25,18 +25,81 @@ pub struct Preflight;
 /// Oldest target vCenter accepted (7.0 Update 2).
 const MIN_TARGET_VERSION: (u32, u32, u32) = (7, 0, 2);
 
-/// Privileges the target user needs, and where (domain reference §3).
+/// Privileges the target user needs, and where: the groups of the OpenShift installer
+/// (openshift/installer `pkg/asset/installconfig/vsphere/permissions.go`, with the machine
+/// API's `Host.Inventory.EditCluster` on the cluster for VM groups), which the machine API,
+/// the CSI driver and the CCM use after the migration with the same credentials, plus what
+/// vcfm itself does (tag categories, tags and their attachment, the VM folder).
 const ROOT_PRIVILEGES: &[&str] = &[
+    "Cns.Searchable",
+    "InventoryService.Tagging.AttachTag",
     "InventoryService.Tagging.CreateCategory",
     "InventoryService.Tagging.CreateTag",
+    "InventoryService.Tagging.DeleteCategory",
+    "InventoryService.Tagging.DeleteTag",
+    "InventoryService.Tagging.EditCategory",
+    "InventoryService.Tagging.EditTag",
+    "Sessions.ValidateSession",
+    "StorageProfile.Update",
+    "StorageProfile.View",
 ];
-const DATACENTER_PRIVILEGES: &[&str] =
-    &["InventoryService.Tagging.ObjectAttachable", "Folder.Create"];
-const CLUSTER_PRIVILEGES: &[&str] = &[
-    "InventoryService.Tagging.ObjectAttachable",
+/// The installer's datacenter group; VM configuration and power privileges propagate from
+/// here to the VMs the machine API clones.
+const DATACENTER_PRIVILEGES: &[&str] = &[
     "Resource.AssignVMToPool",
+    "VApp.Import",
+    "VirtualMachine.Config.AddExistingDisk",
+    "VirtualMachine.Config.AddNewDisk",
+    "VirtualMachine.Config.AddRemoveDevice",
+    "VirtualMachine.Config.AdvancedConfig",
+    "VirtualMachine.Config.Annotation",
+    "VirtualMachine.Config.CPUCount",
+    "VirtualMachine.Config.DiskExtend",
+    "VirtualMachine.Config.DiskLease",
+    "VirtualMachine.Config.EditDevice",
+    "VirtualMachine.Config.Memory",
+    "VirtualMachine.Config.RemoveDisk",
+    "VirtualMachine.Config.Rename",
+    "VirtualMachine.Config.ResetGuestInfo",
+    "VirtualMachine.Config.Resource",
+    "VirtualMachine.Config.Settings",
+    "VirtualMachine.Config.UpgradeVirtualHardware",
+    "VirtualMachine.Interact.GuestControl",
+    "VirtualMachine.Interact.PowerOff",
+    "VirtualMachine.Interact.PowerOn",
+    "VirtualMachine.Interact.Reset",
+    "VirtualMachine.Inventory.Create",
+    "VirtualMachine.Inventory.CreateFromExisting",
+    "VirtualMachine.Inventory.Delete",
+    "VirtualMachine.Provisioning.Clone",
+    "VirtualMachine.Provisioning.DeployTemplate",
+    "VirtualMachine.Provisioning.MarkAsTemplate",
+    "Folder.Create",
+    "Folder.Delete",
+    "InventoryService.Tagging.ObjectAttachable",
 ];
-const DATASTORE_PRIVILEGES: &[&str] = &["Datastore.AllocateSpace"];
+/// The installer's cluster group with the machine API's `Host.Inventory.EditCluster`, and
+/// the zone tag's attachment.
+const CLUSTER_PRIVILEGES: &[&str] = &[
+    "Resource.AssignVMToPool",
+    "VApp.AssignResourcePool",
+    "VApp.Import",
+    "VirtualMachine.Config.AddNewDisk",
+    "Host.Inventory.EditCluster",
+    "InventoryService.Tagging.ObjectAttachable",
+];
+const RESOURCE_POOL_PRIVILEGES: &[&str] = &[
+    "Resource.AssignVMToPool",
+    "VApp.AssignResourcePool",
+    "VApp.Import",
+    "VirtualMachine.Config.AddNewDisk",
+];
+const DATASTORE_PRIVILEGES: &[&str] = &[
+    "Datastore.AllocateSpace",
+    "Datastore.Browse",
+    "Datastore.FileManagement",
+    "InventoryService.Tagging.ObjectAttachable",
+];
 const NETWORK_PRIVILEGES: &[&str] = &["Network.Assign"];
 const TEMPLATE_PRIVILEGES: &[&str] = &[
     "VirtualMachine.Provisioning.Clone",
@@ -289,6 +352,9 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
 
     check_blockers(ctx, &mut r.problems).await?;
     super::unfinished::check_unfinished_migration(ctx, &mut r.problems).await?;
+    preflight_consumers::check_in_tree_volumes(ctx, &mut r.problems).await?;
+    preflight_consumers::check_vcenters_schema(ctx, version.as_deref(), &mut r.problems).await?;
+    preflight_consumers::check_credentials_mode(ctx, &mut r.problems).await?;
 
     // vCenters.
     if let (Some(server), Some(s)) = (&source_server, &creds_secret)
@@ -510,6 +576,8 @@ async fn check_target(
         }
     };
     let mut entities: Vec<(vcfm_vsphere::MoRef, &[&str])> = vec![];
+    // What the real consumers would trip over (networks, pool, template).
+    let mut found: Vec<String> = vec![];
     for fd in fds {
         let t = &fd.topology;
         let dc_path = format!("/{}", t.datacenter.trim_start_matches('/'));
@@ -520,11 +588,12 @@ async fn check_target(
         if let Some(dc) = dc {
             entities.push((dc, DATACENTER_PRIVILEGES));
         }
-        if let Some(c) = check(
+        let cluster = check(
             format!("compute cluster {}", t.compute_cluster),
             vc.find_cluster(&t.compute_cluster).await,
-        )? {
-            entities.push((c, CLUSTER_PRIVILEGES));
+        )?;
+        if let Some(c) = &cluster {
+            entities.push((c.clone(), CLUSTER_PRIVILEGES));
         }
         if let Some(d) = check(
             format!("datastore {}", t.datastore),
@@ -532,21 +601,47 @@ async fn check_target(
         )? {
             entities.push((d, DATASTORE_PRIVILEGES));
         }
-        for n in &t.networks {
-            if let Some(n) = check(format!("network {n}"), vc.find_network(&dc_path, n).await)? {
-                entities.push((n, NETWORK_PRIVILEGES));
+        match &cluster {
+            Some(c) => {
+                for n in preflight_consumers::check_networks(&vc, server, t, c, &mut found).await? {
+                    entities.push((n, NETWORK_PRIVILEGES));
+                }
+            }
+            None => {
+                for n in &t.networks {
+                    if let Some(n) =
+                        check(format!("network {n}"), vc.find_network(&dc_path, n).await)?
+                    {
+                        entities.push((n, NETWORK_PRIVILEGES));
+                    }
+                }
             }
         }
-        if let Some(rp) = &t.resource_pool {
-            check(
+        if let Some(rp) = &t.resource_pool
+            && let Some(pool) = check(
                 format!("resource pool {rp}"),
                 vc.find_resource_pool(rp).await,
-            )?;
+            )?
+        {
+            if let Some(c) = &cluster {
+                preflight_consumers::check_pool_in_cluster(&vc, server, t, &pool, c, &mut found)
+                    .await?;
+            }
+            entities.push((pool, RESOURCE_POOL_PRIVILEGES));
         }
         if let Some(tpl) = check(
             format!("template {}", t.template),
             vc.find_vm(&t.template).await,
         )? {
+            preflight_consumers::check_template(
+                &vc,
+                server,
+                &dc_path,
+                &t.template,
+                &tpl,
+                &mut found,
+            )
+            .await?;
             entities.push((tpl, TEMPLATE_PRIVILEGES));
         }
         check(
@@ -554,12 +649,20 @@ async fn check_target(
             vc.find_folder(&format!("{dc_path}/vm")).await,
         )?;
     }
+    problems.append(&mut found);
     let root = vc.service_content().await?.root_folder.clone();
     entities.push((root, ROOT_PRIVILEGES));
     let user = vc.username().to_string();
+    // Only privileges this vCenter defines, as the installer checks them.
+    let defined = vc.defined_privileges().await?;
     for (entity, privs) in &entities {
+        let privs: Vec<&str> = privs
+            .iter()
+            .copied()
+            .filter(|p| defined.is_empty() || defined.contains(*p))
+            .collect();
         let report = vc
-            .check_user_privileges(&user, std::slice::from_ref(entity), privs)
+            .check_user_privileges(&user, std::slice::from_ref(entity), &privs)
             .await?;
         if !report.is_complete() {
             problems.push(format!(

@@ -48,6 +48,8 @@ pub struct Env {
     controller: Option<(JoinHandle<()>, CancellationToken)>,
     pub leader_election: Option<LeaderElection>,
     pub listen: Option<std::net::SocketAddr>,
+    /// MonitorHealth's settle window ([`ControllerConfig::health_settle`]).
+    pub health_settle: Duration,
 }
 
 impl Env {
@@ -98,6 +100,7 @@ impl Env {
             controller: None,
             leader_election: None,
             listen: None,
+            health_settle: Duration::from_secs(3),
         }
     }
 
@@ -108,6 +111,8 @@ impl Env {
             vcenter_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(300),
             manager: "vcfm-controller".into(),
+            // The simulated operators notice a change at once (Delays::operator_notice).
+            health_settle: self.health_settle,
         }
     }
 
@@ -384,9 +389,13 @@ impl Env {
             .await
             .expect("vm root folder");
         let mut vms = BTreeMap::new();
+        let mut not_powered_on = BTreeSet::new();
         for v in vc.list_vms(&root, true).await.expect("list vms") {
             if v.template {
                 continue;
+            }
+            if v.power_state != "poweredOn" {
+                not_powered_on.insert(format!("{} ({})", v.name, v.power_state));
             }
             *vms.entry(v.name).or_insert(0usize) += 1;
         }
@@ -446,6 +455,7 @@ impl Env {
         };
         VcenterState {
             vms,
+            not_powered_on,
             folders,
             folder_exists: folder.is_some(),
             folder_vms,
@@ -470,6 +480,8 @@ impl Env {
 pub struct VcenterState {
     /// VM name → how many VMs carry it (duplicates show as > 1).
     pub vms: BTreeMap<String, usize>,
+    /// VMs (not templates) whose power state is not `poweredOn`.
+    pub not_powered_on: BTreeSet<String>,
     /// Folder name → count, directly under the datacenter's VM folder.
     pub folders: BTreeMap<String, usize>,
     pub folder_exists: bool,
@@ -575,6 +587,25 @@ pub fn migrated_findings(env: &Env, st: &ClusterState, workers: usize) -> Vec<St
     for (vm, n) in &st.target.vms {
         if *n > 1 {
             bad.push(format!("duplicate VM {vm} ×{n} on the target"));
+        }
+    }
+    // Every VM the cluster runs on is on: a Machine says Running only once its VM was
+    // powered on (machine-api-operator `pkg/controller/vsphere/reconciler.go` `powerOn`).
+    let off: Vec<&String> = st
+        .target
+        .not_powered_on
+        .iter()
+        .filter(|n| n.starts_with(infra_id))
+        .collect();
+    if !off.is_empty() {
+        bad.push(format!("target VMs not powered on: {off:?}"));
+    }
+    // The source's VM groups do not exist on the target (issue 13 item 8).
+    for (name, spec) in &st.machinesets {
+        if spec.to_string().contains("vmGroup") {
+            bad.push(format!(
+                "MachineSet {name} names a VM group of the source: {spec}"
+            ));
         }
     }
     let masters = st

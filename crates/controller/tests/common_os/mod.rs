@@ -59,6 +59,8 @@ pub struct Env {
     pub ns: String,
     ca: Vec<u8>,
     controller: Option<(JoinHandle<()>, CancellationToken)>,
+    /// MonitorHealth's settle window ([`ControllerConfig::health_settle`]).
+    pub health_settle: Duration,
 }
 
 impl Env {
@@ -104,6 +106,7 @@ impl Env {
             ns: ns.into(),
             ca,
             controller: None,
+            health_settle: Duration::from_secs(3),
         }
     }
 
@@ -114,6 +117,8 @@ impl Env {
             vcenter_timeout: Duration::from_secs(20),
             poll_interval: Duration::from_millis(300),
             manager: "vcfm-controller".into(),
+            // The simulated operators notice a change at once (Delays::operator_notice).
+            health_settle: self.health_settle,
         }
     }
 

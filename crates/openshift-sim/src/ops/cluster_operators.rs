@@ -1,5 +1,5 @@
 //! ClusterOperators: those that watch the Infrastructure or the cloud-provider config go
-//! Progressing for `operator_progressing` after each change; etcd, kube-apiserver and
+//! Progressing `operator_notice` after each change, for `operator_progressing`; etcd, kube-apiserver and
 //! control-plane-machine-set are Progressing while masters are replaced; `machine-config`
 //! is Degraded while the Infrastructure lists more than one vCenter; a faulted operator
 //! stays Degraded.
@@ -41,7 +41,8 @@ const CONTROL_PLANE_WATCHERS: &[&str] = &["control-plane-machine-set", "etcd", "
 struct State {
     infra_spec: Option<Value>,
     cloud_config: Option<Value>,
-    progressing_until: HashMap<&'static str, Instant>,
+    /// Operator → (goes Progressing at, stops at).
+    progressing_until: HashMap<&'static str, (Instant, Instant)>,
 }
 
 /// Runs the cluster operators until cancelled.
@@ -119,7 +120,8 @@ async fn reconcile(
             .as_ref()
             .map(|i| serde_json::to_value(&i.spec).unwrap_or(Value::Null));
         let cloud_data = cloud.as_ref().map(|c| json!(c.data));
-        let until = now + ctx.delays.operator_progressing;
+        let from = now + ctx.delays.operator_notice;
+        let until = (from, from + ctx.delays.operator_progressing);
         if st.infra_spec.is_some() && st.infra_spec != infra_spec {
             for op in INFRA_WATCHERS {
                 st.progressing_until.insert(op, until);
@@ -132,8 +134,12 @@ async fn reconcile(
         }
         st.infra_spec = infra_spec;
         st.cloud_config = cloud_data;
-        st.progressing_until.retain(|_, t| *t > now);
-        st.progressing_until.keys().map(|k| (*k, true)).collect()
+        st.progressing_until.retain(|_, (_, end)| *end > now);
+        st.progressing_until
+            .iter()
+            .filter(|(_, (start, _))| *start <= now)
+            .map(|(k, _)| (*k, true))
+            .collect()
     };
     let list = call(cos.list(&ListParams::default())).await.map_err(e)?;
     for co in list {

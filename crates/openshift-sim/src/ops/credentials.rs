@@ -33,6 +33,24 @@ async fn reconcile(
         return Ok(());
     }
     let e = |e: kapi::CallError| e.to_string();
+    // Manual mode: the administrator owns the component secrets; cloud-credential-operator's
+    // controllers return early on `operatorv1.CloudCredentialsModeManual` ("operator in
+    // disabled / manual mode") and copy nothing.
+    let config = kapi::dyn_api(
+        &ctx.client,
+        "operator.openshift.io/v1",
+        "CloudCredential",
+        None,
+    );
+    if let Some(cc) = call(config.get_opt("cluster")).await.map_err(e)?
+        && cc
+            .data
+            .pointer("/spec/credentialsMode")
+            .and_then(|v| v.as_str())
+            == Some("Manual")
+    {
+        return Ok(());
+    }
     let Some(root) = call(source.get_opt("vsphere-creds")).await.map_err(e)? else {
         return Ok(());
     };

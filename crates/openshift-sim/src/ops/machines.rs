@@ -371,26 +371,24 @@ async fn clone_vm(
         .map_err(|e| Stop::Retry(e.to_string()))?
         && vm.kind == "VirtualMachine"
     {
+        let pool = resolve_pool(&vc, name, dc, &ws).await?;
+        join_vm_group(&vc, name, ps, &pool).await?;
+        power_on(&vc, name, &vm).await?;
         return vm_uuid(&vc, &vm).await;
     }
-    let template_path = vm_path(dc, ps.template.as_deref().unwrap_or(""));
-    let template = vc
-        .find_vm(&template_path)
-        .await
-        .map_err(|e| not_found_or(e, "template", name))?;
+    let template = find_template(&vc, name, dc, ps.template.as_deref().unwrap_or("")).await?;
     let folder = vc
         .find_folder(&place.folder)
         .await
         .map_err(|e| not_found_or(e, "folder", name))?;
     // Empty pool / datastore: machine-api's defaults (the datacenter's first cluster's root
     // pool; the template's datastore).
-    let pool_path = ws.resource_pool.clone().unwrap_or_default();
-    let pool = if pool_path.is_empty() {
-        default_pool(&vc, dc).await
-    } else {
-        vc.find_resource_pool(&pool_path).await
-    }
-    .map_err(|e| not_found_or(e, "resource pool", name))?;
+    let pool = resolve_pool(&vc, name, dc, &ws).await?;
+    // Networks and VM groups are looked up in the cluster that owns the pool.
+    let cluster = vc
+        .resource_pool_owner(&pool)
+        .await
+        .map_err(|e| Stop::Retry(e.to_string()))?;
     let ds = ws.datastore.clone().unwrap_or_default();
     let datastore = if ds.is_empty() {
         None
@@ -412,11 +410,23 @@ async fn clone_vm(
         .map(|n| n.devices.as_slice())
         .unwrap_or(&[])
     {
+        // machine-api-operator `reconciler.go` `getNetworkDevices`: by plain name among the
+        // networks of the cluster owning the resource pool.
         let net = dev.network_name.clone().unwrap_or_default();
-        if let Err(e) = vc.find_network(&format!("/{dc}"), &net).await {
-            return Err(Stop::Retry(format!(
-                "{name}: reconciler failed to Create machine: unable to get network for {net:?}: {e}"
-            )));
+        let attached = match &cluster {
+            Some(c) => vc
+                .cluster_networks(c)
+                .await
+                .map_err(|e| Stop::Retry(e.to_string()))?,
+            None => vec![],
+        };
+        if !attached.iter().any(|(_, n)| *n == net) {
+            return Err(Stop::Terminal(
+                "InvalidConfiguration",
+                format!(
+                    "{name}: reconciler failed to Create machine: unable to get network for {net:?}"
+                ),
+            ));
         }
     }
     if let Some(pat) = &ctx.faults.fail_provision_matching
@@ -430,9 +440,12 @@ async fn clone_vm(
             ),
         ));
     }
-    let mut spec = CloneSpec::new(folder, Some(pool));
+    let mut spec = CloneSpec::new(folder, Some(pool.clone()));
     spec.datastore = datastore;
-    spec.power_on = true;
+    // Cloned powered off; the controller adds the VM to its group, then powers it on
+    // (machine-api-operator `reconciler.go`: `PowerOn: false` in the clone spec, then
+    // `modifyVMGroup` and `powerOn` once the clone task finished).
+    spec.power_on = false;
     spec.timeout = Duration::from_secs(60);
     let vm = match vc.clone_vm(&template, name, &spec).await {
         Ok(vm) => vm,
@@ -446,6 +459,8 @@ async fn clone_vm(
             )));
         }
     };
+    join_vm_group(&vc, name, ps, &pool).await?;
+    power_on(&vc, name, &vm).await?;
     // Like machine-api: tag new VMs with the cluster's ownership tag when it exists.
     let category = format!("openshift-{}", ctx.infra_id);
     if let Ok(Some(cat)) = vc.find_category(&category).await
@@ -455,6 +470,130 @@ async fn clone_vm(
         tracing::warn!(machine = %name, error = %e, "attaching the ownership tag failed");
     }
     vm_uuid(&vc, &vm).await
+}
+
+/// The template as the machine controller finds it (machine-api-operator
+/// `pkg/controller/vsphere/session/session.go` `FindVM` → `Finder.VirtualMachine` in the
+/// workspace datacenter: a path is looked up as such, a plain name anywhere in the
+/// datacenter's VM folder tree, and more than one match fails), then refused below virtual
+/// hardware 15 (`reconciler.go` `clone`, `minimumHWVersion`).
+async fn find_template(
+    vc: &vcfm_vsphere::Client,
+    name: &str,
+    dc: &str,
+    template: &str,
+) -> Result<MoRef, Stop> {
+    let found = if template.contains('/') {
+        vc.find_vm(&vm_path(dc, template))
+            .await
+            .map_err(|e| not_found_or(e, "template", name))?
+    } else {
+        let root = vc
+            .find_folder(&format!("/{dc}/vm"))
+            .await
+            .map_err(|e| not_found_or(e, "folder", name))?;
+        let matches: Vec<MoRef> = vc
+            .list_vms(&root, true)
+            .await
+            .map_err(|e| Stop::Retry(e.to_string()))?
+            .into_iter()
+            .filter(|v| v.name == template)
+            .map(|v| v.vm)
+            .collect();
+        match matches.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(Stop::Terminal(
+                    "InvalidConfiguration",
+                    format!(
+                        "{name}: reconciler failed to Create machine: template not found, specify valid value"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(Stop::Terminal(
+                    "InvalidConfiguration",
+                    format!(
+                        "{name}: reconciler failed to Create machine: multiple templates found, specify one in config"
+                    ),
+                ));
+            }
+        }
+    };
+    match vc.hardware_version(&found).await {
+        Ok(Some(v)) if v < 15 => Err(Stop::Terminal(
+            "InvalidConfiguration",
+            format!(
+                "{name}: reconciler failed to Create machine: Hardware lower than 15 is not supported, clone stopped. Detected machine template version is {v}."
+            ),
+        )),
+        Ok(_) => Ok(found),
+        Err(e) => Err(Stop::Retry(e.to_string())),
+    }
+}
+
+/// The Machine's resource pool (machine-api's default when empty).
+async fn resolve_pool(
+    vc: &vcfm_vsphere::Client,
+    name: &str,
+    dc: &str,
+    ws: &vcfm_api::openshift::Workspace,
+) -> Result<MoRef, Stop> {
+    let pool_path = ws.resource_pool.clone().unwrap_or_default();
+    if pool_path.is_empty() {
+        default_pool(vc, dc).await
+    } else {
+        vc.find_resource_pool(&pool_path).await
+    }
+    .map_err(|e| not_found_or(e, "resource pool", name))
+}
+
+/// `modifyVMGroup` (machine-api-operator `reconciler.go`): after the clone, before powering
+/// on, the VM is added to `workspace.vmGroup` in the configuration of the cluster owning
+/// the pool. A group that cluster does not have makes the reconfiguration fail on every
+/// attempt, and the machine never powers on.
+async fn join_vm_group(
+    vc: &vcfm_vsphere::Client,
+    name: &str,
+    ps: &VSphereMachineProviderSpec,
+    pool: &MoRef,
+) -> Result<(), Stop> {
+    let Some(group) = ps
+        .workspace
+        .as_ref()
+        .and_then(|w| w.extra.get("vmGroup"))
+        .and_then(|g| g.as_str())
+        .filter(|g| !g.is_empty())
+    else {
+        return Ok(());
+    };
+    let groups = match vc
+        .resource_pool_owner(pool)
+        .await
+        .map_err(|e| Stop::Retry(e.to_string()))?
+    {
+        Some(c) => vc
+            .cluster_vm_groups(&c)
+            .await
+            .map_err(|e| Stop::Retry(e.to_string()))?,
+        None => vec![],
+    };
+    if groups.iter().any(|g| g == group) {
+        Ok(())
+    } else {
+        Err(Stop::Retry(format!(
+            "{name}: reconciler failed to Create machine: could not update VM Group membership: VM group {group:?} not found in the cluster owning the resource pool"
+        )))
+    }
+}
+
+/// Powers the clone on (machine-api-operator `reconciler.go` `powerOn`), idempotently.
+async fn power_on(vc: &vcfm_vsphere::Client, name: &str, vm: &MoRef) -> Result<(), Stop> {
+    vc.power_on_vm(vm).await.map_err(|e| {
+        Stop::Retry(format!(
+            "{name}: reconciler failed to Create machine: PowerOn task finished with error: {e}"
+        ))
+    })
 }
 
 /// The root resource pool of the datacenter's first compute cluster.

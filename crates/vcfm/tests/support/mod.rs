@@ -236,7 +236,9 @@ impl Env {
                         "computeCluster": inv.clusters.first().cloned().unwrap_or_default(),
                         "datastore": inv.datastores.first().cloned().unwrap_or_default(),
                         "networks": [network_name(inv.networks.first().map(String::as_str).unwrap_or("VM Network"))],
-                        "resourcePool": inv.resource_pools.first().cloned(),
+                        // The cluster's own pool: the machine controller takes the pool's
+                        // owner as the cluster (vcsim lists a standalone host's pool first).
+                        "resourcePool": inv.clusters.first().map(|c| format!("{c}/Resources")),
                         "template": self.target.template_paths().first().cloned().unwrap_or_default(),
                     }
                 }],

@@ -1,0 +1,443 @@
+//! Preflight against clusters seeded as the installer and the operators leave them
+//! (openshift-sim), run by the real `vcfm controller` binary: each thing a real consumer of
+//! the configuration would trip over after the point of no return is refused up front, with
+//! the fix named in the status and in an Event, and nothing changed in the cluster or on
+//! either vCenter.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::discovery::{Discovery, verbs};
+use openshift_sim::{Scenario, SimCluster, Site};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vcfm_api::{MigrationPhase, VmwareCloudFoundationMigration};
+use vcfm_vsphere::sim::VcsimOptions;
+
+const NS: &str = "vcfm-system";
+const SECRET: &str = "target-creds";
+
+/// The `vcfm controller` process, killed when dropped (also when a test panics).
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Harness {
+    sim: SimCluster,
+    _dir: tempfile::TempDir,
+    controller: Controller,
+    log: std::path::PathBuf,
+}
+
+/// resourceVersion of every object of every listable kind, but the migration's own status,
+/// Events and the controller's Lease (what a refused migration legitimately writes).
+async fn all_objects(client: &kube::Client) -> BTreeMap<String, String> {
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let mut out = BTreeMap::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            if !caps.supports_operation(verbs::LIST)
+                || ["Event", "Lease", "VmwareCloudFoundationMigration"].contains(&ar.kind.as_str())
+            {
+                continue;
+            }
+            let list = Api::<DynamicObject>::all_with(client.clone(), &ar)
+                .list(&ListParams::default())
+                .await
+                .unwrap();
+            for o in list.items {
+                out.insert(
+                    format!(
+                        "{} {}/{}",
+                        ar.kind,
+                        o.metadata.namespace.unwrap_or_default(),
+                        o.metadata.name.unwrap_or_default()
+                    ),
+                    o.metadata.resource_version.unwrap_or_default(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Categories, tags, folders and VMs (with power state) of one vCenter.
+async fn vcenter_state(sim: &SimCluster, site: Site) -> BTreeSet<String> {
+    let vc = sim.vsphere_client(site).unwrap();
+    let info = sim.vcenter(site);
+    let mut out = BTreeSet::new();
+    for c in vc.list_categories().await.unwrap() {
+        out.insert(format!("category {c}"));
+    }
+    for t in vc.list_tags().await.unwrap() {
+        out.insert(format!("tag {t}"));
+    }
+    let root = vc
+        .find_folder(&format!("/{}/vm", info.datacenter))
+        .await
+        .unwrap();
+    for child in vc.folder_children(&root).await.unwrap() {
+        out.insert(format!("child {child:?}"));
+    }
+    for v in vc.list_vms(&root, true).await.unwrap() {
+        out.insert(format!("vm {} {} {}", v.vm, v.name, v.power_state));
+    }
+    let _ = vc.logout().await;
+    out
+}
+
+impl Harness {
+    /// A seeded cluster, the target credentials (`creds`: user and password; the target's
+    /// administrator when `None`) and a running `vcfm controller`.
+    async fn start(scenario: Scenario, creds: Option<(&str, &str)>) -> Harness {
+        let sim = SimCluster::start(scenario).await.unwrap();
+        let client = sim.client();
+        let t = sim.target().clone();
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(NS.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        let (user, password) = creds.unwrap_or((&t.username, &t.password));
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(SECRET.into()),
+                namespace: Some(NS.into()),
+                ..Default::default()
+            },
+            string_data: Some(BTreeMap::from([
+                (format!("{}.username", t.server), user.to_string()),
+                (format!("{}.password", t.server), password.to_string()),
+            ])),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(client.clone(), NS)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = std::fs::read(&sim.source().ca_pem_path).unwrap();
+        ca.extend(std::fs::read(&t.ca_pem_path).unwrap());
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca).unwrap();
+        let log = dir.path().join("controller.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let controller = Command::new(env!("CARGO_BIN_EXE_vcfm"))
+            .args(["controller", "--listen", "127.0.0.1:0", "--vcenter-ca-file"])
+            .arg(&ca_file)
+            .arg("--kubeconfig")
+            .arg(sim.kubeconfig_path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Harness {
+            sim,
+            _dir: dir,
+            controller: Controller(controller),
+            log,
+        }
+    }
+
+    /// The migration of this cluster to the target's inventory, with `tweak` applied.
+    fn migration(&self, name: &str, tweak: impl FnOnce(&mut Value)) -> Value {
+        let t = self.sim.target();
+        let mut m = json!({
+            "apiVersion": "migration.openshift.io/v1alpha1",
+            "kind": "VmwareCloudFoundationMigration",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "state": "Running",
+                "targetVCenterCredentialsSecret": {"name": SECRET},
+                "failureDomains": [{"name": "wld01-az1", "region": "region-b", "zone": "az1", "server": t.server,
+                    "topology": {"datacenter": t.datacenter, "computeCluster": t.compute_cluster,
+                        "datastore": t.datastore, "networks": [t.network],
+                        "resourcePool": t.resource_pool, "template": t.template}}],
+                "machineSetConfig": {"replicas": 1}
+            }
+        });
+        tweak(&mut m);
+        m
+    }
+
+    /// Creates a migration, waits for Preflight to fail, and checks the contract: every
+    /// string of `must_mention` in the Failed condition and in a PhaseFailed Event, no
+    /// change in the cluster or on either vCenter. Returns the message.
+    async fn expect_refused(
+        &self,
+        name: &str,
+        tweak: impl FnOnce(&mut Value),
+        must_mention: &[&str],
+    ) -> String {
+        let client = self.sim.client();
+        let before = all_objects(&client).await;
+        let (src, tgt) = (
+            vcenter_state(&self.sim, Site::Source).await,
+            vcenter_state(&self.sim, Site::Target).await,
+        );
+        let api = Api::<VmwareCloudFoundationMigration>::namespaced(client.clone(), NS);
+        let m: VmwareCloudFoundationMigration =
+            serde_json::from_value(self.migration(name, tweak)).unwrap();
+        api.create(&PostParams::default(), &m).await.unwrap();
+        let start = Instant::now();
+        let m = loop {
+            let m = api.get(name).await.unwrap();
+            if m.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Failed) {
+                break m;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{name}: Preflight did not fail: {:?}\n{}",
+                m.status,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let st = m.status.as_ref().unwrap();
+        let msg = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        assert!(msg.starts_with("Preflight failed"), "{name}: {msg}");
+        for s in must_mention {
+            assert!(
+                msg.contains(s),
+                "{name}: the message must mention {s:?}: {msg}"
+            );
+        }
+        assert!(st.source_vcenter.is_none() && st.backup_manifests.is_empty());
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS);
+        let start = Instant::now();
+        loop {
+            let notes: Vec<String> = events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e.reason.unwrap_or_default(),
+                        e.note.unwrap_or_default()
+                    )
+                })
+                .collect();
+            if notes
+                .iter()
+                .any(|n| n.starts_with("PhaseFailed") && must_mention.iter().all(|s| n.contains(s)))
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name}: no PhaseFailed Event naming the problem: {notes:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            before,
+            all_objects(&client).await,
+            "{name}: Preflight changed the cluster"
+        );
+        assert_eq!(src, vcenter_state(&self.sim, Site::Source).await);
+        assert_eq!(tgt, vcenter_state(&self.sim, Site::Target).await);
+        msg
+    }
+
+    async fn shutdown(self) {
+        let Harness {
+            sim, controller, ..
+        } = self;
+        drop(controller);
+        sim.shutdown().await;
+    }
+}
+
+/// Issue 13 item 4: PersistentVolumes of the in-tree vSphere plugin stop attaching once a
+/// second vCenter turns CSI migration off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_tree_vsphere_volumes_are_refused() {
+    let h = Harness::start(
+        Scenario {
+            workers: 1,
+            in_tree_volumes: 2,
+            ..Scenario::default()
+        },
+        None,
+    )
+    .await;
+    h.expect_refused(
+        "in-tree",
+        |_| {},
+        &[
+            "2 PersistentVolume(s)",
+            "spec.vsphereVolume",
+            "CSI migration off",
+        ],
+    )
+    .await;
+    h.shutdown().await;
+}
+
+/// Issue 13 item 7: OpenShift 4.13–4.17 serve an Infrastructure whose schema takes one
+/// vCenter: refused, naming the release to upgrade to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openshift_4_16_crds_are_refused_naming_the_minimum_release() {
+    let h = Harness::start(
+        Scenario {
+            workers: 1,
+            crd_set: Some("4.16".into()),
+            version: "4.16.8".into(),
+            ..Scenario::default()
+        },
+        None,
+    )
+    .await;
+    h.expect_refused(
+        "on-416",
+        |_| {},
+        &[
+            "allows only 1 vCenter",
+            "OpenShift 4.16.8",
+            "upgrade the cluster to OpenShift 4.18 or later",
+        ],
+    )
+    .await;
+    h.shutdown().await;
+}
+
+/// Issue 13 item 11: with the cloud-credential operator in Manual mode nothing reaches the
+/// component Secrets; the refusal names each of them and the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_credentials_mode_is_refused_naming_the_component_secrets() {
+    let h = Harness::start(
+        Scenario {
+            workers: 1,
+            credentials_mode: Some("Manual".into()),
+            ..Scenario::default()
+        },
+        None,
+    )
+    .await;
+    let tgt = h.sim.target().server.clone();
+    h.expect_refused(
+        "manual-cco",
+        |_| {},
+        &[
+            "Manual mode",
+            "openshift-machine-api/vsphere-cloud-credentials",
+            "openshift-cloud-controller-manager/vsphere-cloud-credentials",
+            "openshift-cluster-csi-drivers/vmware-vsphere-cloud-credentials",
+            &format!("{tgt}.username"),
+        ],
+    )
+    .await;
+    h.shutdown().await;
+}
+
+/// Issue 13 item 6: the machine controller finds the template by name (a duplicate name
+/// fails) and refuses hardware below 15.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_or_old_templates_are_refused() {
+    let h = Harness::start(
+        Scenario {
+            workers: 1,
+            target_vcsim: Some(VcsimOptions {
+                template_hardware_version: Some("vmx-13".into()),
+                duplicate_template_folder: Some("content-library/copies".into()),
+                ..VcsimOptions::default()
+            }),
+            ..Scenario::default()
+        },
+        None,
+    )
+    .await;
+    h.expect_refused(
+        "templates",
+        |_| {},
+        &[
+            "2 VMs or templates in datacenter",
+            "named \"rhcos-template\"",
+            "multiple templates found",
+            "virtual hardware version 13",
+            "below 15",
+        ],
+    )
+    .await;
+    h.shutdown().await;
+}
+
+/// Issue 13 item 9: networks are plain port-group names attached to the compute cluster, the
+/// resource pool lies in the compute cluster, and the privileges are the installer's (here
+/// the VM power and cluster-edit privileges the machine API needs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_machine_controller_needs_from_the_target_is_checked() {
+    let limited = vcfm_vsphere::Credentials::new("limited@vsphere.local", "Limited-Passw0rd!");
+    let h = Harness::start(
+        Scenario {
+            workers: 1,
+            target_vcsim: Some(VcsimOptions {
+                limited_user: Some(limited.clone()),
+                limited_missing: vec![
+                    "VirtualMachine.Interact.PowerOn".into(),
+                    "Host.Inventory.EditCluster".into(),
+                ],
+                ..VcsimOptions::default()
+            }),
+            ..Scenario::default()
+        },
+        Some(("limited@vsphere.local", "Limited-Passw0rd!")),
+    )
+    .await;
+    let t = h.sim.target().clone();
+    h.expect_refused(
+        "privileges",
+        |_| {},
+        &[
+            "lacks privileges",
+            "VirtualMachine.Interact.PowerOn",
+            "Host.Inventory.EditCluster",
+        ],
+    )
+    .await;
+    let path = format!("/{}/network/{}", t.datacenter, t.network);
+    h.expect_refused(
+        "network-path",
+        |m| m["spec"]["failureDomains"][0]["topology"]["networks"] = json!([path]),
+        &[
+            "must be a plain port group name",
+            &format!("{:?}", t.network),
+        ],
+    )
+    .await;
+    // vcsim's standalone host DC0_H0 has its own root pool, outside the cluster.
+    let host_pool = format!("/{}/host/{}_H0/Resources", t.datacenter, t.datacenter);
+    h.expect_refused(
+        "foreign-pool",
+        |m| m["spec"]["failureDomains"][0]["topology"]["resourcePool"] = json!(host_pool),
+        &["does not belong to compute cluster", &t.compute_cluster],
+    )
+    .await;
+    h.shutdown().await;
+}
