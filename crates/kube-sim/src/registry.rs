@@ -178,6 +178,15 @@ const BUILTINS: &[Builtin] = &[
         false,
     ),
     b(
+        "policy",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        false,
+    ),
+    b(
         "coordination.k8s.io",
         "leases",
         "Lease",
