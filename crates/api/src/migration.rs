@@ -44,6 +44,7 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 #[x_kube(
     validation = Rule::new("self.failureDomains.all(f, self.failureDomains.exists_one(g, g.name == f.name))").message("failure domain names must be unique"),
     validation = Rule::new("!has(self.machineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain)").message("machineSetConfig.failureDomain must name one of spec.failureDomains").field_path(".machineSetConfig.failureDomain"),
+    validation = Rule::new("!has(self.machineSetConfig.machineSets) || self.machineSetConfig.machineSets.all(m, !has(m.failureDomain) || self.failureDomains.exists(f, f.name == m.failureDomain))").message("machineSetConfig.machineSets[].failureDomain must name one of spec.failureDomains").field_path(".machineSetConfig.machineSets"),
     validation = Rule::new("!has(self.controlPlaneMachineSetConfig) || !has(self.controlPlaneMachineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.controlPlaneMachineSetConfig.failureDomain)").message("controlPlaneMachineSetConfig.failureDomain must name one of spec.failureDomains").field_path(".controlPlaneMachineSetConfig.failureDomain")
 )]
 #[serde(rename_all = "camelCase")]
@@ -197,11 +198,44 @@ pub struct Topology {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MachineSetConfig {
-    /// Worker replicas per created MachineSet.
+    /// Machines per target failure domain of each recreated worker MachineSet.
     #[schemars(range(min = 1, max = 1000))]
     pub replicas: i32,
     /// Put the workers only in this failure domain; one MachineSet per target
     /// failure domain when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub failure_domain: Option<String>,
+    /// Every source MachineSet (worker, infra or any other role) is recreated on
+    /// the target with its role labels, node labels, taints and sizing: in each
+    /// worker failure domain, worker sets with `replicas` machines and other roles
+    /// with the source set's replica count. An entry here, by source name,
+    /// changes that or excludes the set (its machines are then only removed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub machine_sets: Vec<MachineSetMapping>,
+}
+
+/// How one source MachineSet is recreated on the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!has(self.exclude) || !self.exclude || (!has(self.replicas) && !has(self.failureDomain))").message("an excluded MachineSet takes no replicas or failureDomain")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineSetMapping {
+    /// Name of the source MachineSet in openshift-machine-api.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Do not recreate this set on the target: ScaleOldMachines still removes
+    /// its machines with the rest of the source.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude: bool,
+    /// Machines per target failure domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+    /// Recreate the set only in this failure domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub failure_domain: Option<String>,

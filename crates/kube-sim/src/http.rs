@@ -678,11 +678,9 @@ async fn resource(
             Ok(json_response(200, &obj))
         }
         ("POST", Some(name)) if p.sub == "eviction" => {
-            // No PodDisruptionBudgets are simulated: an eviction is a delete.
+            // PodDisruptionBudgets are honoured as the real server does (eviction.rs).
             read_body(req).await?;
-            shared
-                .core()
-                .delete(&def, &version, &ns, &name, &DeleteOpts::default())?;
+            crate::eviction::evict(&mut shared.core(), &ns, &name)?;
             Ok(json_response(
                 201,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

@@ -19,7 +19,8 @@
 //!
 //! Known simplifications: one storage version per resource without conversion (objects
 //! are served at any served version as stored), no admission plugins, no kubelet (pods
-//! are deleted at once and keep the status they are given), no PodDisruptionBudgets,
+//! are deleted at once and keep the status they are given), PodDisruptionBudgets honoured by
+//! evictions but their status left to a client (no disruption controller),
 //! GC runs synchronously, protobuf is accepted only for the kinds kubectl's typed
 //! clients send (responses are always JSON), and managedFields ownership is tracked at
 //! leaf-field granularity with simplified list semantics.
@@ -29,6 +30,7 @@ mod core;
 mod discovery;
 mod error;
 mod events;
+mod eviction;
 mod faults;
 mod http;
 mod kubeconfig;

@@ -191,6 +191,15 @@ const BUILTINS: &[Builtin] = &[
         false,
     ),
     b(
+        "policy",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        false,
+    ),
+    b(
         "coordination.k8s.io",
         "leases",
         "Lease",

@@ -6,6 +6,8 @@ pub mod cvo;
 pub mod health;
 pub mod infra;
 pub mod machines;
+pub mod machineset_plan;
+pub mod mcp;
 pub mod pods;
 pub mod source_topology;
 pub mod tags;

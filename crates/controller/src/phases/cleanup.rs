@@ -12,7 +12,7 @@ use super::{Phase, RollbackSupport};
 use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
 use crate::openshift::creds;
-use crate::openshift::{cloud_config, infra, pods};
+use crate::openshift::{cloud_config, infra, mcp, pods};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
@@ -158,13 +158,25 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     }
 
     // 5. Restart the vSphere pods so that they drop the source vCenter.
+    let since = cleanup_start(ctx);
     match restart_pods(ctx).await? {
-        None => Ok(Outcome::Completed {
-            message: format!(
-                "source vCenter {source} removed from the Infrastructure, cloud-provider-config and vsphere-creds; vSphere pods restarted; installer metadata in Secret {}",
-                metadata_secret_name(ctx.name())
-            ),
-        }),
+        // The source vCenter leaves the nodes' cloud config through a pool rollout.
+        None => {
+            if let Some(wait) = mcp::verdict(
+                &mcp::list(client.clone()).await?,
+                Some(since),
+                85,
+                &format!("source vCenter {source} removed; vSphere pods restarted"),
+            ) {
+                return Ok(wait);
+            }
+            Ok(Outcome::Completed {
+                message: format!(
+                    "source vCenter {source} removed from the Infrastructure, cloud-provider-config and vsphere-creds; vSphere pods restarted; installer metadata in Secret {}",
+                    metadata_secret_name(ctx.name())
+                ),
+            })
+        }
         Some(waiting) => Ok(Outcome::Running {
             progress: 70,
             message: format!(
@@ -205,15 +217,7 @@ async fn remove_from_infrastructure(ctx: &PhaseCtx, source: &str) -> Result<bool
 /// Restarts the vSphere pods once (pods created before this phase started
 /// are the old ones); `None` when every group runs Ready new pods.
 async fn restart_pods(ctx: &PhaseCtx) -> Result<Option<Vec<String>>, PhaseError> {
-    let since = ctx
-        .migration
-        .status
-        .as_ref()
-        .and_then(|s| s.current_phase_state.as_ref())
-        .filter(|c| c.name == vcfm_api::PhaseName::Cleanup)
-        .and_then(|c| c.start_time.as_ref())
-        .map(|t| t.0)
-        .unwrap_or(ctx.now);
+    let since = cleanup_start(ctx);
     let st = pods::restart_step(&ctx.client(), pods::VSPHERE_PODS, since).await?;
     if !st.deleted.is_empty() {
         ctx.log(
@@ -226,6 +230,18 @@ async fn restart_pods(ctx: &PhaseCtx) -> Result<Option<Vec<String>>, PhaseError>
         );
     }
     Ok((!st.done()).then_some(st.waiting))
+}
+
+/// When this Cleanup began: pods created before are old, pool rollouts before are not ours.
+fn cleanup_start(ctx: &PhaseCtx) -> jiff::Timestamp {
+    ctx.migration
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .filter(|c| c.name == vcfm_api::PhaseName::Cleanup)
+        .and_then(|c| c.start_time.as_ref())
+        .map(|t| t.0)
+        .unwrap_or(ctx.now)
 }
 
 /// The INI `[Workspace]` for the first target failure domain.

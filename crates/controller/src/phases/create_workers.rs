@@ -1,6 +1,8 @@
-//! Phase 11: one worker MachineSet per target failure domain, copied from a
-//! source worker MachineSet with placement, template and networks from the
-//! failure domain; done when every new Machine is Running with a Ready Node.
+//! Phase 11: every source MachineSet (workers, infra, any other role) recreated
+//! in each target failure domain as `spec.machineSetConfig` maps it (see
+//! `machineset_plan`): role labels, node labels, taints and sizing copied,
+//! placement, template and networks from the failure domain; done when every new
+//! Machine is Running with a Ready Node.
 //! Rollback scales the sets it created to zero, waits for their Machines (and
 //! so their VMs) to go, and deletes them.
 
@@ -9,9 +11,9 @@ use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::machines::{
     self, CREATED_BY_LABEL, MachineProgress, created_by_value, internal_ips, machine_progress,
-    machines_of, new_worker_machineset, pick_worker_template, targets_server,
-    worker_machineset_name,
+    machines_of, new_worker_machineset, targets_server,
 };
+use crate::openshift::{machineset_plan, mcp};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
 use kube::api::{Api, PostParams};
@@ -63,18 +65,26 @@ impl Phase for CreateWorkers {
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let client = ctx.client();
+    if let Some(wait) = mcp::gate(client.clone(), 5, "CreateWorkers").await? {
+        return Ok(wait);
+    }
     let infra_id = ctx.recorded_cluster()?.infra_id.clone();
     let source = ctx.recorded_source()?.server.clone();
-    let replicas = ctx.migration.spec.machine_set_config.replicas;
     let api = Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE);
     let sets = machines::list_machinesets(client.clone()).await?;
+    let plan = machineset_plan::plan(&ctx.migration, &sets, &source, &infra_id).map_err(|p| {
+        PhaseError::fatal(format!(
+            "the source MachineSets cannot be recreated as machineSetConfig says: {}",
+            p.join("; ")
+        ))
+    })?;
 
     let mut ours: Vec<MachineSet> = vec![];
-    for fd in ctx.migration.worker_failure_domains() {
-        let name = worker_machineset_name(&infra_id, &fd.name);
+    for planned in &plan.sets {
+        let (name, fd, replicas) = (&planned.name, planned.fd, planned.replicas);
         if let Some(ms) = sets
             .iter()
-            .find(|m| m.metadata.name.as_deref() == Some(&name))
+            .find(|m| m.metadata.name.as_deref() == Some(name.as_str()))
         {
             if !targets_server(ms, &fd.server) {
                 return Err(PhaseError::fatal(format!(
@@ -86,12 +96,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             ours.push(ms.clone());
             continue;
         }
-        let template = pick_worker_template(&sets, &source).ok_or_else(|| {
-            PhaseError::fatal(format!(
-                "no worker MachineSet on the source vCenter {source} to copy (infra MachineSets are not copied): create the target MachineSets by hand or add a worker MachineSet"
-            ))
-        })?;
-        let new = new_worker_machineset(template, &name, fd, &infra_id, replicas, ctx.name())
+        let new = new_worker_machineset(planned.source, name, fd, &infra_id, replicas, ctx.name())
             .map_err(PhaseError::Fatal)?;
         let created = match api.create(&PostParams::default(), &new).await {
             Ok(ms) => {
@@ -99,17 +104,15 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
                     LogLevel::Info,
                     "machines",
                     format!(
-                        "created MachineSet {name} ({replicas} replica(s)) on {} in failure domain {}, copied from {}",
-                        fd.server,
-                        fd.name,
-                        template.metadata.name.as_deref().unwrap_or("")
+                        "created {} MachineSet {name} ({replicas} replica(s)) on {} in failure domain {}, copied from {}",
+                        planned.role, fd.server, fd.name, planned.source_name
                     ),
                 );
                 ms
             }
             // Created by an earlier attempt whose result was lost: adopt it.
             Err(kube::Error::Api(s)) if s.code == 409 => api
-                .get(&name)
+                .get(name)
                 .await
                 .map_err(|e| PhaseError::from(e).context(&format!("reading MachineSet {name}")))?,
             Err(e) => {
@@ -189,7 +192,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     if waiting.is_empty() && ready_total >= desired_total {
         return Ok(Outcome::Completed {
             message: format!(
-                "{ready_total} worker(s) Running with Ready nodes on the target in MachineSet(s) {}",
+                "{ready_total} machine(s) Running with Ready nodes on the target in MachineSet(s) {}",
                 names.join(", ")
             ),
         });
@@ -201,7 +204,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     Ok(Outcome::Running {
         progress,
         message: format!(
-            "{ready_total}/{desired_total} new worker(s) ready in MachineSet(s) {}",
+            "{ready_total}/{desired_total} new machine(s) ready in MachineSet(s) {}",
             names.join(", ")
         ),
         waiting_for: waiting.into_iter().take(20).collect(),

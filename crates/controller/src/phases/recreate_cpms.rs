@@ -70,6 +70,9 @@ fn masters<'a>(cpms: &ControlPlaneMachineSet, all: &'a [Machine]) -> Vec<&'a Mac
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let client = ctx.client();
+    if let Some(wait) = crate::openshift::mcp::gate(client.clone(), 5, "RecreateCPMS").await? {
+        return Ok(wait);
+    }
     let fds = ctx.migration.control_plane_failure_domains();
     let names: Vec<&str> = fds.iter().map(|f| f.name.as_str()).collect();
     let targets = ctx.migration.target_servers();

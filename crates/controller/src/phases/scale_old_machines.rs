@@ -6,7 +6,7 @@
 use super::{Phase, RollbackSupport};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
-use crate::openshift::machines::{self, is_worker_set, machines_of, source_machinesets};
+use crate::openshift::machines::{self, machines_of, source_machinesets};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
 use std::collections::BTreeSet;
@@ -56,6 +56,9 @@ impl Phase for ScaleOldMachines {
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let client = ctx.client();
+    if let Some(wait) = crate::openshift::mcp::gate(client.clone(), 5, "ScaleOldMachines").await? {
+        return Ok(wait);
+    }
     let source = ctx.recorded_source()?.server.clone();
     let sets = machines::list_machinesets(client.clone()).await?;
     let old = source_machinesets(&sets, &source);
@@ -75,29 +78,29 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         }
         if ms.spec.replicas.unwrap_or(1) != 0 {
             machines::scale_machineset(client.clone(), name, 0).await?;
-            let what = if is_worker_set(ms) {
-                "worker"
-            } else {
-                "non-worker"
-            };
+            // CreateWorkers recreated every source set on the target unless the
+            // spec excluded it (Preflight refused what it could not map).
+            let excluded = ctx
+                .migration
+                .spec
+                .machine_set_config
+                .machine_sets
+                .iter()
+                .any(|m| m.exclude && m.name == name);
             ctx.log(
                 LogLevel::Info,
                 "machines",
                 format!(
-                    "scaled source {what} MachineSet {name} from {} to 0",
-                    ms.spec.replicas.unwrap_or(1)
+                    "scaled source MachineSet {name} (role {}) from {} to 0{}",
+                    ms.role().unwrap_or("unknown"),
+                    ms.spec.replicas.unwrap_or(1),
+                    if excluded {
+                        "; excluded by machineSetConfig.machineSets, so not recreated on the target"
+                    } else {
+                        ""
+                    }
                 ),
             );
-            if !is_worker_set(ms) {
-                ctx.log(
-                    LogLevel::Warning,
-                    "machines",
-                    format!(
-                        "MachineSet {name} (role {}) was not copied to the target: recreate it there if you need those machines",
-                        ms.role().unwrap_or("unknown")
-                    ),
-                );
-            }
             waiting.push(format!("MachineSet {name} scaling down"));
             continue;
         }

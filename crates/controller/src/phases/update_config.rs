@@ -1,6 +1,7 @@
 //! Phase 8: add `vcenter.<target>` to `openshift-config/cloud-provider-config`
 //! (YAML or INI, the rest preserved byte-for-byte where possible), then
-//! restart the machine-config-operator pods so the ControllerConfig resyncs.
+//! restart the machine-config-operator pods so the ControllerConfig resyncs, and
+//! wait until every MachineConfigPool has rolled its nodes to the new config.
 
 use super::{Phase, RollbackOutcome, RollbackSupport};
 use crate::backup::{BackupStore, manifest};
@@ -8,7 +9,7 @@ use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::cloud_config::{self, VcenterEntry};
 use crate::openshift::infra::datacenter_name;
-use crate::openshift::pods;
+use crate::openshift::{mcp, pods};
 use crate::phases::backup::keys;
 use crate::state::Outcome;
 use crate::undo;
@@ -116,10 +117,22 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             recheck: Duration::from_secs(2),
         });
     }
+    // The new cloud config reaches every node through the machine-config operator,
+    // which rolls each pool node by node with reboots: wait for it (see `mcp`).
+    let pools = mcp::list(ctx.client()).await?;
+    if let Some(wait) = mcp::verdict(
+        &pools,
+        Some(phase_start(ctx)),
+        80,
+        "cloud-provider-config updated and machine-config-operator restarted",
+    ) {
+        return Ok(wait);
+    }
     Ok(Outcome::Completed {
         message: format!(
-            "cloud-provider-config ({format:?}) lists vCenters {}; machine-config-operator restarted",
-            listed.join(", ")
+            "cloud-provider-config ({format:?}) lists vCenters {}; machine-config-operator restarted; {} MachineConfigPool(s) rolled to the new config",
+            listed.join(", "),
+            pools.len()
         ),
     })
 }

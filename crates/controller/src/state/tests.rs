@@ -28,6 +28,7 @@ fn spec() -> MigrationSpec {
         machine_set_config: MachineSetConfig {
             replicas: 3,
             failure_domain: None,
+            machine_sets: vec![],
         },
         control_plane_machine_set_config: None,
         rollback_on_failure: true,
