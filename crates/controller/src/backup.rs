@@ -319,9 +319,7 @@ impl BackupStore {
                 return Ok(None);
             }
             let mut merged: ChangeRecord = match existing {
-                Some(b) => serde_json::from_slice(&b.0).map_err(|e| {
-                    PhaseError::fatal(format!("change record {key} is not valid: {e}"))
-                })?,
+                Some(b) => serde_json::from_slice(&b.0).map_err(|e| invalid_record(key, &e))?,
                 None => ChangeRecord::default(),
             };
             let grew = merged.merge(record) || existing.is_none();
@@ -373,8 +371,20 @@ impl BackupStore {
         let v = self.load(m).await?;
         serde_json::from_value(v)
             .map(Some)
-            .map_err(|e| PhaseError::fatal(format!("change record {key} is not valid: {e}")))
+            .map_err(|e| invalid_record(key, &e))
     }
+}
+
+/// A change record that does not parse. serde's message may quote the value
+/// it met (a credential, in `vsphere-creds.changes.json`), so only its
+/// category and position are reported.
+fn invalid_record(key: &str, e: &serde_json::Error) -> PhaseError {
+    PhaseError::fatal(format!(
+        "change record {key} in the backup Secret is not a valid record ({:?} error at line {}, column {}): rollback cannot tell what vcfm wrote; restore by hand",
+        e.classify(),
+        e.line(),
+        e.column()
+    ))
 }
 
 /// Whether `bytes` carry the recorded hex HMAC under `key`.
@@ -499,6 +509,18 @@ mod tests {
         assert!(!verify(&key, data, &digest[..62]));
         // Not the plain SHA-256 a status reader could recompute from a guess.
         assert_ne!(digest, hex::encode(Sha256::digest(data)));
+    }
+
+    /// serde quotes the value it met; a record holding credentials must not
+    /// put one into a status message.
+    #[test]
+    fn an_invalid_change_record_is_reported_without_its_content() {
+        let bytes = br#"{"changes": "c2VjcmV0LXBhc3N3b3Jk"}"#;
+        let e = serde_json::from_slice::<ChangeRecord>(bytes).unwrap_err();
+        assert!(e.to_string().contains("c2VjcmV0"), "serde quotes it: {e}");
+        let msg = invalid_record("vsphere-creds.changes.json", &e).to_string();
+        assert!(!msg.contains("c2VjcmV0"), "{msg}");
+        assert!(msg.contains("vsphere-creds.changes.json"), "{msg}");
     }
 
     #[test]

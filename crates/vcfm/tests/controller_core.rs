@@ -114,7 +114,13 @@ async fn automatic_mode_runs_phases_1_to_4_without_approval_then_pauses_on_reque
     // Backup: a Secret owned by the migration, keyed HMACs in status (the
     // key only in the Secret, so status is no oracle for guessed contents).
     let backup = env.secret_data(NS, "auto-backup").await;
-    assert_eq!(st.backup_manifests.len(), 7, "{:?}", st.backup_manifests);
+    // Seven backups and the record of what UpdateSecrets wrote (for rollback).
+    assert_eq!(st.backup_manifests.len(), 8, "{:?}", st.backup_manifests);
+    assert!(
+        st.backup_manifests
+            .iter()
+            .any(|b| b.key == "vsphere-creds.changes.json")
+    );
     let key = hex::decode(&backup[vcfm_controller::backup::DIGEST_KEY]).unwrap();
     assert_eq!(key.len(), 32);
     let status_json = serde_json::to_string(&st).unwrap();
@@ -525,12 +531,16 @@ async fn killed_at_many_points_the_controller_ends_exactly_like_an_uninterrupted
     keys.dedup();
     assert_eq!(
         keys.len(),
-        7,
-        "no backup lost or duplicated: {:?}",
+        8,
+        "no backup or change record lost or duplicated: {:?}",
         st.backup_manifests
     );
     let backup = env.secret_data(NS, "crashy-backup").await;
-    assert_eq!(backup.len(), 8, "seven backups and one HMAC key");
+    assert_eq!(
+        backup.len(),
+        9,
+        "seven backups, UpdateSecrets' change record and one HMAC key"
+    );
     let key = hex::decode(&backup[vcfm_controller::backup::DIGEST_KEY]).unwrap();
     for b in &st.backup_manifests {
         assert_eq!(

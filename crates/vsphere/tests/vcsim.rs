@@ -1199,3 +1199,24 @@ async fn an_old_template_and_a_same_named_vm_can_be_asked_for() {
         .collect();
     assert_eq!(named.len(), 2, "{named:?}");
 }
+
+/// The helper's fault bursts answer like vCenter's internal errors: the armed
+/// method fails with `SystemError` exactly as many times as armed, other
+/// methods meanwhile work, and the next call succeeds.
+#[tokio::test]
+async fn system_error_bursts_fail_only_the_armed_calls() {
+    let mut vc = sim();
+    let c = vc.client().unwrap();
+    let parent = c.find_folder("/DC0/vm").await.unwrap();
+    vc.inject_system_errors("CreateFolder", 2).unwrap();
+    for attempt in 0..2 {
+        let e = c.create_folder(&parent, "burst").await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Fault { fault, .. } if fault == "SystemError"),
+            "attempt {attempt}: {e:?}"
+        );
+        assert_eq!(c.find_folder("/DC0/vm").await.unwrap(), parent);
+    }
+    let made = c.create_folder(&parent, "burst").await.unwrap();
+    assert_eq!(c.find_folder("/DC0/vm/burst").await.unwrap(), made);
+}
