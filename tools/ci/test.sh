@@ -29,7 +29,7 @@ echo "test: real tier"
 VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   --test migration_automatic --test migration_manual_rollback --test migration_crash_outage \
   --test phases_5_10 --test phases_5_10_faults --test differential \
-  --test rollback_undo --test vcenter_transient --test leader_election \
+  --test rollback_undo --test vcenter_transient --test leader_election --test migration_deletion \
   -- --test-threads=1 \
   automatic_migration_ \
   manual_migration_runs_each_phase_only_after_its_approval \
@@ -42,4 +42,8 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   rollback_keeps_what_others_changed_during_the_migration_ \
   a_vcenter_restart_and_system_error_bursts_are_retried_without_rollback \
   a_standby_does_not_take_a_lease_renewed_by_a_holder_whose_clock_is_behind \
+  deleting_a_migration_ \
+  deleting_past_the_point_of_no_return_is_held_until_forced_and_the_backup_survives \
+  a_machine_stuck_deleting_stalls_the_rollback_until_it_is_released \
+  killed_during_a_deletion_rollback_the_controller_still_rolls_back_and_lets_go \
   "$DIFFERENTIAL"

@@ -136,6 +136,41 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
         state::decide(&m.spec, &status, now, timeout_for)
     };
     tracing::debug!(migration = %name, ?decision, "decided");
+    // A held deletion shows why and how to force it, and the migration goes
+    // on; where it would wait for a spec change, it looks again for the
+    // force annotation instead (annotations do not change the generation the
+    // watch filters on).
+    let (decision, held) = match decision {
+        Decision::HoldDeletion { reason, meanwhile } => {
+            hold_deletion(api, m, ctx, &reason, now).await?;
+            (*meanwhile, true)
+        }
+        d => (d, false),
+    };
+    let waits_for_change = matches!(
+        decision,
+        Decision::Idle { .. }
+            | Decision::AwaitApproval(_)
+            | Decision::Paused { .. }
+            | Decision::RefuseRollback { .. }
+    );
+    let result = step_decision(api, m, ctx, decision, &status, now).await;
+    if held && waits_for_change {
+        return result.map(|_| Action::requeue(HOLD_RECHECK));
+    }
+    result
+}
+
+/// Carries out one decision.
+async fn step_decision(
+    api: &Api<Vcfm>,
+    m: &Vcfm,
+    ctx: &Context,
+    decision: Decision,
+    status: &MigrationStatus,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let name = m.name_any();
     match decision {
         Decision::Idle { reason } => {
             status::update(api, &name, |st, g| {
@@ -279,35 +314,9 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
             waited,
             limit,
         } => rollback(api, m, ctx, phase, Some((waited, limit)), now).await,
-        Decision::ReleaseDeletion { reason } => release(m, ctx, api, &reason, &status).await,
-        Decision::HoldDeletion { reason } => {
-            let msg = format!(
-                "{reason}. Deleting it anyway leaves the cluster as it is now (the backup Secret {} stays for manual recovery): `{}`",
-                crate::backup::secret_name(&name),
-                deletion::force_command(m)
-            );
-            let mut changed = false;
-            status::update(api, &name, |st, g| {
-                changed = conditions::set(
-                    &mut st.conditions,
-                    ConditionType::DeletionBlocked,
-                    true,
-                    "PointOfNoReturn",
-                    &msg,
-                    g,
-                    now,
-                );
-            })
-            .await?;
-            if changed {
-                ctx.events
-                    .publish(m, true, "DeletionBlocked", "Delete", msg)
-                    .await;
-            }
-            // The annotation does not change the generation the watch
-            // filters on: look again for it.
-            Ok(Action::requeue(HOLD_RECHECK))
-        }
+        Decision::ReleaseDeletion { reason } => release(m, ctx, api, &reason, status).await,
+        // Unwrapped by `step`; `decide` never nests one.
+        Decision::HoldDeletion { .. } => Ok(Action::requeue(HOLD_RECHECK)),
         Decision::FinishRollback => {
             let done =
                 status::update(api, &name, |st, g| state::finish_rollback(st, g, now)).await?;
@@ -748,6 +757,41 @@ async fn rollback(
         )
         .await;
     Ok(Action::requeue(NEXT_STEP))
+}
+
+/// Shows why a deletion is held and how to force it (an Event once).
+async fn hold_deletion(
+    api: &Api<Vcfm>,
+    m: &Vcfm,
+    ctx: &Context,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let name = m.name_any();
+    let msg = format!(
+        "{reason}. To delete it now, leaving the cluster as it is (the backup Secret {} stays for manual recovery): `{}`",
+        crate::backup::secret_name(&name),
+        deletion::force_command(m)
+    );
+    let mut changed = false;
+    status::update(api, &name, |st, g| {
+        changed = conditions::set(
+            &mut st.conditions,
+            ConditionType::DeletionBlocked,
+            true,
+            "PointOfNoReturn",
+            &msg,
+            g,
+            now,
+        );
+    })
+    .await?;
+    if changed {
+        ctx.events
+            .publish(m, true, "DeletionBlocked", "Delete", msg)
+            .await;
+    }
+    Ok(())
 }
 
 /// Lets a deleted migration go: records on the backup Secret how it ended

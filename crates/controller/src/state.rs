@@ -46,8 +46,14 @@ pub enum Decision {
     /// The migration is being deleted and may go: remove the finalizer.
     ReleaseDeletion { reason: String },
     /// The migration is being deleted past the point of no return: keep the
-    /// finalizer until the administrator forces the deletion.
-    HoldDeletion { reason: String },
+    /// finalizer until it completes or the administrator forces the
+    /// deletion. Forward is the only safe way from here, so `meanwhile` (what
+    /// [`decide`] says) still happens: a deletion never freezes a migration
+    /// half-way through moving the control plane.
+    HoldDeletion {
+        reason: String,
+        meanwhile: Box<Decision>,
+    },
     /// Every phase has been undone.
     FinishRollback,
     /// A rollback was requested but cannot be honoured.
@@ -230,8 +236,9 @@ fn next_rollback_step(
 ///   completed, or rolled back: let it go;
 /// - changes made before the point of no return: roll back (the one
 ///   rollback; one already running is simply awaited), then let go;
-/// - past the point of no return: hold, unless forced; forced: let go with
-///   no rollback (the backup Secret is not owned by the migration and stays).
+/// - past the point of no return: hold while the migration goes on to
+///   completion, unless forced; forced: let go with no rollback (the backup
+///   Secret is not owned by the migration and stays).
 pub fn decide_deletion(
     spec: &MigrationSpec,
     status: &MigrationStatus,
@@ -267,7 +274,10 @@ pub fn decide_deletion(
     }
     if let Some(reason) = rollback_blocker(status) {
         return Decision::HoldDeletion {
-            reason: format!("deletion held: {reason}"),
+            reason: format!(
+                "deletion held until the migration completes (it goes on; a failed phase waits for `vcfm retry`): {reason}"
+            ),
+            meanwhile: Box::new(decide(spec, status, now, timeout_for)),
         };
     }
     Decision::StartRollback {

@@ -217,15 +217,11 @@ async fn deleting_a_migration_mid_way_rolls_it_back_before_it_goes() {
             .map(String::as_str),
         Some("RolledBack")
     );
-    // A clean earlier rollback does not stop the next migration.
-    env.create_migration("next", env.spec(FD, WORKERS, false))
-        .await;
-    let m = env.wait_terminal("next", Duration::from_secs(240)).await;
+    // A clean earlier rollback does not stop the next migration's Preflight.
+    let m = migrate_through(&env, "next", PhaseName::Preflight, json!({})).await;
     assert_eq!(
-        phase_of(&m),
-        Some(MigrationPhase::Completed),
-        "{}",
-        summary(&m)
+        history(&m),
+        vec![(PhaseName::Preflight, vcfm_api::PhaseStatus::Completed)]
     );
     env.shutdown().await;
 }
@@ -316,6 +312,47 @@ async fn deleting_past_the_point_of_no_return_is_held_until_forced_and_the_backu
     assert_eq!(
         history(&m),
         vec![(PhaseName::Preflight, vcfm_api::PhaseStatus::Failed)]
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_deletion_goes_on_to_completion_and_then_lets_go() {
+    let mut env = Env::start(Scenario {
+        workers: WORKERS,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    migrate_through(&env, "onward", PhaseName::RecreateCpms, json!({})).await;
+    delete(&env, "onward").await;
+    env.wait("onward", "DeletionBlocked", Duration::from_secs(30), |m| {
+        condition(m, "DeletionBlocked").is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    // Approvals still work on a held migration: it finishes the move, then goes.
+    let rest: Vec<PhaseName> = PhaseName::ALL
+        .into_iter()
+        .filter(|p| *p > PhaseName::RecreateCpms)
+        .collect();
+    env.approve("onward", &rest).await;
+    let (last, _) = wait_gone(&env, "onward", Duration::from_secs(180)).await;
+    let last = last.unwrap();
+    assert!(
+        last.status.as_ref().unwrap().rollback.is_none(),
+        "{}",
+        summary(&last)
+    );
+    let findings = migrated_findings(&env, &env.snapshot().await, WORKERS as usize);
+    assert!(findings.is_empty(), "{findings:#?}");
+    let b = backup(&env, "onward").await.expect("backup kept");
+    assert_eq!(
+        b.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(OUTCOME))
+            .map(String::as_str),
+        Some("Completed")
     );
     env.shutdown().await;
 }

@@ -919,10 +919,22 @@ fn deleting_past_the_point_of_no_return_is_held_until_forced() {
     let s = spec();
     let running = completed_through(&s, PhaseName::CreateWorkers, Some(PhaseName::RecreateCpms));
     let (failed, _) = drive(&s, Some(PhaseName::ScaleOldMachines));
-    for st in [running, failed] {
+    // Held, and meanwhile the migration goes on: a running phase continues,
+    // a failed one waits for `vcfm retry` (never a rollback).
+    let meanwhile = [
+        Decision::Execute(PhaseName::RecreateCpms),
+        decide_at(&s, &failed, t(300)),
+    ];
+    assert!(
+        matches!(meanwhile[1], Decision::Idle { .. }),
+        "{:?}",
+        meanwhile[1]
+    );
+    for (st, next) in [running, failed].into_iter().zip(meanwhile) {
         match delete_at(&s, &st, false, t(300)) {
-            Decision::HoldDeletion { reason } => {
-                assert!(reason.contains("RecreateCPMS"), "{reason}")
+            Decision::HoldDeletion { reason, meanwhile } => {
+                assert!(reason.contains("RecreateCPMS"), "{reason}");
+                assert_eq!(*meanwhile, next);
             }
             d => panic!("expected the deletion to be held, got {d:?}"),
         }
@@ -1094,4 +1106,48 @@ fn finishing_the_rollback_clears_a_stall() {
     finish_rollback(&mut st, Some(1), t(62));
     let c = conditions::find(&st.conditions, ConditionType::Stalled).unwrap();
     assert_eq!(c.status, "False");
+}
+
+#[test]
+fn a_held_deletion_goes_on_to_completion_and_then_lets_go() {
+    let s = spec();
+    let (mut st, _) = drive(&s, Some(PhaseName::ScaleOldMachines));
+    let retry = with_token(&s, "fixed");
+    let Decision::HoldDeletion { meanwhile, .. } = delete_at(&retry, &st, false, t(300)) else {
+        panic!("held")
+    };
+    assert_eq!(
+        *meanwhile,
+        Decision::RetryFailedPhase(PhaseName::ScaleOldMachines),
+        "`vcfm retry` still works on a held migration"
+    );
+    reset_for_retry(
+        &mut st,
+        PhaseName::ScaleOldMachines,
+        &retry,
+        Some(2),
+        t(301),
+    );
+    for i in 302..400 {
+        match delete_at(&retry, &st, false, t(i)) {
+            Decision::HoldDeletion { meanwhile, .. } => match *meanwhile {
+                Decision::Execute(p) => {
+                    begin_phase(&mut st, p, false, t(i));
+                    let done = Outcome::Completed {
+                        message: String::new(),
+                    };
+                    apply_outcome(&mut st, p, &done, &retry, Some(2), t(i));
+                }
+                d => panic!("unexpected {d:?} while held"),
+            },
+            Decision::ReleaseDeletion { reason } => {
+                assert!(reason.contains("completed"), "{reason}");
+                assert_eq!(st.phase, Some(MigrationPhase::Completed));
+                assert!(st.rollback.is_none());
+                return;
+            }
+            d => panic!("unexpected {d:?}"),
+        }
+    }
+    panic!("the held migration never completed");
 }
