@@ -354,6 +354,7 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     preflight_consumers::check_in_tree_volumes(ctx, &mut r.problems).await?;
     preflight_consumers::check_vcenters_schema(ctx, version.as_deref(), &mut r.problems).await?;
     preflight_consumers::check_credentials_mode(ctx, &mut r.problems).await?;
+    preflight_consumers::check_cloud_config(ctx, &mut r.problems).await?;
 
     // vCenters.
     if let (Some(server), Some(s)) = (&source_server, &creds_secret)

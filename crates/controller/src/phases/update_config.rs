@@ -126,7 +126,13 @@ impl Phase for UpdateConfig {
                 .load(m)
                 .await?;
             let api = Api::<ConfigMap>::namespaced(ctx.client(), cloud_config::NAMESPACE);
-            let changed = restore_field(&api, cloud_config::NAME, &backup, "data").await?;
+            // The ConfigMap the backup was taken of (Infrastructure spec.cloudConfig).
+            let name = backup
+                .pointer("/metadata/name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(cloud_config::NAME)
+                .to_string();
+            let changed = restore_field(&api, &name, &backup, "data").await?;
             // The pods are restarted by the UpdateInfrastructure rollback, which runs next.
             Ok(RollbackOutcome::Done(if changed {
                 "cloud-provider-config restored from backup".into()
