@@ -201,6 +201,9 @@ pub struct Scenario {
     /// The cloud-credential operator's `spec.credentialsMode` (`None`: the default mode,
     /// passthrough on vSphere; `Manual`: it copies nothing).
     pub credentials_mode: Option<String>,
+    /// The key of `openshift-config/cloud-provider-config` holding the configuration, named
+    /// in `Infrastructure.spec.cloudConfig.key` (`None`: the installer's `config`).
+    pub cloud_config_key: Option<String>,
     /// `workspace.vmGroup` of the worker MachineSet (a VM group of the source cluster).
     pub worker_vm_group: Option<String>,
     /// The target vCenter simulator's settings (templates, users, hardware versions).
@@ -238,6 +241,7 @@ impl Default for Scenario {
             in_tree_volumes: 0,
             crd_set: None,
             credentials_mode: None,
+            cloud_config_key: None,
             worker_vm_group: None,
             target_vcsim: None,
             autoscaling: false,

@@ -774,8 +774,16 @@ pub(crate) fn base_objects(
         "worker-user-data",
         json!({"userData": b64("{\"ignition\":{\"version\":\"3.2.0\"}}")}),
     ));
-    out.push(cloud_provider_config(s.config_format, src));
-    out.push(infrastructure(infra_id, src));
+    let mut cm = cloud_provider_config(s.config_format, src);
+    let mut infra = infrastructure(infra_id, src);
+    if let Some(key) = &s.cloud_config_key {
+        // Consumers read the key Infrastructure spec.cloudConfig names (openshift/api
+        // `ConfigMapFileReference`), whatever it is.
+        cm["data"] = json!({key.as_str(): cm["data"]["config"].clone()});
+        infra["spec"]["cloudConfig"]["key"] = json!(key);
+    }
+    out.push(cm);
+    out.push(infra);
     out.push(cluster_version(&s.version));
     out.push(feature_gate(&s.version, s.multi_vcenter_day2_gate));
     for co in CLUSTER_OPERATORS {

@@ -140,12 +140,15 @@ pub async fn plan(
     }
 
     // 3. The cloud provider configuration (UpdateConfig).
+    let loc = cloud_config::location(client.clone())
+        .await
+        .unwrap_or_else(|_| cloud_config::Location::of(None));
     writeln!(
         o,
         "\nConfigMap {}/{} key {} (UpdateConfig):",
         cloud_config::NAMESPACE,
-        cloud_config::NAME,
-        cloud_config::KEY
+        loc.name,
+        loc.key
     )?;
     match cloud_config::read(client.clone()).await {
         Ok((_, text)) => {
@@ -308,7 +311,7 @@ pub async fn plan(
             o,
             "  - source vCenter {source} from the Infrastructure, {}/{} and {}/{} (keys {}, {})",
             cloud_config::NAMESPACE,
-            cloud_config::NAME,
+            loc.name,
             creds::CREDS_NAMESPACE,
             creds::CREDS_NAME,
             creds::username_key(&source),

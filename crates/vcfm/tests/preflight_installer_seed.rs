@@ -441,3 +441,51 @@ async fn what_the_machine_controller_needs_from_the_target_is_checked() {
     .await;
     h.shutdown().await;
 }
+
+/// Issue 13 item 11: the cloud provider configuration is read where
+/// `Infrastructure.spec.cloudConfig` says (here under key `cloud.conf`): `vcfm plan` shows
+/// the target's entry added to it, and Preflight passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_config_is_found_where_the_infrastructure_names_it() {
+    let h = Harness::start(
+        Scenario {
+            workers: 1,
+            cloud_config_key: Some("cloud.conf".into()),
+            ..Scenario::default()
+        },
+        None,
+    )
+    .await;
+    let client = h.sim.client();
+    let m: VmwareCloudFoundationMigration =
+        serde_json::from_value(h.migration("pending", |m| m["spec"]["state"] = json!("Pending")))
+            .unwrap();
+    Api::<VmwareCloudFoundationMigration>::namespaced(client, NS)
+        .create(&PostParams::default(), &m)
+        .await
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
+        .args(["plan", "pending", "-n", NS, "--kubeconfig"])
+        .arg(h.sim.kubeconfig_path())
+        .arg("--vcenter-ca-file")
+        .arg(h._dir.path().join("ca.pem"))
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = h.sim.target().server.clone();
+    for s in [
+        "Preflight: all checks passed.",
+        "ConfigMap openshift-config/cloud-provider-config key cloud.conf (UpdateConfig):",
+        &format!("    +   {t}:\n    +     server: {t}"),
+    ] {
+        assert!(text.contains(s), "plan lacks {s:?}:\n{text}");
+    }
+    h.shutdown().await;
+}

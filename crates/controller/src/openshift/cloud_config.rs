@@ -13,8 +13,47 @@ use kube::api::{Api, PostParams};
 use serde_json::{Map, Value};
 
 pub const NAMESPACE: &str = "openshift-config";
+/// The ConfigMap and key the installer writes, used when the Infrastructure names none.
 pub const NAME: &str = "cloud-provider-config";
 pub const KEY: &str = "config";
+
+/// The ConfigMap (in `openshift-config`) and key holding the cloud provider configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub name: String,
+    pub key: String,
+}
+
+impl Location {
+    /// `Infrastructure.spec.cloudConfig` (openshift/api `config/v1/types_infrastructure.go`,
+    /// `ConfigMapFileReference`): the machine-config operator and the cloud controller
+    /// manager operator read the configuration from there, so vcfm edits what it names.
+    pub fn of(infra: Option<&vcfm_api::openshift::Infrastructure>) -> Self {
+        let field = |k: &str| {
+            infra
+                .and_then(|i| i.spec.extra.get("cloudConfig"))
+                .and_then(|c| c.get(k))
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        Self {
+            name: field("name").unwrap_or_else(|| NAME.into()),
+            key: field("key").unwrap_or_else(|| KEY.into()),
+        }
+    }
+
+    /// `openshift-config/<name>`.
+    pub fn describe(&self) -> String {
+        format!("{NAMESPACE}/{} (key {})", self.name, self.key)
+    }
+}
+
+/// Where this cluster keeps its cloud provider configuration.
+pub async fn location(client: kube::Client) -> Result<Location, PhaseError> {
+    let infra = crate::openshift::infra::get(client).await?;
+    Ok(Location::of(infra.as_ref()))
+}
 
 /// The two layouts the cloud provider reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -624,26 +663,32 @@ fn yaml_remove_text(text: &str, server: &str) -> Option<String> {
 
 // ------------------------------------------------------------ ConfigMap I/O
 
-/// Reads the `config` key of the cloud-provider ConfigMap.
+/// Reads the cloud provider configuration where the Infrastructure says it is.
 pub async fn read(client: kube::Client) -> Result<(ConfigMap, String), PhaseError> {
+    let loc = location(client.clone()).await?;
+    read_at(client, &loc).await
+}
+
+async fn read_at(client: kube::Client, loc: &Location) -> Result<(ConfigMap, String), PhaseError> {
     let cm = Api::<ConfigMap>::namespaced(client, NAMESPACE)
-        .get(NAME)
+        .get(&loc.name)
         .await
-        .map_err(|e| {
-            PhaseError::from(e).context("reading openshift-config/cloud-provider-config")
-        })?;
+        .map_err(|e| PhaseError::from(e).context(&format!("reading {NAMESPACE}/{}", loc.name)))?;
     let text = cm
         .data
         .as_ref()
-        .and_then(|d| d.get(KEY))
+        .and_then(|d| d.get(&loc.key))
         .cloned()
         .ok_or_else(|| {
-            PhaseError::fatal("openshift-config/cloud-provider-config has no `config` key")
+            PhaseError::fatal(format!(
+                "{NAMESPACE}/{} has no `{}` key, which Infrastructure spec.cloudConfig names",
+                loc.name, loc.key
+            ))
         })?;
     Ok((cm, text))
 }
 
-/// Applies `edit` to the `config` key, writing with the resourceVersion just
+/// Applies `edit` to the configuration, writing with the resourceVersion just
 /// read (a conflict is transient: the next step reads again). Returns whether
 /// the ConfigMap changed.
 pub async fn edit(
@@ -658,22 +703,22 @@ pub async fn edit(
     Ok(true)
 }
 
-/// Writes `text` as the `config` key of `cm` (as read: its resourceVersion
-/// guards against lost updates; a conflict is transient).
+/// Writes `text` where the Infrastructure says the configuration is, into
+/// `cm` as read (its resourceVersion guards against lost updates; a conflict
+/// is transient).
 pub async fn write(
     client: kube::Client,
     mut cm: ConfigMap,
     text: String,
 ) -> Result<(), PhaseError> {
+    let loc = location(client.clone()).await?;
     cm.data
         .get_or_insert_with(Default::default)
-        .insert(KEY.into(), text);
+        .insert(loc.key.clone(), text);
     Api::<ConfigMap>::namespaced(client, NAMESPACE)
-        .replace(NAME, &PostParams::default(), &cm)
+        .replace(&loc.name, &PostParams::default(), &cm)
         .await
-        .map_err(|e| {
-            PhaseError::from(e).context("writing openshift-config/cloud-provider-config")
-        })?;
+        .map_err(|e| PhaseError::from(e).context(&format!("writing {NAMESPACE}/{}", loc.name)))?;
     Ok(())
 }
 

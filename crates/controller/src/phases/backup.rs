@@ -37,7 +37,6 @@ pub mod keys {
 }
 
 pub const CLOUD_CONFIG_NAMESPACE: &str = "openshift-config";
-pub const CLOUD_CONFIG_NAME: &str = "cloud-provider-config";
 pub const INFRA_CRD_NAME: &str = "infrastructures.config.openshift.io";
 
 fn to_value<T: serde::Serialize>(t: &T) -> Result<serde_json::Value, PhaseError> {
@@ -122,15 +121,16 @@ impl Phase for Backup {
                     .await?,
             );
 
+            let loc = crate::openshift::cloud_config::location(client.clone()).await?;
             let cm = Api::<ConfigMap>::namespaced(client.clone(), CLOUD_CONFIG_NAMESPACE)
-                .get(CLOUD_CONFIG_NAME)
+                .get(&loc.name)
                 .await?;
             saved.push(
                 store
                     .save(
                         keys::CLOUD_PROVIDER_CONFIG,
                         "v1/ConfigMap",
-                        CLOUD_CONFIG_NAME,
+                        &loc.name,
                         Some(CLOUD_CONFIG_NAMESPACE),
                         &clean_for_backup(to_value(&cm)?),
                         now,

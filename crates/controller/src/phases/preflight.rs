@@ -358,6 +358,7 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     if let (Some(server), Some(id)) = (&source_server, infra.as_ref().and_then(|i| i.infra_id())) {
         openshift::machineset_plan::check(ctx, server, id, &mut r.problems).await?;
     }
+    preflight_consumers::check_cloud_config(ctx, &mut r.problems).await?;
 
     // vCenters.
     if let (Some(server), Some(s)) = (&source_server, &creds_secret)

@@ -259,3 +259,23 @@ pub async fn check_pool_in_cluster(
     }
     Ok(())
 }
+
+/// The cloud provider configuration is where `Infrastructure.spec.cloudConfig` says (the
+/// machine-config operator and the CCM operator read it there), and vcfm can read it.
+pub async fn check_cloud_config(
+    ctx: &PhaseCtx,
+    problems: &mut Vec<String>,
+) -> Result<(), PhaseError> {
+    let loc = crate::openshift::cloud_config::location(ctx.client()).await?;
+    match crate::openshift::cloud_config::read(ctx.client()).await {
+        Ok(_) => Ok(()),
+        Err(PhaseError::Fatal(m)) => {
+            problems.push(format!(
+                "the cloud provider configuration {} that Infrastructure spec.cloudConfig names cannot be read ({m}): fix spec.cloudConfig, or let vcfm's Role in openshift-config (deploy/rbac.yaml) get and update that ConfigMap",
+                loc.describe()
+            ));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -51,6 +51,7 @@ pub fn phase_start(ctx: &PhaseCtx) -> jiff::Timestamp {
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let entries = target_entries(ctx);
+    let loc = cloud_config::location(ctx.client()).await?;
     let (cm, before) = cloud_config::read(ctx.client()).await?;
     let fatal = |e: cloud_config::CloudConfigError| PhaseError::fatal(e.to_string());
     let mut cur: Option<String> = None;
@@ -74,7 +75,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         .save_changes(
             keys::CLOUD_PROVIDER_CONFIG_CHANGES,
             "v1/ConfigMap changes",
-            cloud_config::NAME,
+            &loc.name,
             Some(cloud_config::NAMESPACE),
             &record,
             ctx.now,
@@ -95,12 +96,13 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             LogLevel::Info,
             "cloud-config",
             format!(
-                "added {} to cloud-provider-config ({format:?}); it now lists {}",
+                "added {} to {} ({format:?}); it now lists {}",
                 entries
                     .iter()
                     .map(|e| e.server.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
+                loc.describe(),
                 listed.join(", ")
             ),
         );
@@ -146,8 +148,13 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     let backup = store
         .load(manifest(ctx.backups(), keys::CLOUD_PROVIDER_CONFIG)?)
         .await?;
+    // The key the backup was taken of (Infrastructure spec.cloudConfig).
+    let loc = cloud_config::location(ctx.client()).await?;
     let original_text = backup
-        .pointer(&format!("/data/{}", cloud_config::KEY))
+        .pointer(&format!(
+            "/data/{}",
+            loc.key.replace('~', "~0").replace('/', "~1")
+        ))
         .and_then(|v| v.as_str())
         .unwrap_or_default();
     let fatal = |e: cloud_config::CloudConfigError| PhaseError::fatal(e.to_string());
@@ -188,11 +195,7 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     if out != text {
         cloud_config::write(ctx.client(), cm, out).await?;
     }
-    Ok(super::undo_outcome(
-        ctx,
-        "openshift-config/cloud-provider-config",
-        &plan,
-    ))
+    Ok(super::undo_outcome(ctx, &loc.describe(), &plan))
 }
 
 impl Phase for UpdateConfig {
