@@ -36,6 +36,7 @@ fn zero_delays() -> Delays {
         cpms_recreate: z,
         deployment_ready: z,
         cvo_restore: z,
+        mcp_node_update: z,
         // A safety-net period, not a delay: watch events drive the operators.
         resync: Duration::from_millis(200),
     }

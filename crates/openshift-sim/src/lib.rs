@@ -314,6 +314,7 @@ const EXTRA_CRDS: &[&str] = &[
     include_str!("../crds/clusterautoscalers.yaml"),
     include_str!("../crds/machineautoscalers.yaml"),
     include_str!("../crds/cloudcredentials.yaml"),
+    include_str!("../crds/machineconfigpools.yaml"),
 ];
 
 /// A running simulated cluster: kube-sim, two vcsims and the operators. Dropping it stops
@@ -472,12 +473,29 @@ impl SimCluster {
             let what = obj["kind"].as_str().unwrap_or_default().to_string();
             kapi::create(&client, &obj).await.map_err(seed_err(what))?;
         }
-        let groups = seed::pod_groups(scenario.config_format);
+        let mut groups = seed::pod_groups(scenario.config_format);
+        if scenario.infra_machineset {
+            groups.push(seed::router_group());
+            kapi::create(&client, &seed::router_pdb())
+                .await
+                .map_err(seed_err("router PodDisruptionBudget"))?;
+        }
         for g in &groups {
-            let placement: Vec<&String> = match g.kind {
-                seed::PodKind::Deployment(n) => nodes.iter().take(1).cycle().take(n).collect(),
-                seed::PodKind::DaemonSet => nodes.iter().collect(),
-                seed::PodKind::Mirror => nodes.iter().filter(|n| n.contains("-master-")).collect(),
+            let placement: Vec<&String> = match (g.kind, &g.node_role) {
+                // Pinned pods go to the nodes of their role (the seeded names say it).
+                (seed::PodKind::Deployment(n), Some(role)) => nodes
+                    .iter()
+                    .filter(|node| node.contains(&format!("-{role}-")))
+                    .cycle()
+                    .take(n)
+                    .collect(),
+                (seed::PodKind::Deployment(n), None) => {
+                    nodes.iter().take(1).cycle().take(n).collect()
+                }
+                (seed::PodKind::DaemonSet, _) => nodes.iter().collect(),
+                (seed::PodKind::Mirror, _) => {
+                    nodes.iter().filter(|n| n.contains("-master-")).collect()
+                }
             };
             for node in placement {
                 let ip = ctx.allocate_ip("");
@@ -488,14 +506,19 @@ impl SimCluster {
             }
         }
 
+        ops::mcp::seed(&client)
+            .await
+            .map_err(seed_err("MachineConfigPools"))?;
         let mut sims = HashMap::new();
         sims.insert("source", Arc::new(Mutex::new(src)));
         sims.insert("target", Arc::new(Mutex::new(tgt)));
         let mut tasks = vec![
             tokio::spawn(ops::credentials::run(ctx.clone())),
+            tokio::spawn(ops::pdb::run(ctx.clone(), groups.clone())),
             tokio::spawn(ops::pods::run(ctx.clone(), groups)),
             tokio::spawn(ops::cluster_operators::run(ctx.clone())),
             tokio::spawn(ops::cvo::run(ctx.clone())),
+            tokio::spawn(ops::mcp::run(ctx.clone())),
         ];
         if real_operators {
             tasks.push(tokio::spawn(ops::kubelet::run(ctx.clone())));
@@ -879,6 +902,7 @@ async fn seed_machines(
                 master_spec.clone(),
                 seed::role_labels(&ctx.infra_id, "master"),
                 None,
+                &Value::Null,
             )
             .await?;
         nodes.push(name);
@@ -910,6 +934,7 @@ async fn seed_machines(
             serde_json::from_value(ms["spec"]["template"]["metadata"]["labels"].clone())
                 .unwrap_or_default();
         let value = ms["spec"]["template"]["spec"]["providerSpec"]["value"].clone();
+        let template_spec = ms["spec"]["template"]["spec"].clone();
         for _ in 0..replicas {
             let name = format!("{ms_name}-{}", kapi::suffix(5));
             seeder
@@ -919,6 +944,7 @@ async fn seed_machines(
                     value.clone(),
                     labels.clone(),
                     Some(owner.clone()),
+                    &template_spec,
                 )
                 .await?;
             nodes.push(name);
@@ -952,6 +978,7 @@ impl Seeder<'_> {
         provider: Value,
         labels: std::collections::BTreeMap<String, String>,
         owner: Option<Value>,
+        template_spec: &Value,
     ) -> Result<(), Error> {
         let vm = self.vc.clone_vm(&self.template, name, &self.spec).await?;
         self.vc.attach_tag(&self.tag, &vm).await?;
@@ -970,12 +997,28 @@ impl Seeder<'_> {
             .to_string();
         let provider_id = format!("vsphere://{uuid}");
         let ip = self.ctx.allocate_ip("");
-        let node = kapi::create(
-            &self.ctx.client,
-            &seed::node(name, role, &provider_id, &ip, true),
-        )
-        .await
-        .map_err(seed_err(format!("Node {name}")))?;
+        // The MachineSet template's node labels and taints, on the Machine and (by the
+        // nodelink controller, see ops/drain.rs) on its Node.
+        let node_meta = template_spec
+            .get("metadata")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let taints = template_spec.get("taints").cloned();
+        let mut node_obj = seed::node(name, role, &provider_id, &ip, true);
+        if let Some(extra) = node_meta.get("labels").and_then(Value::as_object) {
+            for (k, v) in extra {
+                node_obj["metadata"]["labels"][k] = v.clone();
+            }
+        }
+        if let Some(t) = taints
+            .as_ref()
+            .filter(|t| t.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            node_obj["spec"]["taints"] = t.clone();
+        }
+        let node = kapi::create(&self.ctx.client, &node_obj)
+            .await
+            .map_err(seed_err(format!("Node {name}")))?;
         let mut meta = json!({"name": name, "namespace": MAPI_NS, "labels": labels,
             "finalizers": [MACHINE_FINALIZER],
             "annotations": {"machine.openshift.io/instance-state": "poweredOn"}});
@@ -984,12 +1027,16 @@ impl Seeder<'_> {
         }
         let machine = json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine",
             "metadata": meta,
-            "spec": {"lifecycleHooks": {}, "metadata": {}, "providerID": provider_id,
+            "spec": {"lifecycleHooks": {}, "metadata": node_meta, "providerID": provider_id,
                 "providerSpec": {"value": provider}},
             "status": {"phase": "Running", "lastUpdated": kapi::now(),
                 "nodeRef": {"kind": "Node", "name": name, "uid": node["metadata"]["uid"]},
                 "addresses": [{"type": "InternalIP", "address": ip}, {"type": "InternalDNS", "address": name}],
                 "providerStatus": {"instanceId": uuid, "instanceState": "poweredOn"}}});
+        let mut machine = machine;
+        if let Some(t) = taints {
+            machine["spec"]["taints"] = t;
+        }
         kapi::create(&self.ctx.client, &machine)
             .await
             .map_err(seed_err(format!("Machine {name}")))?;

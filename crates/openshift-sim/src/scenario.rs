@@ -52,6 +52,9 @@ pub struct Delays {
     pub cvo_restore: Duration,
     /// Level-triggered resync period of every operator (watch events trigger earlier).
     pub resync: Duration,
+    /// MachineConfigPool rollout: one node's update, cordon to uncordon (the second half
+    /// of it NotReady, rebooting).
+    pub mcp_node_update: Duration,
 }
 
 impl Delays {
@@ -72,6 +75,7 @@ impl Delays {
             deployment_ready: ms(200),
             cvo_restore: ms(300),
             resync: ms(500),
+            mcp_node_update: ms(200),
         }
     }
 
@@ -92,6 +96,7 @@ impl Delays {
             deployment_ready: s(3),
             cvo_restore: s(5),
             resync: s(2),
+            mcp_node_update: s(6),
         }
     }
 }
@@ -176,7 +181,10 @@ pub struct Scenario {
     pub masters: u32,
     /// Workers in the worker MachineSet.
     pub workers: u32,
-    /// Also seed an `infra` MachineSet (1 replica) that a migration must not copy.
+    /// Also seed an `infra` MachineSet (1 replica, node label and `NoSchedule` taint
+    /// `node-role.kubernetes.io/infra`) with the default router moved onto it: two router
+    /// pods pinned to infra nodes and the ingress operator's PodDisruptionBudget, as a
+    /// cluster with infra nodes runs them.
     pub infra_machineset: bool,
     /// Run with the `VSphereMultiVCenterDay2` feature gate (CustomNoUpgrade) and its CRDs.
     pub multi_vcenter_day2_gate: bool,

@@ -36,6 +36,7 @@ pub(crate) const NAMESPACES: &[&str] = &[
     "openshift-cluster-storage-operator",
     "openshift-machine-config-operator",
     "openshift-kube-controller-manager",
+    "openshift-ingress",
 ];
 
 /// The cluster operators of a 4.16 cluster on vSphere.
@@ -576,6 +577,9 @@ pub(crate) struct PodGroup {
     pub hash: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub kind: PodKind,
+    /// Pinned to nodes of this role (`nodeSelector` and a toleration of the role's
+    /// `NoSchedule` taint), as the router is once moved to infra nodes.
+    pub node_role: Option<String>,
 }
 
 impl PodGroup {
@@ -594,6 +598,7 @@ impl PodGroup {
             hash,
             labels: l,
             kind,
+            node_role: None,
         }
     }
 
@@ -610,6 +615,35 @@ impl PodGroup {
             (_, None) => format!("{}-{}", self.base, crate::kapi::suffix(5)),
         }
     }
+}
+
+/// The default router on infra nodes, as a cluster with infra nodes runs it: the ingress
+/// operator's Deployment (two replicas, label
+/// `ingresscontroller.operator.openshift.io/deployment-ingresscontroller: default`) placed
+/// by the IngressController's `nodePlacement` on `node-role.kubernetes.io/infra` nodes with
+/// a toleration of their taint.
+pub(crate) fn router_group() -> PodGroup {
+    let mut g = PodGroup::new(
+        "openshift-ingress",
+        "router-default",
+        &[(
+            "ingresscontroller.operator.openshift.io/deployment-ingresscontroller",
+            "default",
+        )],
+        PodKind::Deployment(2),
+    );
+    g.node_role = Some("infra".into());
+    g
+}
+
+/// The router's PodDisruptionBudget as the ingress operator makes it for fewer than four
+/// replicas (cluster-ingress-operator `pkg/operator/controller/ingress/
+/// poddisruptionbudget.go`, `desiredRouterPodDisruptionBudget`: `maxUnavailable: 50%`).
+pub(crate) fn router_pdb() -> Value {
+    json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "router-default", "namespace": "openshift-ingress"},
+        "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {
+            "ingresscontroller.operator.openshift.io/deployment-ingresscontroller": "default"}}}})
 }
 
 /// The vSphere-related workloads whose pods a migration restarts, plus a few it must not.
@@ -728,12 +762,19 @@ pub(crate) fn pod(group: &PodGroup, name: &str, node: &str, ip: &str, ready: boo
     } else {
         json!([POD_FINALIZER])
     };
-    json!({"apiVersion": "v1", "kind": "Pod",
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": group.namespace, "labels": group.labels,
             "annotations": annotations, "finalizers": finalizers},
         "spec": {"nodeName": node, "containers": [{"name": container,
             "image": format!("quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:{}", "9c3e".repeat(16))}]},
-        "status": pod_status(&container, ip, ready)})
+        "status": pod_status(&container, ip, ready)});
+    if let Some(role) = &group.node_role {
+        let key = format!("node-role.kubernetes.io/{role}");
+        pod["spec"]["nodeSelector"] = json!({ key.clone(): "" });
+        pod["spec"]["tolerations"] =
+            json!([{"key": key, "operator": "Exists", "effect": "NoSchedule"}]);
+    }
+    pod
 }
 
 pub(crate) fn pod_status(container: &str, ip: &str, ready: bool) -> Value {

@@ -139,6 +139,7 @@ fn delays(speed: &str) -> anyhow::Result<(Delays, f64)> {
             deployment_ready: s(d.deployment_ready, min.deployment_ready),
             cvo_restore: s(d.cvo_restore, min.cvo_restore),
             resync: s(d.resync, min.resync),
+            mcp_node_update: s(d.mcp_node_update, min.mcp_node_update),
         },
         f,
     ))

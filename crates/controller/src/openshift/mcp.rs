@@ -133,6 +133,36 @@ pub fn state(pool: &Value) -> PoolState {
     ))
 }
 
+/// Whether a node *configuration* rollout is under way in the pool: a new rendered
+/// config not yet on every machine, or a degraded one. Unlike [`state`] this ignores
+/// nodes that are merely cordoned or unready (the MCO counts a node drained by the
+/// machine API as unavailable, and so the pool as not Updated, until it is gone).
+pub fn rollout_state(pool: &Value) -> PoolState {
+    match state(pool) {
+        PoolState::Rolling(w) => {
+            let generation = pool.pointer("/metadata/generation").and_then(Value::as_i64);
+            let observed = pool
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64);
+            let target = pool
+                .pointer("/spec/configuration/name")
+                .and_then(Value::as_str);
+            let current = pool
+                .pointer("/status/configuration/name")
+                .and_then(Value::as_str);
+            let rolling = count(pool, "updatedMachineCount") < count(pool, "machineCount")
+                || (target.is_some() && target != current)
+                || generation.is_some_and(|g| observed.is_none_or(|o| o < g));
+            if rolling {
+                PoolState::Rolling(w)
+            } else {
+                PoolState::Settled
+            }
+        }
+        other => other,
+    }
+}
+
 /// Whether the pool's `Updated` condition last changed at or after `since`: the
 /// pool has rolled (or begun to) since then. Pools without machines never
 /// transition and count as rolled. A minute of tolerance covers clock skew
@@ -173,10 +203,20 @@ pub fn verdict(
     progress: i32,
     doing: &str,
 ) -> Option<Outcome> {
+    judge(pools, state, rolled_after, progress, doing)
+}
+
+fn judge(
+    pools: &[Value],
+    classify: fn(&Value) -> PoolState,
+    rolled_after: Option<Timestamp>,
+    progress: i32,
+    doing: &str,
+) -> Option<Outcome> {
     let mut waiting = vec![];
     let mut degraded = vec![];
     for p in pools {
-        match state(p) {
+        match classify(p) {
             PoolState::Settled => {
                 if let Some(since) = rolled_after
                     && !rolled_since(p, since)
@@ -220,8 +260,9 @@ pub async fn gate(
     phase: &str,
 ) -> Result<Option<Outcome>, PhaseError> {
     let pools = list(client).await?;
-    Ok(verdict(
+    Ok(judge(
         &pools,
+        rollout_state,
         None,
         progress,
         &format!("{phase} holds its machine rollout while a node configuration rollout runs"),
@@ -292,6 +333,29 @@ mod tests {
         let mut paused = rolling.clone();
         paused["spec"]["paused"] = json!(true);
         assert!(matches!(state(&paused), PoolState::Rolling(s) if s.contains("unpause")));
+    }
+
+    #[test]
+    fn machine_rollouts_wait_for_configuration_rollouts_not_for_drains() {
+        // A node cordoned by the machine API's drain: not Updated, but nothing to roll.
+        let draining = pool(
+            "worker",
+            3,
+            3,
+            &[("Updated", "False", ""), ("Updating", "True", "")],
+        );
+        assert!(matches!(state(&draining), PoolState::Rolling(_)));
+        assert_eq!(rollout_state(&draining), PoolState::Settled);
+        let rolling = pool(
+            "worker",
+            3,
+            2,
+            &[("Updated", "False", ""), ("Updating", "True", "")],
+        );
+        assert!(matches!(rollout_state(&rolling), PoolState::Rolling(_)));
+        let mut new_render = pool("worker", 3, 3, &[("Updated", "True", "")]);
+        new_render["spec"]["configuration"]["name"] = json!("rendered-worker-c");
+        assert!(matches!(rollout_state(&new_render), PoolState::Rolling(_)));
     }
 
     #[test]

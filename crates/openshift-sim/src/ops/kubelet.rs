@@ -63,6 +63,7 @@ async fn reconcile(ctx: Ctx, machines: Api<Machine>, nodes: Api<Node>) -> Result
         if !ready
             && n.metadata.deletion_timestamp.is_none()
             && n.annotations().contains_key(REGISTERED_BY)
+            && !super::mcp::updating(n)
             && age >= ctx.delays.node_ready
             && let Some(ip) = ip
         {

@@ -318,6 +318,7 @@ async fn provision_once(ctx: &Ctx, api: &Api<Machine>, name: &str) -> Result<(),
             serde_json::from_value(created).map_err(|e| Stop::Retry(e.to_string()))?
         }
     };
+    super::drain::link_node(&nodes, &node, &m).await?;
     if !ctx.sleep(ctx.delays.node_ready).await {
         return Err(Stop::Gone);
     }
@@ -657,10 +658,19 @@ async fn delete_once(ctx: &Ctx, api: &Api<Machine>, name: &str) -> Result<(), St
             json!({"phase": "Deleting", "lastUpdated": kapi::now()}),
         )
         .await?;
-        // Drain.
         if !ctx.sleep(ctx.delays.machine_delete).await {
             return Err(Stop::Gone);
         }
+    }
+    if let Some(node) = m
+        .status
+        .as_ref()
+        .and_then(|s| s.node_ref.as_ref())
+        .and_then(|r| r.name.clone())
+    {
+        super::drain::drain(ctx, &node)
+            .await
+            .map_err(|e| Stop::Retry(format!("{name}: {e}")))?;
     }
     if let Ok(ps) = provider_spec(name, &m)
         && let Ok(place) = placement(name, &ps)

@@ -7,8 +7,11 @@ pub(crate) mod cluster_operators;
 pub(crate) mod cpms;
 pub(crate) mod credentials;
 pub(crate) mod cvo;
+pub(crate) mod drain;
 pub(crate) mod kubelet;
 pub(crate) mod machines;
+pub(crate) mod mcp;
+pub(crate) mod pdb;
 pub(crate) mod pods;
 pub(crate) mod zone_tags;
 

@@ -185,12 +185,34 @@ async fn reconcile(
         .map(ResourceExt::name_any)
         .filter(|n| nodes.contains(n))
         .collect();
+    // Nodes with a NoSchedule taint (infra nodes) take only pods that tolerate it.
+    let tainted: BTreeSet<String> = node_list
+        .items
+        .iter()
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.effect == "NoSchedule"))
+        })
+        .map(ResourceExt::name_any)
+        .collect();
     let default_node = masters
         .iter()
         .find(|n| schedulable.contains(*n))
-        .or(schedulable.iter().next())
+        .or(schedulable.iter().find(|n| !tainted.contains(*n)))
         .cloned()
         .unwrap_or_default();
+    let with_role = |role: &str| -> Vec<String> {
+        let label = format!("node-role.kubernetes.io/{role}");
+        node_list
+            .items
+            .iter()
+            .filter(|n| n.labels().contains_key(&label))
+            .map(ResourceExt::name_any)
+            .filter(|n| schedulable.contains(n))
+            .collect()
+    };
     for g in groups.iter() {
         let id = g.id();
         let members: Vec<&&Pod> = ours
@@ -210,7 +232,35 @@ async fn reconcile(
                         p.metadata.deletion_timestamp.is_none() && nodes.contains(node_of(p))
                     })
                     .count();
-                (live..n).map(|_| (default_node.clone(), false)).collect()
+                match &g.node_role {
+                    // Pinned pods (nodeSelector + toleration) spread over their role's
+                    // nodes; with none schedulable they stay Pending (not created here).
+                    Some(role) => {
+                        let candidates = with_role(role);
+                        let mut load: Vec<(usize, String)> = candidates
+                            .into_iter()
+                            .map(|c| {
+                                let on = members
+                                    .iter()
+                                    .filter(|p| {
+                                        p.metadata.deletion_timestamp.is_none() && node_of(p) == c
+                                    })
+                                    .count();
+                                (on, c)
+                            })
+                            .collect();
+                        let mut out = vec![];
+                        for _ in live..n {
+                            load.sort();
+                            if let Some(first) = load.first_mut() {
+                                first.0 += 1;
+                                out.push((first.1.clone(), false));
+                            }
+                        }
+                        out
+                    }
+                    None => (live..n).map(|_| (default_node.clone(), false)).collect(),
+                }
             }
             // DaemonSet pods tolerate `unschedulable` (the DaemonSet controller adds the
             // toleration), so they stay on cordoned nodes.
