@@ -39,6 +39,7 @@ mod schema;
 mod store;
 mod tls;
 mod util;
+mod vap;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -48,6 +48,7 @@
 //! ```
 
 mod kapi;
+pub mod mapi_vaps;
 mod ops;
 mod scenario;
 mod seed;
@@ -463,6 +464,15 @@ impl SimCluster {
             let what = obj["kind"].as_str().unwrap_or_default().to_string();
             kapi::create(&client, &obj).await.map_err(seed_err(what))?;
         }
+        if scenario.multi_vcenter_day2_gate {
+            // What the machine-api operator applies with the gate on.
+            mapi_vaps::install(&client)
+                .await
+                .map_err(|message| Error::Seed {
+                    what: "ValidatingAdmissionPolicy".into(),
+                    message,
+                })?;
+        }
         let groups = seed::pod_groups(scenario.config_format);
         for g in &groups {
             let placement: Vec<&String> = match g.kind {
@@ -498,6 +508,7 @@ impl SimCluster {
                 ctx.clone(),
             )));
             tasks.push(tokio::spawn(ops::cpms::run(ctx.clone())));
+            tasks.push(tokio::spawn(ops::machine_zones::run(ctx.clone())));
         }
         let operators = tasks.len();
         let synced = tokio::time::timeout(Duration::from_secs(30), async {

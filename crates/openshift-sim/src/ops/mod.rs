@@ -8,6 +8,7 @@ pub(crate) mod cpms;
 pub(crate) mod credentials;
 pub(crate) mod cvo;
 pub(crate) mod kubelet;
+pub(crate) mod machine_zones;
 pub(crate) mod machines;
 pub(crate) mod pods;
 pub(crate) mod zone_tags;
