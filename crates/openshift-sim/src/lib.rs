@@ -70,7 +70,8 @@ use vcfm_vsphere::sim::{Vcsim, VcsimOptions};
 use vcfm_vsphere::{CategorySpec, CloneSpec, MoRef};
 
 pub use scenario::{
-    ConfigFormat, Delays, Faults, Scenario, Site, Tier, VcsimRestart, WrongCredentials,
+    ConfigFormat, Delays, Faults, SOURCE_LIMITED_MISSING, SOURCE_LIMITED_USER, Scenario, Site,
+    Tier, VcsimRestart, WrongCredentials,
 };
 pub use seed::failure_domain as failure_domain_json;
 pub use vcenter::VcenterInfo;
@@ -355,8 +356,20 @@ impl SimCluster {
             return Err(Error::Unsupported(fault));
         }
         let crd_dir = crd_dir(scenario.multi_vcenter_day2_gate)?;
+        const LIMITED_PASSWORD: &str = "no-tagging-pw";
+        let limited = scenario.faults.source_user_cannot_tag.then(|| {
+            vcfm_vsphere::Credentials::new(scenario::SOURCE_LIMITED_USER, LIMITED_PASSWORD)
+        });
+        let src_opts = VcsimOptions {
+            limited_user: limited.clone(),
+            limited_missing: scenario::SOURCE_LIMITED_MISSING
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            ..VcsimOptions::default()
+        };
         let (src, tgt) = tokio::join!(
-            Vcsim::start_async(VcsimOptions::default()),
+            Vcsim::start_async(src_opts),
             Vcsim::start_async(VcsimOptions::default())
         );
         let (src, tgt) = (src?, tgt?);
@@ -433,7 +446,12 @@ impl SimCluster {
             synced: synced_tx,
         };
 
-        let mut base = seed::base_objects(&scenario, &infra_id, &source, &creds_password);
+        let mut creds_source = source.clone();
+        if let Some(l) = &limited {
+            creds_source.username = l.username().to_string();
+            creds_password = LIMITED_PASSWORD.to_string();
+        }
+        let mut base = seed::base_objects(&scenario, &infra_id, &creds_source, &creds_password);
         if real_operators {
             let path = real_tier::feature_gate_payload();
             let text = std::fs::read_to_string(&path)
