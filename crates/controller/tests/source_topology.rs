@@ -190,3 +190,40 @@ async fn rollback_removes_only_the_source_tags_vcfm_made() {
     );
     env.shutdown().await;
 }
+
+/// A source user that may not tag: Preflight refuses with the commands to
+/// run, and nothing is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_user_that_cannot_tag_is_refused_by_preflight_with_the_commands() {
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        faults: openshift_sim::Faults {
+            source_user_cannot_tag: true,
+            ..Default::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let (region, zone, dc, cluster) = source_domain(&env).await;
+    let before = env.snapshot().await;
+    env.spawn_controller();
+    env.create_migration("m", env.spec(FD, 1, false)).await;
+    let m = env
+        .wait("m", "Preflight to fail", Duration::from_secs(60), |m| {
+            phase_of(m) == Some(MigrationPhase::Failed)
+        })
+        .await;
+    let msg = &m.status.as_ref().unwrap().phase_history[0].message;
+    for want in [
+        openshift_sim::SOURCE_LIMITED_USER.to_string(),
+        "InventoryService.Tagging.AttachTag".into(),
+        "govc tags.category.create -t Datacenter -t ClusterComputeResource openshift-region".into(),
+        format!("govc tags.create -c openshift-zone {zone}"),
+        format!("govc tags.attach -c openshift-region {region} '{dc}'"),
+        format!("govc tags.attach -c openshift-zone {zone} '{cluster}'"),
+    ] {
+        assert!(msg.contains(&want), "{want:?} not in {msg}");
+    }
+    assert_same_state(&before, &env.snapshot().await, "after a refused Preflight");
+    env.shutdown().await;
+}

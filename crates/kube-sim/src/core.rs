@@ -304,7 +304,7 @@ impl Core {
             }
         }
         if causes.is_empty() {
-            Ok(())
+            self.admit_policies(def, version, obj, old)
         } else {
             Err(ApiError::invalid(&def.group, &def.kind, &name, causes))
         }

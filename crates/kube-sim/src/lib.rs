@@ -42,6 +42,7 @@ mod schema;
 mod store;
 mod tls;
 mod util;
+mod vap;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -253,6 +253,25 @@ const BUILTINS: &[Builtin] = &[
         false,
         false,
     ),
+    // ValidatingAdmissionPolicy, evaluated by `vap`.
+    b(
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        false,
+        &[],
+        true,
+        false,
+    ),
+    b(
+        "admissionregistration.k8s.io",
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        false,
+        &[],
+        false,
+        false,
+    ),
 ];
 
 const fn b(

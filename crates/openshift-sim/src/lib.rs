@@ -48,6 +48,7 @@
 //! ```
 
 mod kapi;
+pub mod mapi_vaps;
 mod ops;
 mod scenario;
 mod seed;
@@ -69,7 +70,8 @@ use vcfm_vsphere::sim::{Vcsim, VcsimOptions};
 use vcfm_vsphere::{CategorySpec, CloneSpec, MoRef};
 
 pub use scenario::{
-    ConfigFormat, Delays, Faults, Scenario, Site, Tier, VcsimRestart, WrongCredentials,
+    ConfigFormat, Delays, Faults, SOURCE_LIMITED_MISSING, SOURCE_LIMITED_USER, Scenario, Site,
+    Tier, VcsimRestart, WrongCredentials,
 };
 pub use seed::failure_domain as failure_domain_json;
 pub use vcenter::VcenterInfo;
@@ -364,8 +366,20 @@ impl SimCluster {
             Some(set) => crd_set_dir(&shared_dir(), set)?,
             None => crd_dir(scenario.multi_vcenter_day2_gate)?,
         };
+        const LIMITED_PASSWORD: &str = "no-tagging-pw";
+        let limited = scenario.faults.source_user_cannot_tag.then(|| {
+            vcfm_vsphere::Credentials::new(scenario::SOURCE_LIMITED_USER, LIMITED_PASSWORD)
+        });
+        let src_opts = VcsimOptions {
+            limited_user: limited.clone(),
+            limited_missing: scenario::SOURCE_LIMITED_MISSING
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            ..VcsimOptions::default()
+        };
         let (src, tgt) = tokio::join!(
-            Vcsim::start_async(VcsimOptions::default()),
+            Vcsim::start_async(src_opts),
             Vcsim::start_async(scenario.target_vcsim.clone().unwrap_or_default())
         );
         let (src, tgt) = (src?, tgt?);
@@ -442,7 +456,12 @@ impl SimCluster {
             synced: synced_tx,
         };
 
-        let mut base = seed::base_objects(&scenario, &infra_id, &source, &creds_password);
+        let mut creds_source = source.clone();
+        if let Some(l) = &limited {
+            creds_source.username = l.username().to_string();
+            creds_password = LIMITED_PASSWORD.to_string();
+        }
+        let mut base = seed::base_objects(&scenario, &infra_id, &creds_source, &creds_password);
         if real_operators {
             let path = real_tier::feature_gate_payload();
             let text = std::fs::read_to_string(&path)
@@ -472,6 +491,15 @@ impl SimCluster {
         for obj in seed::blockers(&scenario, &infra_id) {
             let what = obj["kind"].as_str().unwrap_or_default().to_string();
             kapi::create(&client, &obj).await.map_err(seed_err(what))?;
+        }
+        if scenario.multi_vcenter_day2_gate {
+            // What the machine-api operator applies with the gate on.
+            mapi_vaps::install(&client)
+                .await
+                .map_err(|message| Error::Seed {
+                    what: "ValidatingAdmissionPolicy".into(),
+                    message,
+                })?;
         }
         let mut groups = seed::pod_groups(scenario.config_format);
         if scenario.infra_machineset {
@@ -530,6 +558,7 @@ impl SimCluster {
                 ctx.clone(),
             )));
             tasks.push(tokio::spawn(ops::cpms::run(ctx.clone())));
+            tasks.push(tokio::spawn(ops::machine_zones::run(ctx.clone())));
         }
         let operators = tasks.len();
         let synced = tokio::time::timeout(Duration::from_secs(30), async {

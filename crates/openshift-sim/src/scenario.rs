@@ -149,7 +149,20 @@ pub struct Faults {
     /// Nodes created on the target get an InternalIP outside the machine network (the VMs
     /// were attached to the wrong port group).
     pub target_network_outside_machine_network: bool,
+    /// The cluster's source vCenter user (`kube-system/vsphere-creds`) may not create or
+    /// attach tags: [`SOURCE_LIMITED_USER`], whose role lacks the tagging privileges.
+    pub source_user_cannot_tag: bool,
 }
+
+/// The source vCenter user of [`Faults::source_user_cannot_tag`].
+pub const SOURCE_LIMITED_USER: &str = "ocp-no-tagging@vsphere.local";
+/// Privileges that user's role lacks.
+pub const SOURCE_LIMITED_MISSING: &[&str] = &[
+    "InventoryService.Tagging.CreateCategory",
+    "InventoryService.Tagging.CreateTag",
+    "InventoryService.Tagging.AttachTag",
+    "InventoryService.Tagging.ObjectAttachable",
+];
 
 /// Which API server and which operators the cluster runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

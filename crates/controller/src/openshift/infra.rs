@@ -611,6 +611,19 @@ pub async fn undo_changes(ctx: &PhaseCtx) -> Result<(EditResult, undo::Plan), Ph
     Ok((res, plan))
 }
 
+/// The Infrastructure spec as Backup took it: what a rollback returns to.
+pub async fn backed_up_spec(
+    ctx: &PhaseCtx,
+) -> Result<vcfm_api::openshift::InfrastructureSpec, PhaseError> {
+    let m = manifest(ctx.backups(), keys::INFRASTRUCTURE)?;
+    let v = BackupStore::new(ctx.client(), &ctx.migration)
+        .load(m)
+        .await?;
+    serde_json::from_value(v.get("spec").cloned().unwrap_or(Value::Null)).map_err(|e| {
+        PhaseError::fatal(format!("backed-up Infrastructure spec does not parse: {e}"))
+    })
+}
+
 /// Reads Infrastructure `cluster`, `None` when absent.
 pub async fn get(client: kube::Client) -> Result<Option<Infrastructure>, PhaseError> {
     match Api::<Infrastructure>::all(client).get(CLUSTER).await {

@@ -3,6 +3,7 @@
 pub mod cloud_config;
 pub mod creds;
 pub mod cvo;
+pub mod fd_refs;
 pub mod health;
 pub mod infra;
 pub mod machines;

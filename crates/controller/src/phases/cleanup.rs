@@ -12,7 +12,7 @@ use super::{Phase, RollbackSupport};
 use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
 use crate::openshift::creds;
-use crate::openshift::{cloud_config, infra, mcp, pods};
+use crate::openshift::{cloud_config, fd_refs, infra, machines, mcp, pods};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
@@ -88,9 +88,31 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let source = source_to_remove(ctx)?;
     let mut done = vec![];
 
-    // 1. Infrastructure (source vCenter and its failure domains).
-    if remove_from_infrastructure(ctx, &source).await? {
-        done.push("Infrastructure");
+    // 1. Infrastructure (source vCenter and its failure domains), once
+    //    nothing the machine API's admission policies look at refers to them.
+    if let Some(waiting) = source_references(ctx, &source).await? {
+        return Ok(Outcome::Running {
+            progress: 10,
+            message: format!(
+                "waiting until no Machine, MachineSet or ControlPlaneMachineSet refers to a failure domain of the source vCenter {source} before removing it (the machine API's admission policies deny it otherwise): {}",
+                waiting.join("; ")
+            ),
+            waiting_for: waiting.into_iter().take(20).collect(),
+            recheck: RECHECK,
+        });
+    }
+    match remove_from_infrastructure(ctx, &source).await {
+        Ok(true) => done.push("Infrastructure"),
+        Ok(false) => {}
+        Err(e) if fd_refs::is_policy_denial(&e) => {
+            return Ok(Outcome::Running {
+                progress: 10,
+                message: format!("removing the source vCenter {source} was denied; retrying: {e}"),
+                waiting_for: vec![e.to_string()],
+                recheck: RECHECK,
+            });
+        }
+        Err(e) => return Err(e),
     }
 
     // 2. cloud-provider-config.
@@ -191,6 +213,48 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             recheck: RECHECK,
         }),
     }
+}
+
+/// What still refers to the source failure domains (`None`: nothing, or they
+/// are gone already). Empty source MachineSets left behind are deleted here:
+/// the MachineSet policy counts them even at 0 replicas.
+async fn source_references(
+    ctx: &PhaseCtx,
+    source: &str,
+) -> Result<Option<Vec<String>>, PhaseError> {
+    let client = ctx.client();
+    let Some(live) = infra::get(client.clone()).await? else {
+        return Ok(None);
+    };
+    if !live.failure_domains().iter().any(|f| f.server == source) {
+        return Ok(None);
+    }
+    let sets = machines::list_machinesets(client.clone()).await?;
+    let all = machines::list_machines(client.clone()).await?;
+    let mut waiting = vec![];
+    for ms in machines::source_machinesets(&sets, source) {
+        let name = ms.metadata.name.as_deref().unwrap_or("");
+        if ms.metadata.deletion_timestamp.is_some() {
+            waiting.push(format!("source MachineSet {name} being deleted"));
+        } else if ms.spec.replicas.unwrap_or(1) == 0 && machines::machines_of(ms, &all).is_empty() {
+            if machines::delete_empty_machineset(client.clone(), ms).await? {
+                ctx.log(
+                    LogLevel::Info,
+                    "machines",
+                    format!("deleted empty source MachineSet {name}"),
+                );
+            }
+            waiting.push(format!("source MachineSet {name} to be deleted"));
+        }
+    }
+    let kept: Vec<_> = live
+        .failure_domains()
+        .iter()
+        .filter(|f| f.server != source)
+        .cloned()
+        .collect();
+    waiting.extend(fd_refs::live_blockers(client, &kept).await?);
+    Ok((!waiting.is_empty()).then_some(waiting))
 }
 
 /// Removes the source vCenter and its failure domains from the Infrastructure

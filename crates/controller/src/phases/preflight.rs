@@ -399,6 +399,11 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     }
 
     r.warnings = standing_warnings(&targets);
+    if let Some(server) = &source_server
+        && let Some(w) = crate::openshift::fd_refs::orphan_warning(client.clone(), server).await?
+    {
+        r.warnings.push(w);
+    }
     Ok(r)
 }
 

@@ -6,6 +6,7 @@
 use super::{Phase, RollbackSupport};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
+use crate::openshift::fd_refs;
 use crate::openshift::machines::{self, machines_of, source_machinesets};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
@@ -62,12 +63,10 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let source = ctx.recorded_source()?.server.clone();
     let sets = machines::list_machinesets(client.clone()).await?;
     let old = source_machinesets(&sets, &source);
-    if old.is_empty() {
-        return Ok(Outcome::Completed {
-            message: format!("no MachineSet on the source vCenter {source} remains"),
-        });
-    }
     let all_machines = machines::list_machines(client.clone()).await?;
+    if old.is_empty() {
+        return orphans(ctx, &source, &all_machines, &sets).await;
+    }
     let nodes = machines::nodes_by_name(client.clone()).await?;
     let mut waiting = vec![];
     for ms in &old {
@@ -130,6 +129,55 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     Ok(Outcome::Running {
         progress: 50,
         message: format!("removing {} source MachineSet(s) on {source}", old.len()),
+        waiting_for: waiting.into_iter().take(20).collect(),
+        recheck: RECHECK,
+    })
+}
+
+/// Source Machines that no MachineSet owns (made by hand, or left by a deleted
+/// set). Nothing else would ever remove them, the machine API's admission
+/// policies keep the source failure domain from being removed while they
+/// exist, and once Cleanup forgets the source vCenter their controller can no
+/// longer reach their VMs. They are deleted through the machine API like the
+/// MachineSets' machines (drained, VM destroyed); Preflight lists them.
+async fn orphans(
+    ctx: &PhaseCtx,
+    source: &str,
+    all: &[vcfm_api::openshift::Machine],
+    sets: &[vcfm_api::openshift::MachineSet],
+) -> Result<Outcome, PhaseError> {
+    let left = fd_refs::orphans_on(all, sets, source);
+    if left.is_empty() {
+        return Ok(Outcome::Completed {
+            message: format!("no MachineSet or Machine on the source vCenter {source} remains"),
+        });
+    }
+    let api = kube::Api::<vcfm_api::openshift::Machine>::namespaced(
+        ctx.client(),
+        vcfm_api::openshift::MACHINE_API_NAMESPACE,
+    );
+    let mut waiting = vec![];
+    for m in left {
+        let name = m.metadata.name.clone().unwrap_or_default();
+        if m.metadata.deletion_timestamp.is_none() {
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => ctx.log(
+                    LogLevel::Info,
+                    "machines",
+                    format!("deleted source Machine {name}, which no MachineSet owns"),
+                ),
+                Err(e) if crate::error::is_not_found(&e) => continue,
+                Err(e) => return Err(PhaseError::from(e).context("deleting a source Machine")),
+            }
+        }
+        waiting.push(format!("Machine {name} (no MachineSet) to be deleted"));
+    }
+    Ok(Outcome::Running {
+        progress: 90,
+        message: format!(
+            "deleting {} source Machine(s) no MachineSet owns",
+            waiting.len()
+        ),
         waiting_for: waiting.into_iter().take(20).collect(),
         recheck: RECHECK,
     })

@@ -9,7 +9,7 @@
 use super::{Phase, RollbackOutcome, RollbackSupport};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
-use crate::openshift::{infra, pods};
+use crate::openshift::{fd_refs, infra, pods};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
 use std::time::Duration;
@@ -98,7 +98,34 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
 /// then restarts the vSphere pods once so they drop the target configuration.
 /// Later rollback steps (UpdateConfig) have already run when this one does.
 async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
-    let (res, plan) = infra::undo_changes(ctx).await?;
+    // The machine API's admission policies deny dropping a failure domain a
+    // Machine, MachineSet or the CPMS still uses: wait for them to go first.
+    let kept = infra::backed_up_spec(ctx)
+        .await?
+        .platform_spec
+        .and_then(|p| p.vsphere)
+        .and_then(|v| v.failure_domains)
+        .unwrap_or_default();
+    let blockers = fd_refs::live_blockers(ctx.client(), &kept).await?;
+    if !blockers.is_empty() {
+        return Ok(RollbackOutcome::InProgress {
+            message: format!(
+                "waiting until nothing refers to the target failure domains before restoring the Infrastructure: {}",
+                blockers.join("; ")
+            ),
+            recheck: Duration::from_secs(5),
+        });
+    }
+    let (res, plan) = match infra::undo_changes(ctx).await {
+        Ok(r) => r,
+        Err(e) if fd_refs::is_policy_denial(&e) => {
+            return Ok(RollbackOutcome::InProgress {
+                message: format!("restoring the Infrastructure was denied; retrying: {e}"),
+                recheck: Duration::from_secs(5),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let since = ctx
         .migration
         .status

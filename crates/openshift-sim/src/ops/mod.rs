@@ -9,6 +9,7 @@ pub(crate) mod credentials;
 pub(crate) mod cvo;
 pub(crate) mod drain;
 pub(crate) mod kubelet;
+pub(crate) mod machine_zones;
 pub(crate) mod machines;
 pub(crate) mod mcp;
 pub(crate) mod pdb;

@@ -1,0 +1,212 @@
+//! What still references a failure domain, as the machine API's admission
+//! policies see it, so that vCenters are removed only once nothing does.
+//!
+//! openshift/machine-api-operator `pkg/webhooks/vap.go` (applied with the
+//! `VSphereMultiVCenterDay2` gate, release-4.23 and later) denies an
+//! Infrastructure update whose failure domains no longer contain:
+//! - the `machine.openshift.io/region`+`zone` pair of any Machine in
+//!   `openshift-machine-api` (the vSphere machine controller sets them from the
+//!   tags of the VM's host ancestry),
+//! - the same pair on any MachineSet's template labels (0 replicas included),
+//! - any failure domain name the ControlPlaneMachineSet lists.
+//!
+//! Cleanup and the UpdateInfrastructure rollback check the same before they
+//! write and wait (with the phase's deadline) while something still refers to
+//! a domain they remove, naming it; a denial met anyway (a Machine created in
+//! between) is treated the same way.
+
+use crate::error::PhaseError;
+use crate::openshift::list_optional;
+use crate::openshift::machines;
+use kube::Api;
+use vcfm_api::openshift::{
+    ControlPlaneMachineSet, MACHINE_API_NAMESPACE, Machine, MachineSet, VSphereFailureDomain,
+};
+
+pub const REGION_LABEL: &str = "machine.openshift.io/region";
+pub const ZONE_LABEL: &str = "machine.openshift.io/zone";
+
+fn pair_kept(kept: &[VSphereFailureDomain], region: &str, zone: &str) -> bool {
+    region.is_empty()
+        || zone.is_empty()
+        || kept.iter().any(|fd| fd.region == region && fd.zone == zone)
+}
+
+/// What would make an Infrastructure update to `kept` failure domains be
+/// denied, one line each (empty: nothing refers to a removed domain).
+pub fn blockers(
+    kept: &[VSphereFailureDomain],
+    machines: &[Machine],
+    sets: &[MachineSet],
+    cpms: &[ControlPlaneMachineSet],
+) -> Vec<String> {
+    let mut out = vec![];
+    let label = |l: Option<&std::collections::BTreeMap<String, String>>, k: &str| {
+        l.and_then(|l| l.get(k)).cloned().unwrap_or_default()
+    };
+    for m in machines {
+        let l = m.metadata.labels.as_ref();
+        let (r, z) = (label(l, REGION_LABEL), label(l, ZONE_LABEL));
+        if !pair_kept(kept, &r, &z) {
+            out.push(format!(
+                "Machine {} (region={r}, zone={z}{})",
+                m.metadata.name.as_deref().unwrap_or(""),
+                if m.metadata.deletion_timestamp.is_some() {
+                    ", being deleted"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    for ms in sets {
+        let l = ms.template_labels();
+        let (r, z) = (label(l, REGION_LABEL), label(l, ZONE_LABEL));
+        if !pair_kept(kept, &r, &z) {
+            out.push(format!(
+                "MachineSet {} (region={r}, zone={z}, {} replica(s))",
+                ms.metadata.name.as_deref().unwrap_or(""),
+                ms.spec.replicas.unwrap_or(1)
+            ));
+        }
+    }
+    for c in cpms {
+        let missing: Vec<&str> = c
+            .failure_domain_names()
+            .into_iter()
+            .filter(|n| !kept.iter().any(|fd| fd.name == *n))
+            .collect();
+        if !missing.is_empty() {
+            out.push(format!(
+                "ControlPlaneMachineSet {} (failure domain(s) {})",
+                c.metadata.name.as_deref().unwrap_or(""),
+                missing.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// [`blockers`] on the live cluster.
+pub async fn live_blockers(
+    client: kube::Client,
+    kept: &[VSphereFailureDomain],
+) -> Result<Vec<String>, PhaseError> {
+    let machines = machines::list_machines(client.clone()).await?;
+    let sets = machines::list_machinesets(client.clone()).await?;
+    let cpms = list_optional(Api::<ControlPlaneMachineSet>::namespaced(
+        client,
+        MACHINE_API_NAMESPACE,
+    ))
+    .await?;
+    Ok(blockers(kept, &machines, &sets, &cpms))
+}
+
+/// Whether an API error is an admission policy's denial.
+pub fn is_policy_denial(e: &PhaseError) -> bool {
+    e.to_string().contains("ValidatingAdmissionPolicy")
+}
+
+/// Source Machines no MachineSet owns and the CPMS does not manage (not
+/// control plane): nothing would ever remove them, and once the source
+/// vCenter is forgotten their controller cannot either.
+pub fn orphans_on<'a>(
+    machines: &'a [Machine],
+    sets: &[MachineSet],
+    server: &str,
+) -> Vec<&'a Machine> {
+    machines
+        .iter()
+        .filter(|m| m.server().as_deref() == Some(server))
+        .filter(|m| {
+            !m.metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|r| r.kind == "MachineSet"))
+        })
+        .filter(|m| {
+            m.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("machine.openshift.io/cluster-api-machine-role"))
+                .is_none_or(|r| r != "master")
+        })
+        // A Machine a MachineSet still selects is that set's, owner or not.
+        .filter(|m| {
+            !sets
+                .iter()
+                .any(|ms| machines::machines_of(ms, std::slice::from_ref(m)).len() == 1)
+        })
+        .collect()
+}
+
+/// Preflight's note on source Machines no MachineSet owns.
+pub async fn orphan_warning(
+    client: kube::Client,
+    source: &str,
+) -> Result<Option<String>, PhaseError> {
+    let all = machines::list_machines(client.clone()).await?;
+    let sets = machines::list_machinesets(client).await?;
+    let names: Vec<&str> = orphans_on(&all, &sets, source)
+        .iter()
+        .filter_map(|m| m.metadata.name.as_deref())
+        .collect();
+    Ok((!names.is_empty()).then(|| {
+        format!(
+            "Machine(s) {} on the source vCenter belong to no MachineSet: ScaleOldMachines deletes them (drained, VMs destroyed) since nothing could manage them once the source vCenter is removed; recreate what they run on the target",
+            names.join(", ")
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fd(name: &str, r: &str, z: &str) -> VSphereFailureDomain {
+        serde_json::from_value(json!({"name": name, "region": r, "zone": z, "server": "s",
+            "topology": {"datacenter": "d", "computeCluster": "/d/host/c", "datastore": "/d/datastore/x",
+                "networks": ["n"]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn references_to_a_removed_domain_block_like_the_policies() {
+        let kept = [fd("t", "tr", "tz")];
+        let m: Machine = serde_json::from_value(json!({"metadata": {"name": "old-w",
+            "labels": {REGION_LABEL: "generated-region", ZONE_LABEL: "generated-zone"}}, "spec": {}}))
+        .unwrap();
+        let unlabelled: Machine = serde_json::from_value(
+            json!({"metadata": {"name": "x", "labels": {REGION_LABEL: ""}}, "spec": {}}),
+        )
+        .unwrap();
+        let ms: MachineSet = serde_json::from_value(json!({"metadata": {"name": "old-set"},
+            "spec": {"replicas": 0, "template": {"metadata": {"labels":
+                {REGION_LABEL: "generated-region", ZONE_LABEL: "generated-zone"}}}}}))
+        .unwrap();
+        let cpms: ControlPlaneMachineSet =
+            serde_json::from_value(json!({"metadata": {"name": "cluster"},
+            "spec": {"template": {"machineType": "machines_v1beta1_machine_openshift_io",
+                "machines_v1beta1_machine_openshift_io": {"failureDomains": {"platform": "VSphere",
+                    "vsphere": [{"name": "generated-failure-domain"}]}}}}}))
+            .unwrap();
+        let b = blockers(&kept, &[m, unlabelled], &[ms], &[cpms]);
+        assert_eq!(b.len(), 3, "{b:?}");
+        assert!(b[0].starts_with("Machine old-w"));
+        assert!(b[1].contains("0 replica(s)"));
+        assert!(b[2].contains("generated-failure-domain"));
+        assert!(
+            blockers(
+                &[
+                    fd("g", "generated-region", "generated-zone"),
+                    fd("t", "tr", "tz")
+                ],
+                &[],
+                &[],
+                &[]
+            )
+            .is_empty()
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! The machine API's ValidatingAdmissionPolicies (machine-api-operator
+//! `pkg/webhooks/vap.go`, applied with the `VSphereMultiVCenterDay2` gate)
+//! deny an Infrastructure update that drops a failure domain a Machine, a
+//! MachineSet or the ControlPlaneMachineSet still references. openshift-sim
+//! installs them with the gate; kube-sim (and kube-apiserver on the real tier)
+//! evaluates them. Cleanup and the rollback must be ordered so they pass, and
+//! a source Machine that no MachineSet owns must not block the end.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common_e2e;
+
+use common_e2e::*;
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+use kube::api::{Api, ListParams, PostParams};
+use openshift_sim::Scenario;
+use serde_json::json;
+use std::time::Duration;
+use vcfm_api::openshift::{Infrastructure, MACHINE_API_NAMESPACE, Machine};
+use vcfm_api::{MigrationPhase, PhaseName};
+
+const ORPHAN: &str = "hand-made-worker";
+
+fn gate_on(workers: u32) -> Scenario {
+    Scenario {
+        workers,
+        multi_vcenter_day2_gate: true,
+        ..Scenario::default()
+    }
+}
+
+/// A worker Machine on the source that no MachineSet owns or selects.
+async fn add_orphan(env: &Env) {
+    let api = Api::<Machine>::namespaced(env.client.clone(), MACHINE_API_NAMESPACE);
+    let src = env.sim.source().server.clone();
+    let model = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|m| {
+            m.server().as_deref() == Some(src.as_str())
+                && m.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("machine.openshift.io/cluster-api-machine-role"))
+                    .is_some_and(|r| r == "worker")
+        })
+        .expect("a source worker Machine");
+    let mut v = serde_json::to_value(&model).unwrap();
+    let mut labels = model.metadata.labels.clone().unwrap_or_default();
+    labels.remove("machine.openshift.io/cluster-api-machineset");
+    v["metadata"] = json!({"name": ORPHAN, "namespace": MACHINE_API_NAMESPACE, "labels": labels});
+    v["spec"].as_object_mut().unwrap().remove("providerID");
+    v.as_object_mut().unwrap().remove("status");
+    let m: Machine = serde_json::from_value(v).unwrap();
+    api.create(&PostParams::default(), &m).await.unwrap();
+    // Wait until the simulated machine controller runs it.
+    for _ in 0..300 {
+        let m = api.get(ORPHAN).await.unwrap();
+        if m.phase() == "Running" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the orphan Machine never ran");
+}
+
+/// The policies are in force: dropping the source failure domain while the
+/// CPMS names it is denied with the operator's message.
+async fn assert_policies_enforced(env: &Env) {
+    let vaps = Api::<ValidatingAdmissionPolicy>::all(env.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(vaps.items.len(), 3);
+    let api = Api::<Infrastructure>::all(env.client.clone());
+    let mut infra = api.get("cluster").await.unwrap();
+    let vs = infra
+        .spec
+        .platform_spec
+        .as_mut()
+        .unwrap()
+        .vsphere
+        .as_mut()
+        .unwrap();
+    vs.failure_domains.as_mut().unwrap().clear();
+    let err = api
+        .replace("cluster", &PostParams::default(), &infra)
+        .await
+        .expect_err("the policies deny removing a failure domain in use");
+    let kube::Error::Api(s) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(s.code, 422, "{s:?}");
+    assert!(
+        s.message
+            .contains("ValidatingAdmissionPolicy 'vsphere-failure-domain-in-use-by-cpms'"),
+        "{}",
+        s.message
+    );
+    assert!(
+        s.message.contains("generated-failure-domain"),
+        "{}",
+        s.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_policies_a_migration_ends_and_an_orphan_source_machine_is_removed() {
+    let mut env = Env::start(gate_on(1)).await;
+    assert_policies_enforced(&env).await;
+    add_orphan(&env).await;
+    env.spawn_controller();
+    env.create_migration("move", env.spec(FD, 1, false)).await;
+    let m = env.wait_terminal("move", Duration::from_secs(300)).await;
+    assert_eq!(
+        phase_of(&m),
+        Some(MigrationPhase::Completed),
+        "{}",
+        summary(&m)
+    );
+    let api = Api::<Machine>::namespaced(env.client.clone(), MACHINE_API_NAMESPACE);
+    assert!(api.get_opt(ORPHAN).await.unwrap().is_none());
+    let st = m.status.as_ref().unwrap();
+    assert!(
+        st.warnings.iter().any(|w| w.contains(ORPHAN)),
+        "Preflight names the orphan: {:?}",
+        st.warnings
+    );
+    let infra = Api::<Infrastructure>::all(env.client.clone())
+        .get("cluster")
+        .await
+        .unwrap();
+    assert!(
+        infra
+            .failure_domains()
+            .iter()
+            .all(|f| f.server == env.sim.target().server)
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_policies_a_rollback_after_create_workers_restores_the_source() {
+    let mut env = Env::start(gate_on(1)).await;
+    let before = Api::<Infrastructure>::all(env.client.clone())
+        .get("cluster")
+        .await
+        .unwrap()
+        .spec;
+    env.spawn_controller();
+    env.create_migration("m", env.spec(FD, 1, true)).await;
+    for p in &PhaseName::ALL[..11] {
+        env.wait(
+            "m",
+            &format!("{p} waiting"),
+            Duration::from_secs(120),
+            |m| waiting_for_approval(m) == Some(*p),
+        )
+        .await;
+        env.approve("m", &[*p]).await;
+    }
+    env.wait("m", "RecreateCPMS waiting", Duration::from_secs(180), |m| {
+        waiting_for_approval(m) == Some(PhaseName::RecreateCpms)
+    })
+    .await;
+    // The target workers run, labelled with the target's region and zone.
+    let machines = Api::<Machine>::namespaced(env.client.clone(), MACHINE_API_NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let tgt = env.sim.target().server.clone();
+    let labelled = |m: &Machine| {
+        m.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("machine.openshift.io/zone"))
+            .is_some_and(|z| z == "target-zone")
+    };
+    for _ in 0..100 {
+        let ms = Api::<Machine>::namespaced(env.client.clone(), MACHINE_API_NAMESPACE)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        if ms
+            .items
+            .iter()
+            .filter(|m| m.server().as_deref() == Some(tgt.as_str()))
+            .all(labelled)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        machines
+            .items
+            .iter()
+            .any(|m| m.server().as_deref() == Some(tgt.as_str())),
+        "target workers exist"
+    );
+    env.set_state("m", "Rollback").await;
+    let m = env
+        .wait("m", "the rollback", Duration::from_secs(240), |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.rollback.as_ref())
+                .is_some_and(|r| r.completion_time.is_some())
+        })
+        .await;
+    assert_eq!(
+        phase_of(&m),
+        Some(MigrationPhase::RollbackCompleted),
+        "{}",
+        summary(&m)
+    );
+    let after = Api::<Infrastructure>::all(env.client.clone())
+        .get("cluster")
+        .await
+        .unwrap()
+        .spec;
+    assert_eq!(after, before);
+    env.shutdown().await;
+}
