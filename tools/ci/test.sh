@@ -44,6 +44,7 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   a_standby_does_not_take_a_lease_renewed_by_a_holder_whose_clock_is_behind \
   deleting_a_migration_ \
   deleting_past_the_point_of_no_return_is_held_until_forced_and_the_backup_survives \
+  a_held_deletion_goes_on_to_completion_and_then_lets_go \
   a_machine_stuck_deleting_stalls_the_rollback_until_it_is_released \
   killed_during_a_deletion_rollback_the_controller_still_rolls_back_and_lets_go \
   "$DIFFERENTIAL"

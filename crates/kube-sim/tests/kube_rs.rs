@@ -552,6 +552,27 @@ async fn crd_schema_validation_defaulting_pruning_and_cel() {
     sim.shutdown().await;
 }
 
+/// Marking an object for deletion bumps its generation, as the real API
+/// server's store does (k8s.io/apiserver/pkg/registry/generic/registry/store.go),
+/// so that controllers filtering watch events on generation see the deletion.
+#[tokio::test]
+async fn marking_for_deletion_bumps_the_generation() {
+    let sim = sim_with_widgets().await;
+    let api = widget_api(sim.client().await.unwrap(), "default");
+    let mut w = widget("held", json!({"size": "small", "replicas": 1}));
+    w.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    let created = api.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    let marked = api.get("held").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.generation, Some(2));
+    // A repeated delete changes nothing.
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    assert_eq!(api.get("held").await.unwrap().metadata.generation, Some(2));
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn status_and_scale_subresources() {
     let sim = sim_with_widgets().await;
