@@ -29,6 +29,7 @@ echo "test: real tier"
 VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   --test migration_automatic --test migration_manual_rollback --test migration_crash_outage \
   --test phases_5_10 --test phases_5_10_faults --test differential \
+  --test source_topology --test admission_policies \
   -- --test-threads=1 \
   automatic_migration_ \
   manual_migration_runs_each_phase_only_after_its_approval \
@@ -38,4 +39,8 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back \
   a_degraded_operator_ends_monitor_health_at_its_deadline \
   create_tags_reports_conflicts_and_incompatible_categories \
+  untagged_source_topology_is_tagged_and_the_migration_completes \
+  rollback_removes_only_the_source_tags_vcfm_made \
+  a_source_user_that_cannot_tag_is_refused_by_preflight_with_the_commands \
+  with_the_policies_ \
   "$DIFFERENTIAL"
