@@ -30,6 +30,7 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   --test migration_automatic --test migration_manual_rollback --test migration_crash_outage \
   --test phases_5_10 --test phases_5_10_faults --test differential \
   --test rollback_undo --test vcenter_transient --test leader_election --test migration_deletion \
+  --test source_topology --test admission_policies \
   -- --test-threads=1 \
   automatic_migration_ \
   manual_migration_runs_each_phase_only_after_its_approval \
@@ -47,4 +48,8 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   a_held_deletion_goes_on_to_completion_and_then_lets_go \
   a_machine_stuck_deleting_stalls_the_rollback_until_it_is_released \
   killed_during_a_deletion_rollback_the_controller_still_rolls_back_and_lets_go \
+  untagged_source_topology_is_tagged_and_the_migration_completes \
+  rollback_removes_only_the_source_tags_vcfm_made \
+  a_source_user_that_cannot_tag_is_refused_by_preflight_with_the_commands \
+  with_the_policies_ \
   "$DIFFERENTIAL"

@@ -30,8 +30,12 @@ fn gate_on(workers: u32) -> Scenario {
 
 /// A worker Machine on the source that no MachineSet owns or selects.
 async fn add_orphan(env: &Env) {
+    add_unowned(env, &env.sim.source().server.clone(), ORPHAN).await;
+}
+
+/// A worker Machine on `src` named `name` that no MachineSet owns or selects.
+async fn add_unowned(env: &Env, src: &str, name: &str) {
     let api = Api::<Machine>::namespaced(env.client.clone(), MACHINE_API_NAMESPACE);
-    let src = env.sim.source().server.clone();
     let model = api
         .list(&ListParams::default())
         .await
@@ -39,7 +43,7 @@ async fn add_orphan(env: &Env) {
         .items
         .into_iter()
         .find(|m| {
-            m.server().as_deref() == Some(src.as_str())
+            m.server().as_deref() == Some(src)
                 && m.metadata
                     .labels
                     .as_ref()
@@ -50,14 +54,14 @@ async fn add_orphan(env: &Env) {
     let mut v = serde_json::to_value(&model).unwrap();
     let mut labels = model.metadata.labels.clone().unwrap_or_default();
     labels.remove("machine.openshift.io/cluster-api-machineset");
-    v["metadata"] = json!({"name": ORPHAN, "namespace": MACHINE_API_NAMESPACE, "labels": labels});
+    v["metadata"] = json!({"name": name, "namespace": MACHINE_API_NAMESPACE, "labels": labels});
     v["spec"].as_object_mut().unwrap().remove("providerID");
     v.as_object_mut().unwrap().remove("status");
     let m: Machine = serde_json::from_value(v).unwrap();
     api.create(&PostParams::default(), &m).await.unwrap();
     // Wait until the simulated machine controller runs it.
     for _ in 0..300 {
-        let m = api.get(ORPHAN).await.unwrap();
+        let m = api.get(name).await.unwrap();
         if m.phase() == "Running" {
             return;
         }
@@ -203,6 +207,98 @@ async fn with_the_policies_a_rollback_after_create_workers_restores_the_source()
     env.set_state("m", "Rollback").await;
     let m = env
         .wait("m", "the rollback", Duration::from_secs(240), |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.rollback.as_ref())
+                .is_some_and(|r| r.completion_time.is_some())
+        })
+        .await;
+    assert_eq!(
+        phase_of(&m),
+        Some(MigrationPhase::RollbackCompleted),
+        "{}",
+        summary(&m)
+    );
+    let after = Api::<Infrastructure>::all(env.client.clone())
+        .get("cluster")
+        .await
+        .unwrap()
+        .spec;
+    assert_eq!(after, before);
+    env.shutdown().await;
+}
+
+/// A Machine on the target that the migration did not create (made by hand
+/// meanwhile): the rollback must not restore a source-only Infrastructure
+/// while it exists (the Machine policy denies it), it waits and names it, and
+/// ends once the administrator removed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_policies_a_rollback_waits_for_a_machine_on_the_target_it_did_not_make() {
+    let mut env = Env::start(gate_on(1)).await;
+    let before = Api::<Infrastructure>::all(env.client.clone())
+        .get("cluster")
+        .await
+        .unwrap()
+        .spec;
+    env.spawn_controller();
+    env.create_migration("m", env.spec(FD, 1, true)).await;
+    for p in &PhaseName::ALL[..11] {
+        env.wait(
+            "m",
+            &format!("{p} waiting"),
+            Duration::from_secs(120),
+            |m| waiting_for_approval(m) == Some(*p),
+        )
+        .await;
+        env.approve("m", &[*p]).await;
+    }
+    env.wait("m", "RecreateCPMS waiting", Duration::from_secs(180), |m| {
+        waiting_for_approval(m) == Some(PhaseName::RecreateCpms)
+    })
+    .await;
+    let tgt = env.sim.target().server.clone();
+    add_unowned(&env, &tgt, "hand-made-target").await;
+    let api = Api::<Machine>::namespaced(env.client.clone(), MACHINE_API_NAMESPACE);
+    for _ in 0..100 {
+        let m = api.get("hand-made-target").await.unwrap();
+        let zone = m
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("machine.openshift.io/zone").cloned());
+        if zone.as_deref() == Some("target-zone") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.set_state("m", "Rollback").await;
+    let m = env
+        .wait(
+            "m",
+            "the rollback to wait for the hand-made Machine",
+            Duration::from_secs(180),
+            |m| {
+                m.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == "Progressing"
+                            && c.message.contains("rolling back UpdateInfrastructure")
+                            && c.message.contains("Machine hand-made-target")
+                    })
+                })
+            },
+        )
+        .await;
+    assert_eq!(
+        phase_of(&m),
+        Some(MigrationPhase::RollingBack),
+        "{}",
+        summary(&m)
+    );
+    api.delete("hand-made-target", &Default::default())
+        .await
+        .unwrap();
+    let m = env
+        .wait("m", "the rollback", Duration::from_secs(180), |m| {
             m.status
                 .as_ref()
                 .and_then(|s| s.rollback.as_ref())

@@ -15,12 +15,14 @@
 //! via kube-cel, status/scale subresources, printer columns), merge/JSON/strategic/apply
 //! patches with field managers, finalizers, owner-reference GC and namespace
 //! termination, `dryRun=All`, bearer-token users with RBAC, impersonation and access
-//! reviews, fault injection and per-user request accounting.
+//! reviews, ValidatingAdmissionPolicies with their bindings (see `vap`), fault injection and
+//! per-user request accounting.
 //!
 //! Known simplifications: one storage version per resource without conversion (objects
-//! are served at any served version as stored), no admission plugins, no kubelet (pods
-//! are deleted at once and keep the status they are given), PodDisruptionBudgets honoured by
-//! evictions but their status left to a client (no disruption controller),
+//! are served at any served version as stored), no admission plugin besides policies, no
+//! kubelet (pods are deleted at once and keep the status they are given),
+//! PodDisruptionBudgets honoured by evictions but their status left to a client (no
+//! disruption controller),
 //! GC runs synchronously, protobuf is accepted only for the kinds kubectl's typed
 //! clients send (responses are always JSON), and managedFields ownership is tracked at
 //! leaf-field granularity with simplified list semantics.
