@@ -28,7 +28,7 @@ echo "test: real tier"
 # the sim tier in the first pass.
 VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   --test migration_automatic --test migration_manual_rollback --test migration_crash_outage \
-  --test phases_5_10 --test phases_5_10_faults --test differential \
+  --test phases_5_10 --test phases_5_10_faults --test differential --test migration_roles \
   -- --test-threads=1 \
   automatic_migration_ \
   manual_migration_runs_each_phase_only_after_its_approval \
@@ -38,4 +38,6 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back \
   a_degraded_operator_ends_monitor_health_at_its_deadline \
   create_tags_reports_conflicts_and_incompatible_categories \
+  infra_and_worker_sets_move_with_the_router_budget_and_the_pools \
+  update_config_completes_only_after_the_pools_rolled_every_node \
   "$DIFFERENTIAL"
