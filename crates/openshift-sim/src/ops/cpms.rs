@@ -294,6 +294,22 @@ async fn reconcile(
         if outdated.is_empty() || !rolling {
             continue;
         }
+        // One index at a time (maxSurge 1): another index still holding two machines,
+        // its old one draining, blocks this one (with the drain honouring
+        // PodDisruptionBudgets a deletion takes a while).
+        let other_busy = masters.iter().any(|m| {
+            index_of(&m.name_any()).is_some_and(|i| {
+                i != idx
+                    && masters
+                        .iter()
+                        .filter(|o| index_of(&o.name_any()) == Some(i))
+                        .count()
+                        > 1
+            })
+        });
+        if other_busy {
+            break;
+        }
         if fresh.is_empty() {
             create_replacement(&ctx, &template, desired_for(idx), idx).await?;
             break;
