@@ -294,9 +294,11 @@ async fn reconcile(
         if outdated.is_empty() || !rolling {
             continue;
         }
-        // One index at a time (maxSurge 1): another index still holding two machines,
-        // its old one draining, blocks this one (with the drain honouring
-        // PodDisruptionBudgets a deletion takes a while).
+        // Surge of one machine (cluster-control-plane-machine-set-operator
+        // `pkg/controllers/controlplanemachineset/updates.go`, `reconcileMachineRollingUpdate`:
+        // `maxSurge := 1`, the existing surge counted first): an index still holding two
+        // machines, its old one draining, blocks every other (drains honour
+        // PodDisruptionBudgets and take as long as their pods).
         let other_busy = masters.iter().any(|m| {
             index_of(&m.name_any()).is_some_and(|i| {
                 i != idx
