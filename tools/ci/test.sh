@@ -28,7 +28,7 @@ echo "test: real tier"
 # the sim tier in the first pass.
 VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   --test migration_automatic --test migration_manual_rollback --test migration_crash_outage \
-  --test phases_5_10 --test phases_5_10_faults --test differential \
+  --test phases_5_10 --test phases_5_10_faults --test differential --test migration_roles \
   --test rollback_undo --test vcenter_transient --test leader_election --test migration_deletion \
   --test source_topology --test admission_policies \
   -- --test-threads=1 \
@@ -52,4 +52,6 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   rollback_removes_only_the_source_tags_vcfm_made \
   a_source_user_that_cannot_tag_is_refused_by_preflight_with_the_commands \
   with_the_policies_ \
+  infra_and_worker_sets_move_with_the_router_budget_and_the_pools \
+  update_config_completes_only_after_the_pools_rolled_every_node \
   "$DIFFERENTIAL"

@@ -96,7 +96,7 @@ impl Delays {
             deployment_ready: s(3),
             cvo_restore: s(5),
             resync: s(2),
-            mcp_node_update: s(6),
+            mcp_node_update: s(3),
         }
     }
 }

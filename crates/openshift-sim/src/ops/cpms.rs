@@ -294,6 +294,24 @@ async fn reconcile(
         if outdated.is_empty() || !rolling {
             continue;
         }
+        // Surge of one machine (cluster-control-plane-machine-set-operator
+        // `pkg/controllers/controlplanemachineset/updates.go`, `reconcileMachineRollingUpdate`:
+        // `maxSurge := 1`, the existing surge counted first): an index still holding two
+        // machines, its old one draining, blocks every other (drains honour
+        // PodDisruptionBudgets and take as long as their pods).
+        let other_busy = masters.iter().any(|m| {
+            index_of(&m.name_any()).is_some_and(|i| {
+                i != idx
+                    && masters
+                        .iter()
+                        .filter(|o| index_of(&o.name_any()) == Some(i))
+                        .count()
+                        > 1
+            })
+        });
+        if other_busy {
+            break;
+        }
         if fresh.is_empty() {
             create_replacement(&ctx, &template, desired_for(idx), idx).await?;
             break;

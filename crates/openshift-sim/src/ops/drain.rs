@@ -136,10 +136,28 @@ pub(crate) async fn drain(ctx: &Ctx, node: &str) -> Result<(), String> {
             blocked.join("; ")
         ));
     }
-    if terminating > 0 {
-        return Err(format!(
-            "drain of node {node}: waiting for {terminating} pod(s) to terminate"
-        ));
+    // Wait for the evicted pods to go, polling like kubectl's `waitForDelete` (bounded
+    // by the drain's 20 s timeout, after which the controller requeues).
+    let start = std::time::Instant::now();
+    while terminating > 0 {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            return Err(format!(
+                "drain of node {node}: waiting for {terminating} pod(s) to terminate"
+            ));
+        }
+        if !ctx.sleep(std::time::Duration::from_millis(100)).await {
+            return Err("cancelled".into());
+        }
+        let all = call(pods.list(&ListParams::default()))
+            .await
+            .map_err(|e| e.to_string())?;
+        terminating = all
+            .items
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node) && !skipped(p)
+            })
+            .count();
     }
     Ok(())
 }
