@@ -120,13 +120,26 @@ pub(crate) async fn drain(ctx: &Ctx, node: &str) -> Result<(), String> {
         }
         let ns = p.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-        match call(api.evict(&p.name_any(), &EvictParams::default())).await {
-            Ok(_) => terminating += 1,
-            Err(e) if e.is_not_found() => {}
-            Err(CallError::Api(kube::Error::Api(s))) if s.code == 429 => {
+        // kube-rs retries a 429 by itself with a backoff growing to minutes; drain.go
+        // instead retries refused evictions on its own schedule. One short attempt per
+        // round: a refusal that outlasts it counts as refused (an eviction that went
+        // through meanwhile shows as a terminating pod next round).
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            api.evict(&p.name_any(), &EvictParams::default()),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(_)) => terminating += 1,
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 => {}
+            Ok(Err(kube::Error::Api(s))) if s.code == 429 => {
                 blocked.push(format!("{ns}/{}: {}", p.name_any(), s.message));
             }
-            Err(e) => return Err(format!("evicting pod {ns}/{}: {e}", p.name_any())),
+            Err(_) => blocked.push(format!(
+                "{ns}/{}: Cannot evict pod as it would violate the pod's disruption budget (the API server keeps answering 429)",
+                p.name_any()
+            )),
+            Ok(Err(e)) => return Err(format!("evicting pod {ns}/{}: {e}", p.name_any())),
         }
     }
     if !blocked.is_empty() {
