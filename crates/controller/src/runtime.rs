@@ -213,20 +213,12 @@ pub async fn run(
 fn mapper<K>(
     reader: &Store<VmwareCloudFoundationMigration>,
 ) -> impl Fn(K) -> Vec<ObjectRef<VmwareCloudFoundationMigration>> + Send + Sync + 'static {
-    let reader = reader.clone();
-    move |_| {
-        reader
-            .state()
-            .iter()
-            .filter(|m| {
-                !m.status
-                    .as_ref()
-                    .and_then(|s| s.phase)
-                    .is_some_and(|p| p.is_terminal())
-            })
-            .map(|m| ObjectRef::from(m.as_ref()))
-            .collect()
-    }
+    wake_where(reader, |m| {
+        !m.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_terminal())
+    })
 }
 
 /// A change to a Pod, Node or ClusterOperator wakes only the migrations
@@ -235,12 +227,20 @@ fn waiting_mapper<K>(
     reader: &Store<VmwareCloudFoundationMigration>,
     kind: Watched,
 ) -> impl Fn(K) -> Vec<ObjectRef<VmwareCloudFoundationMigration>> + Send + Sync + 'static {
+    wake_where(reader, move |m| wake::wakes(m, kind))
+}
+
+/// The cached migrations `wake` selects, for a watch's mapper.
+fn wake_where<K>(
+    reader: &Store<VmwareCloudFoundationMigration>,
+    wake: impl Fn(&VmwareCloudFoundationMigration) -> bool + Send + Sync + 'static,
+) -> impl Fn(K) -> Vec<ObjectRef<VmwareCloudFoundationMigration>> + Send + Sync + 'static {
     let reader = reader.clone();
     move |_| {
         reader
             .state()
             .iter()
-            .filter(|m| wake::wakes(m, kind))
+            .filter(|m| wake(m))
             .map(|m| ObjectRef::from(m.as_ref()))
             .collect()
     }

@@ -103,19 +103,11 @@ pub fn state(pool: &Value) -> PoolState {
             .unwrap_or_else(|| format!("{degraded} machine(s) degraded"));
         return PoolState::Degraded(format!("MachineConfigPool {n} is Degraded: {why}"));
     }
-    let generation = pool.pointer("/metadata/generation").and_then(Value::as_i64);
-    let observed = pool
-        .pointer("/status/observedGeneration")
-        .and_then(Value::as_i64);
-    let target = pool
-        .pointer("/spec/configuration/name")
-        .and_then(Value::as_str);
-    let current = pool
-        .pointer("/status/configuration/name")
-        .and_then(Value::as_str);
-    let caught_up = generation.is_none_or(|g| observed.is_some_and(|o| o >= g))
-        && (target.is_none() || target == current);
-    if is_true(pool, "Updated") && !is_true(pool, "Updating") && machines == updated && caught_up {
+    if is_true(pool, "Updated")
+        && !is_true(pool, "Updating")
+        && machines == updated
+        && config_caught_up(pool)
+    {
         return PoolState::Settled;
     }
     let paused = pool.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
@@ -133,6 +125,23 @@ pub fn state(pool: &Value) -> PoolState {
     ))
 }
 
+/// Whether the machine-config controller has seen the pool's latest spec and
+/// its status names the rendered config the spec asks for.
+fn config_caught_up(pool: &Value) -> bool {
+    let generation = pool.pointer("/metadata/generation").and_then(Value::as_i64);
+    let observed = pool
+        .pointer("/status/observedGeneration")
+        .and_then(Value::as_i64);
+    let target = pool
+        .pointer("/spec/configuration/name")
+        .and_then(Value::as_str);
+    let current = pool
+        .pointer("/status/configuration/name")
+        .and_then(Value::as_str);
+    generation.is_none_or(|g| observed.is_some_and(|o| o >= g))
+        && (target.is_none() || target == current)
+}
+
 /// Whether a node *configuration* rollout is under way in the pool: a new rendered
 /// config not yet on every machine, or a degraded one. Unlike [`state`] this ignores
 /// nodes that are merely cordoned or unready (the MCO counts a node drained by the
@@ -140,19 +149,8 @@ pub fn state(pool: &Value) -> PoolState {
 pub fn rollout_state(pool: &Value) -> PoolState {
     match state(pool) {
         PoolState::Rolling(w) => {
-            let generation = pool.pointer("/metadata/generation").and_then(Value::as_i64);
-            let observed = pool
-                .pointer("/status/observedGeneration")
-                .and_then(Value::as_i64);
-            let target = pool
-                .pointer("/spec/configuration/name")
-                .and_then(Value::as_str);
-            let current = pool
-                .pointer("/status/configuration/name")
-                .and_then(Value::as_str);
             let rolling = count(pool, "updatedMachineCount") < count(pool, "machineCount")
-                || (target.is_some() && target != current)
-                || generation.is_some_and(|g| observed.is_none_or(|o| o < g));
+                || !config_caught_up(pool);
             if rolling {
                 PoolState::Rolling(w)
             } else {
