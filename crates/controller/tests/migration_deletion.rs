@@ -79,25 +79,6 @@ fn condition(m: &Vcfm, t: &str) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.message.clone()))
 }
 
-/// A Manual migration approved through `upto`, left waiting for the next phase.
-async fn migrate_through(env: &Env, name: &str, upto: PhaseName, tweak: serde_json::Value) -> Vcfm {
-    let mut spec = env.spec(FD, WORKERS, true);
-    let approved: Vec<PhaseName> = PhaseName::ALL.into_iter().filter(|p| *p <= upto).collect();
-    spec["approvedPhases"] = serde_json::to_value(&approved).unwrap();
-    if let (Some(s), Some(t)) = (spec.as_object_mut(), tweak.as_object()) {
-        s.extend(t.clone());
-    }
-    env.create_migration(name, spec).await;
-    let next = upto.next().unwrap();
-    env.wait(
-        name,
-        &format!("{next} to wait for approval"),
-        Duration::from_secs(180),
-        |m| waiting_for_approval(m) == Some(next),
-    )
-    .await
-}
-
 async fn delete(env: &Env, name: &str) {
     env.api()
         .delete(name, &DeleteParams::default())
@@ -137,7 +118,9 @@ async fn deleting_a_migration_before_it_changed_anything_goes_at_once() {
     .await;
     env.spawn_controller();
     let seeded = env.snapshot().await;
-    let m = migrate_through(&env, "early", PhaseName::Preflight, json!({})).await;
+    let m = env
+        .migrate_through("early", WORKERS, PhaseName::Preflight, json!({}))
+        .await;
     assert!(
         m.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty()),
         "Preflight changes nothing, so nothing holds the deletion: {:?}",
@@ -164,7 +147,9 @@ async fn deleting_a_migration_mid_way_rolls_it_back_before_it_goes() {
     .await;
     env.spawn_controller();
     let seeded = env.snapshot().await;
-    let m = migrate_through(&env, "midway", PhaseName::CreateWorkers, json!({})).await;
+    let m = env
+        .migrate_through("midway", WORKERS, PhaseName::CreateWorkers, json!({}))
+        .await;
     assert!(
         m.metadata
             .finalizers
@@ -218,7 +203,9 @@ async fn deleting_a_migration_mid_way_rolls_it_back_before_it_goes() {
         Some("RolledBack")
     );
     // A clean earlier rollback does not stop the next migration's Preflight.
-    let m = migrate_through(&env, "next", PhaseName::Preflight, json!({})).await;
+    let m = env
+        .migrate_through("next", WORKERS, PhaseName::Preflight, json!({}))
+        .await;
     assert_eq!(
         history(&m),
         vec![(PhaseName::Preflight, vcfm_api::PhaseStatus::Completed)]
@@ -234,7 +221,8 @@ async fn deleting_past_the_point_of_no_return_is_held_until_forced_and_the_backu
     })
     .await;
     env.spawn_controller();
-    migrate_through(&env, "late", PhaseName::RecreateCpms, json!({})).await;
+    env.migrate_through("late", WORKERS, PhaseName::RecreateCpms, json!({}))
+        .await;
     delete(&env, "late").await;
     let m = env
         .wait("late", "DeletionBlocked", Duration::from_secs(30), |m| {
@@ -324,7 +312,8 @@ async fn a_held_deletion_goes_on_to_completion_and_then_lets_go() {
     })
     .await;
     env.spawn_controller();
-    migrate_through(&env, "onward", PhaseName::RecreateCpms, json!({})).await;
+    env.migrate_through("onward", WORKERS, PhaseName::RecreateCpms, json!({}))
+        .await;
     delete(&env, "onward").await;
     env.wait("onward", "DeletionBlocked", Duration::from_secs(30), |m| {
         condition(m, "DeletionBlocked").is_some_and(|(s, _)| s == "True")
@@ -378,9 +367,9 @@ async fn a_machine_stuck_deleting_stalls_the_rollback_until_it_is_released() {
     .await;
     env.spawn_controller();
     let seeded = env.snapshot().await;
-    migrate_through(
-        &env,
+    env.migrate_through(
         "stuck",
+        WORKERS,
         PhaseName::CreateWorkers,
         json!({"rollbackStepTimeout": "3s"}),
     )
@@ -483,7 +472,8 @@ async fn killed_during_a_deletion_rollback_the_controller_still_rolls_back_and_l
     .await;
     env.spawn_controller();
     let seeded = env.snapshot().await;
-    migrate_through(&env, "crashdel", PhaseName::CreateWorkers, json!({})).await;
+    env.migrate_through("crashdel", WORKERS, PhaseName::CreateWorkers, json!({}))
+        .await;
     delete(&env, "crashdel").await;
     let start = Instant::now();
     let mut kills = vec![];

@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
-use kube::discovery::{Discovery, verbs};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube_sim::UserInfo;
 use openshift_sim::{Scenario, SimCluster, Site};
 use serde_json::json;
@@ -15,61 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use vcfm_api::VmwareCloudFoundationMigration;
 
+mod support;
+
+use support::{all_objects, vcenter_state};
+
 const NS: &str = "vcfm-system";
-
-/// resourceVersion of every object of every listable kind.
-async fn all_objects(client: &kube::Client) -> BTreeMap<String, String> {
-    let discovery = Discovery::new(client.clone()).run().await.unwrap();
-    let mut out = BTreeMap::new();
-    for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
-            if !caps.supports_operation(verbs::LIST) || ar.kind == "Event" {
-                continue;
-            }
-            let list = Api::<DynamicObject>::all_with(client.clone(), &ar)
-                .list(&ListParams::default())
-                .await
-                .unwrap();
-            for o in list.items {
-                out.insert(
-                    format!(
-                        "{} {}/{}",
-                        ar.kind,
-                        o.metadata.namespace.unwrap_or_default(),
-                        o.metadata.name.unwrap_or_default()
-                    ),
-                    o.metadata.resource_version.unwrap_or_default(),
-                );
-            }
-        }
-    }
-    out
-}
-
-/// Categories, tags, VMs and VM folders of one simulated vCenter.
-async fn vcenter_state(sim: &SimCluster, site: Site) -> BTreeSet<String> {
-    let vc = sim.vsphere_client(site).unwrap();
-    let info = sim.vcenter(site);
-    let mut out = BTreeSet::new();
-    for c in vc.list_categories().await.unwrap() {
-        out.insert(format!("category {c}"));
-    }
-    for t in vc.list_tags().await.unwrap() {
-        out.insert(format!("tag {t}"));
-    }
-    let root = vc
-        .find_folder(&format!("/{}/vm", info.datacenter))
-        .await
-        .unwrap();
-    for child in vc.folder_children(&root).await.unwrap() {
-        out.insert(format!("child {child:?}"));
-    }
-    for v in vc.list_vms(&root, true).await.unwrap() {
-        out.insert(format!("vm {} {}", v.name, v.power_state));
-    }
-    let _ = vc.logout().await;
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_prints_the_changes_and_changes_nothing() {
@@ -131,7 +80,7 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         .unwrap();
 
     // The simulated operators are level-triggered: a quiet cluster stays put.
-    let before = all_objects(&client).await;
+    let before = all_objects(&[], &client).await;
     let (src_before, tgt_before) = (
         vcenter_state(&sim, Site::Source).await,
         vcenter_state(&sim, Site::Target).await,
@@ -208,7 +157,7 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         "  - MachineSet {infra_id}-worker-0 (1 replica(s)) scaled to 0, then deleted"
     ));
 
-    assert_eq!(before, all_objects(&client).await, "objects changed");
+    assert_eq!(before, all_objects(&[], &client).await, "objects changed");
 
     // A migration preflight rejects: the problems are listed, exit status 2.
     let mut broken = m.clone();
@@ -218,7 +167,7 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         .create(&PostParams::default(), &broken)
         .await
         .unwrap();
-    let before = all_objects(&client).await;
+    let before = all_objects(&[], &client).await;
     let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
         .args(["plan", "broken", "-n", NS, "--kubeconfig"])
         .arg(&kubeconfig)
@@ -239,7 +188,7 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         "{text}"
     );
 
-    let after = all_objects(&client).await;
+    let after = all_objects(&[], &client).await;
     assert_eq!(before, after, "objects changed");
     // What it did: reads only.
     let user_verbs: BTreeSet<String> = sim

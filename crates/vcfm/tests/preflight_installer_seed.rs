@@ -6,14 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
+mod support;
+
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
-use kube::discovery::{Discovery, verbs};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use openshift_sim::{Scenario, SimCluster, Site};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{all_objects, vcenter_state};
 use vcfm_api::{MigrationPhase, VmwareCloudFoundationMigration};
 use vcfm_vsphere::sim::VcsimOptions;
 
@@ -35,63 +37,6 @@ struct Harness {
     _dir: tempfile::TempDir,
     controller: Controller,
     log: std::path::PathBuf,
-}
-
-/// resourceVersion of every object of every listable kind, but the migration's own status,
-/// Events and the controller's Lease (what a refused migration legitimately writes).
-async fn all_objects(client: &kube::Client) -> BTreeMap<String, String> {
-    let discovery = Discovery::new(client.clone()).run().await.unwrap();
-    let mut out = BTreeMap::new();
-    for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
-            if !caps.supports_operation(verbs::LIST)
-                || ["Event", "Lease", "VmwareCloudFoundationMigration"].contains(&ar.kind.as_str())
-            {
-                continue;
-            }
-            let list = Api::<DynamicObject>::all_with(client.clone(), &ar)
-                .list(&ListParams::default())
-                .await
-                .unwrap();
-            for o in list.items {
-                out.insert(
-                    format!(
-                        "{} {}/{}",
-                        ar.kind,
-                        o.metadata.namespace.unwrap_or_default(),
-                        o.metadata.name.unwrap_or_default()
-                    ),
-                    o.metadata.resource_version.unwrap_or_default(),
-                );
-            }
-        }
-    }
-    out
-}
-
-/// Categories, tags, folders and VMs (with power state) of one vCenter.
-async fn vcenter_state(sim: &SimCluster, site: Site) -> BTreeSet<String> {
-    let vc = sim.vsphere_client(site).unwrap();
-    let info = sim.vcenter(site);
-    let mut out = BTreeSet::new();
-    for c in vc.list_categories().await.unwrap() {
-        out.insert(format!("category {c}"));
-    }
-    for t in vc.list_tags().await.unwrap() {
-        out.insert(format!("tag {t}"));
-    }
-    let root = vc
-        .find_folder(&format!("/{}/vm", info.datacenter))
-        .await
-        .unwrap();
-    for child in vc.folder_children(&root).await.unwrap() {
-        out.insert(format!("child {child:?}"));
-    }
-    for v in vc.list_vms(&root, true).await.unwrap() {
-        out.insert(format!("vm {} {} {}", v.vm, v.name, v.power_state));
-    }
-    let _ = vc.logout().await;
-    out
 }
 
 impl Harness {
@@ -187,7 +132,7 @@ impl Harness {
         must_mention: &[&str],
     ) -> String {
         let client = self.sim.client();
-        let before = all_objects(&client).await;
+        let before = all_objects(&["Lease", "VmwareCloudFoundationMigration"], &client).await;
         let (src, tgt) = (
             vcenter_state(&self.sim, Site::Source).await,
             vcenter_state(&self.sim, Site::Target).await,
@@ -257,7 +202,7 @@ impl Harness {
         }
         assert_eq!(
             before,
-            all_objects(&client).await,
+            all_objects(&["Lease", "VmwareCloudFoundationMigration"], &client).await,
             "{name}: Preflight changed the cluster"
         );
         assert_eq!(src, vcenter_state(&self.sim, Site::Source).await);

@@ -195,6 +195,33 @@ impl Env {
             .expect("create migration")
     }
 
+    /// Creates a Manual migration of `workers` per failure domain with every
+    /// phase up to `upto` approved (`tweak` merged into the spec) and waits
+    /// until the next phase waits for its approval.
+    pub async fn migrate_through(
+        &self,
+        name: &str,
+        workers: u32,
+        upto: PhaseName,
+        tweak: Value,
+    ) -> Vcfm {
+        let mut spec = self.spec(FD, workers, true);
+        let approved: Vec<PhaseName> = PhaseName::ALL.into_iter().filter(|p| *p <= upto).collect();
+        spec["approvedPhases"] = serde_json::to_value(&approved).unwrap();
+        if let (Some(s), Some(t)) = (spec.as_object_mut(), tweak.as_object()) {
+            s.extend(t.clone());
+        }
+        self.create_migration(name, spec).await;
+        let next = upto.next().expect("a phase after upto");
+        self.wait(
+            name,
+            &format!("{next} to wait for approval"),
+            Duration::from_secs(180),
+            |m| waiting_for_approval(m) == Some(next),
+        )
+        .await
+    }
+
     /// What `vcfm approve NAME PHASE` does: append to spec.approvedPhases.
     pub async fn approve(&self, name: &str, phases: &[PhaseName]) {
         for _ in 0..10 {
