@@ -10,10 +10,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use vcfm_api::openshift::{CLUSTER, ControlPlaneMachineSet, Infrastructure};
-use vcfm_api::{FailureDomain, LogLevel, PhaseName, VmwareCloudFoundationMigration};
+use vcfm_api::{FailureDomain, VmwareCloudFoundationMigration};
 use vcfm_controller::context::{PhaseCtx, Shared};
 use vcfm_controller::openshift::{cloud_config, creds, infra, machines, tags};
-use vcfm_controller::state::Outcome;
 
 /// TLS settings for the vCenters, as the controller takes them.
 #[derive(Debug, Clone, Default)]
@@ -50,30 +49,23 @@ pub async fn plan(
         "Plan for migration {ns}/{name} (nothing has been changed)\n"
     )?;
 
-    // 1. Preflight, exactly as phase 1 runs it (it writes nothing itself; the
-    // controller would record its findings in status, the plan prints them).
-    let preflight = vcfm_controller::phases::phase(PhaseName::Preflight);
-    let outcome = preflight.execute(&ctx).await;
-    let (logs, updates) = ctx.take();
-    let problems: Vec<String> = logs
-        .iter()
-        .filter(|l| l.level == LogLevel::Error && l.component == "preflight")
-        .map(|l| l.message.clone())
-        .collect();
-    let passed = match &outcome {
-        Ok(Outcome::Completed { .. }) => {
+    // 1. Preflight, the same checks phase 1 runs; its typed report (not the
+    // log lines it would emit) says what to fix first. It writes nothing.
+    let report = vcfm_controller::phases::run_preflight(&ctx).await;
+    let passed = match &report {
+        Ok(r) if r.problems.is_empty() => {
             writeln!(o, "Preflight: all checks passed.")?;
             true
         }
-        Ok(Outcome::Failed { .. }) => {
-            writeln!(o, "Preflight: {} problem(s) to fix first:", problems.len())?;
-            for p in &problems {
+        Ok(r) => {
+            writeln!(
+                o,
+                "Preflight: {} problem(s) to fix first:",
+                r.problems.len()
+            )?;
+            for p in &r.problems {
                 writeln!(o, "  - {p}")?;
             }
-            false
-        }
-        Ok(_) => {
-            writeln!(o, "Preflight: did not conclude.")?;
             false
         }
         Err(e) => {
@@ -81,11 +73,12 @@ pub async fn plan(
             false
         }
     };
-    if let Some(w) = &updates.warnings
-        && !w.is_empty()
+    let report = report.ok();
+    if let Some(r) = &report
+        && !r.warnings.is_empty()
     {
         writeln!(o, "Confirm before starting (vcfm cannot check these):")?;
-        for x in w {
+        for x in &r.warnings {
             writeln!(o, "  - {x}")?;
         }
     }
@@ -96,9 +89,9 @@ pub async fn plan(
         .context("reading Infrastructure cluster")?;
     let infra_id = infra.infra_id().unwrap_or_default().to_string();
     let targets = m.target_servers();
-    let source = updates
-        .source_vcenter
+    let source = report
         .as_ref()
+        .and_then(|r| r.source.as_ref())
         .map(|s| s.server.clone())
         .or_else(|| {
             infra
@@ -125,7 +118,10 @@ pub async fn plan(
         }
         Err(e) => writeln!(o, "  cannot be edited: {e}")?,
     }
-    let gate = updates.cluster.as_ref().map(|c| c.multi_vcenter_day2);
+    let gate = report
+        .as_ref()
+        .and_then(|r| r.cluster.as_ref())
+        .map(|c| c.multi_vcenter_day2);
     match gate {
         Some(true) => writeln!(
             o,

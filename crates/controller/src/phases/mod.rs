@@ -30,7 +30,7 @@ use futures::future::BoxFuture;
 use std::time::Duration;
 use vcfm_api::PhaseName;
 
-pub use preflight::PreflightReport;
+pub use preflight::{PreflightReport, run as run_preflight};
 
 /// Result of one rollback step.
 #[derive(Debug, Clone, PartialEq)]
