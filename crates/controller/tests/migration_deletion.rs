@@ -41,15 +41,6 @@ async fn wait_event(env: &Env, name: &str, reason: &str) -> String {
     testbed::wait_event(&env.client, NS, Some(name), reason, Duration::from_secs(20)).await
 }
 
-fn condition(m: &Vcfm, t: &str) -> Option<(String, String)> {
-    m.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map(|c| (c.status.clone(), c.message.clone()))
-}
-
 async fn delete(env: &Env, name: &str) {
     env.api()
         .delete(name, &DeleteParams::default())

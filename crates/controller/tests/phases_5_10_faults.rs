@@ -13,8 +13,8 @@ use openshift_sim::{ConfigFormat, Faults, Scenario, Site};
 use serde_json::json;
 use std::time::Duration;
 use vcfm_api::{
-    ClusterFacts, MigrationPhase, MigrationStatus, PhaseHistoryEntry, PhaseName, PhaseState,
-    PhaseStatus, SourceVCenter,
+    ClusterFacts, MigrationPhase, MigrationStatus, PhaseHistoryEntry, PhaseName, PhaseStatus,
+    SourceVCenter,
 };
 use vcfm_controller::state::Outcome;
 use vcfm_vsphere::{Cardinality, CategorySpec};
@@ -213,19 +213,11 @@ async fn a_degraded_operator_ends_monitor_health_at_its_deadline() {
     let status = MigrationStatus {
         phase: Some(MigrationPhase::from(PhaseName::MonitorHealth)),
         phase_history: history,
-        current_phase_state: Some(PhaseState {
-            name: PhaseName::MonitorHealth,
-            status: PhaseStatus::Running,
-            progress: 0,
-            message: String::new(),
-            waiting_for: vec![],
-            requires_approval: false,
-            approved: false,
-            start_time: Some(Time(now)),
-            last_heartbeat: Some(Time(now)),
-            paused_seconds: 0,
-            paused_since: None,
-        }),
+        current_phase_state: Some(running(
+            PhaseName::MonitorHealth,
+            Some(Time(now)),
+            Some(Time(now)),
+        )),
         source_vcenter: Some(SourceVCenter {
             server: env.sim.source().server.clone(),
             datacenter: env.sim.source().datacenter.clone(),

@@ -40,6 +40,23 @@ pub async fn all_objects(
     out
 }
 
+/// Asserts two [`all_objects`] listings are equal, naming only what differs.
+pub fn assert_same_objects(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+    what: &str,
+) {
+    let changed: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), after.get(k)))
+        .collect();
+    assert!(changed.is_empty(), "{what}: {changed:#?}");
+}
+
 /// Categories, tags, VM folders and VMs (with power state) of one simulated vCenter.
 pub async fn vcenter_inventory(
     sim: &openshift_sim::SimCluster,

@@ -233,19 +233,7 @@ impl Env {
             .rev()
             .find(|h| h.phase == phase)
             .and_then(|h| h.start_time.clone());
-        st.current_phase_state = Some(PhaseState {
-            name: phase,
-            status: PhaseStatus::Running,
-            progress: 0,
-            message: String::new(),
-            waiting_for: vec![],
-            requires_approval: false,
-            approved: false,
-            start_time: start,
-            last_heartbeat: None,
-            paused_seconds: 0,
-            paused_since: None,
-        });
+        st.current_phase_state = Some(running(phase, start, None));
         let ctx = self.phase_ctx(m);
         let imp = vcfm_controller::phases::phase(phase);
         imp.validate(&ctx).await.expect("validate");
@@ -288,6 +276,27 @@ impl Env {
             .await
             .unwrap();
         crate::crd_vcenter_rules(&crd)
+    }
+}
+
+/// `phase` as the controller shows it while executing: Running since `start`.
+pub fn running(
+    phase: PhaseName,
+    start: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    heartbeat: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> PhaseState {
+    PhaseState {
+        name: phase,
+        status: PhaseStatus::Running,
+        progress: 0,
+        message: String::new(),
+        waiting_for: vec![],
+        requires_approval: false,
+        approved: false,
+        start_time: start,
+        last_heartbeat: heartbeat,
+        paused_seconds: 0,
+        paused_since: None,
     }
 }
 

@@ -265,21 +265,9 @@ pub fn assert_same_state(before: &ClusterState, after: &ClusterState, context: &
 }
 
 /// The Infrastructure CRD's `x-kubernetes-validations` on `vcenters`, per version: what
-/// the gate-off path lifts and must restore.
+/// the gate-off path lifts and must restore (read as the simulated CVO reads them).
 pub fn crd_vcenter_rules(crd: &CustomResourceDefinition) -> Value {
-    let v = serde_json::to_value(crd).unwrap();
-    Value::Array(
-        v.pointer("/spec/versions")
-            .and_then(Value::as_array)
-            .map(|vs| {
-                vs.iter()
-                    .map(|v| {
-                        v.pointer("/schema/openAPIV3Schema/properties/spec/properties/platformSpec/properties/vsphere/properties/vcenters/x-kubernetes-validations")
-                            .cloned()
-                            .unwrap_or(Value::Null)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    )
+    Value::Array(openshift_sim::vcenter_rules(
+        &serde_json::to_value(crd).unwrap(),
+    ))
 }

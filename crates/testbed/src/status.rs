@@ -103,6 +103,16 @@ pub fn current(m: &Vcfm) -> Option<(PhaseName, PhaseStatus)> {
     Some((c.name, c.status))
 }
 
+/// Status and message of condition `t`.
+pub fn condition(m: &Vcfm, t: &str) -> Option<(String, String)> {
+    m.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .map(|c| (c.status.clone(), c.message.clone()))
+}
+
 /// Panics with the summary when any phase failed.
 pub fn assert_not_failed(m: &Vcfm) {
     let failed = m.status.as_ref().is_some_and(|s| {

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 use support::{Env, NS, Options, Vcfm};
+use testbed::condition;
 use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
 
 const T: Duration = Duration::from_secs(60);
@@ -40,15 +41,6 @@ fn waiting_for_approval_of(m: &Vcfm, p: PhaseName) -> bool {
                 && c.requires_approval
                 && !c.approved
         })
-}
-
-fn condition(m: &Vcfm, t: &str) -> Option<(String, String)> {
-    m.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map(|c| (c.status.clone(), c.message.clone()))
 }
 
 fn phase(m: &Vcfm) -> Option<MigrationPhase> {
