@@ -24,6 +24,13 @@ if [ "$(printf '%s\n%s\n' "$go_need" "$go_have" | sort -V | head -n1)" != "$go_n
   exit 1
 fi
 
-if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
-  echo "deps: cargo-nextest not found; tests will run with cargo test"
+# cargo-nextest runs every test in its own process and more tests than cores at once (they
+# mostly wait on simulators): built once from crates.io into target/tools/ (cached with the
+# build, like vcsim and the real tier), skipped when present.
+NEXTEST_VERSION=0.9.151
+if ! "$root/target/tools/bin/cargo-nextest" nextest --version 2>/dev/null | grep -q " $NEXTEST_VERSION"; then
+  echo "deps: installing cargo-nextest $NEXTEST_VERSION into target/tools"
+  # default-no-update: every default feature but self-update (nextest's advice for CI builds).
+  cargo install --locked --quiet --root "$root/target/tools" cargo-nextest --version "$NEXTEST_VERSION" \
+    --no-default-features --features default-no-update
 fi

@@ -9,14 +9,12 @@
 //! `cargo bench -p vcfm-controller --bench migration` (needs `target/vcsim/vcsim`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common_e2e/mod.rs"]
-mod common_e2e;
-
-use common_e2e::*;
 use openshift_sim::{Delays, Scenario};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
+use testbed::e2e::*;
+use testbed::*;
 use tokio_util::sync::CancellationToken;
 use vcfm_api::MigrationPhase;
 use vcfm_controller::RunOptions;

@@ -37,46 +37,8 @@ async fn backup(env: &Env, m: &str) -> Option<Secret> {
 }
 
 /// `reason note` of every Event about one migration.
-async fn events_for(env: &Env, name: &str) -> Vec<String> {
-    Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| {
-            format!(
-                "{} {}",
-                e.reason.clone().unwrap_or_default(),
-                e.note.clone().unwrap_or_default()
-            )
-        })
-        .collect()
-}
-
 async fn wait_event(env: &Env, name: &str, reason: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let evs = events_for(env, name).await;
-        if let Some(e) = evs.iter().find(|e| e.starts_with(reason)) {
-            return e.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no {reason} Event about {name}: {evs:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn condition(m: &Vcfm, t: &str) -> Option<(String, String)> {
-    m.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == t)
-        .map(|c| (c.status.clone(), c.message.clone()))
+    testbed::wait_event(&env.client, NS, Some(name), reason, Duration::from_secs(20)).await
 }
 
 async fn delete(env: &Env, name: &str) {

@@ -35,7 +35,7 @@ async fn monitor_health_waits_until_operators_noticed_the_change() {
         operator_progressing: Duration::from_secs(1),
         ..Delays::instant()
     };
-    let mut env = Env::start(
+    let mut env = Env::start_in(
         Scenario {
             workers: 1,
             delays,
@@ -48,7 +48,7 @@ async fn monitor_health_waits_until_operators_noticed_the_change() {
     // product's default (60 s) is for real ones.
     env.health_settle = Duration::from_secs(14);
     env.spawn_controller();
-    env.create_migration("m", env.spec(false)).await;
+    env.create_migration("m", env.phase_spec(false)).await;
     env.wait(
         "m",
         "MonitorHealth running",

@@ -147,7 +147,7 @@ async fn assert_ccm_restarted(env: &Env, before: &Observed) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back() {
-    let mut env = Env::start(
+    let mut env = Env::start_in(
         Scenario {
             workers: 1,
             ..Scenario::default()
@@ -158,7 +158,7 @@ async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back(
     pre_existing_region_category(&env, true).await;
     let before = env.observe().await;
     env.spawn_controller();
-    env.create_migration("m", env.spec(false)).await;
+    env.create_migration("m", env.phase_spec(false)).await;
     // Automatic all the way; switch to Manual while phase 10 runs so that the
     // migration stops before CreateWorkers, outside this test's scope.
     env.wait(
@@ -246,7 +246,7 @@ async fn gate_off_yaml_automatic_teaches_the_target_idempotently_and_rolls_back(
 /// Gate on (plain update, CVO untouched), INI config, Manual mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back() {
-    let mut env = Env::start(
+    let mut env = Env::start_in(
         Scenario {
             workers: 1,
             multi_vcenter_day2_gate: true,
@@ -259,7 +259,7 @@ async fn gate_on_ini_manual_teaches_the_target_idempotently_and_rolls_back() {
     pre_existing_region_category(&env, false).await;
     let before = env.observe().await;
     env.spawn_controller();
-    let created = env.create_migration("m", env.spec(true)).await;
+    let created = env.create_migration("m", env.phase_spec(true)).await;
     env.approve_manually("m", &FIRST_TEN[..4]).await;
     env.wait("m", "CreateTags waiting", Duration::from_secs(60), |m| {
         waiting_for_approval(m) == Some(PhaseName::CreateTags)

@@ -13,8 +13,8 @@ use openshift_sim::{ConfigFormat, Faults, Scenario, Site};
 use serde_json::json;
 use std::time::Duration;
 use vcfm_api::{
-    ClusterFacts, MigrationPhase, MigrationStatus, PhaseHistoryEntry, PhaseName, PhaseState,
-    PhaseStatus, SourceVCenter,
+    ClusterFacts, MigrationPhase, MigrationStatus, PhaseHistoryEntry, PhaseName, PhaseStatus,
+    SourceVCenter,
 };
 use vcfm_controller::state::Outcome;
 use vcfm_vsphere::{Cardinality, CategorySpec};
@@ -24,7 +24,7 @@ use vcfm_vsphere::{Cardinality, CategorySpec};
 /// rule is lifted and the Infrastructure write keeps failing. Both survive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vcsim_restart_and_a_kill_between_lift_and_restore_are_survived() {
-    let mut env = Env::start(
+    let mut env = Env::start_in(
         Scenario {
             workers: 1,
             config_format: ConfigFormat::Ini,
@@ -35,14 +35,14 @@ async fn vcsim_restart_and_a_kill_between_lift_and_restore_are_survived() {
     .await;
     let before = env.observe().await;
     env.spawn_controller();
-    env.create_migration("m", env.spec(true)).await;
+    env.create_migration("m", env.phase_spec(true)).await;
     for p in &FIRST_TEN[..4] {
         env.wait("m", &format!("{p} waiting"), Duration::from_secs(60), |m| {
             assert_not_failed(m);
             waiting_for_approval(m) == Some(*p)
         })
         .await;
-        env.approve("m", *p).await;
+        env.approve("m", &[*p]).await;
     }
     env.wait("m", "CreateTags waiting", Duration::from_secs(60), |m| {
         assert_not_failed(m);
@@ -52,7 +52,7 @@ async fn vcsim_restart_and_a_kill_between_lift_and_restore_are_survived() {
     // The restart starts with a kill, issued together with the approval: the
     // phase meets a dead vCenter and then a fresh one without its sessions.
     let (_, restarted) = tokio::join!(
-        env.approve("m", PhaseName::CreateTags),
+        env.approve("m", &[PhaseName::CreateTags]),
         env.sim.restart_vcsim(Site::Target)
     );
     restarted.unwrap();
@@ -74,7 +74,7 @@ async fn vcsim_restart_and_a_kill_between_lift_and_restore_are_survived() {
         "{}",
         summary(&m)
     );
-    env.approve("m", PhaseName::CreateFolder).await;
+    env.approve("m", &[PhaseName::CreateFolder]).await;
     env.wait_completed("m", PhaseName::CreateFolder).await;
 
     // Every Infrastructure write fails: phase 7 lifts the rule and then retries.
@@ -85,7 +85,7 @@ async fn vcsim_restart_and_a_kill_between_lift_and_restore_are_survived() {
             .resource("infrastructures")
             .name("cluster"),
     );
-    env.approve("m", PhaseName::UpdateInfrastructure).await;
+    env.approve("m", &[PhaseName::UpdateInfrastructure]).await;
     let lifted_rules = {
         let start = std::time::Instant::now();
         loop {
@@ -133,7 +133,7 @@ async fn vcsim_restart_and_a_kill_between_lift_and_restore_are_survived() {
             waiting_for_approval(m) == Some(p)
         })
         .await;
-        env.approve("m", p).await;
+        env.approve("m", &[p]).await;
     }
     let done = env.wait_completed("m", PhaseName::MonitorHealth).await;
     eprintln!("{}", summary(&done));
@@ -179,7 +179,7 @@ fn before_rules(o: &Observed) -> serde_json::Value {
 /// a cluster, so the migration is placed at phase 10 directly.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_degraded_operator_ends_monitor_health_at_its_deadline() {
-    let mut env = Env::start(
+    let mut env = Env::start_in(
         Scenario {
             workers: 1,
             multi_vcenter_day2_gate: true,
@@ -192,7 +192,7 @@ async fn a_degraded_operator_ends_monitor_health_at_its_deadline() {
         "p510-degraded",
     )
     .await;
-    let mut spec = env.spec(false);
+    let mut spec = env.phase_spec(false);
     spec["phaseTimeouts"] = json!({"MonitorHealth": "6s"});
     let m = env.create_migration("m", spec).await;
     let now = jiff::Timestamp::now();
@@ -213,19 +213,11 @@ async fn a_degraded_operator_ends_monitor_health_at_its_deadline() {
     let status = MigrationStatus {
         phase: Some(MigrationPhase::from(PhaseName::MonitorHealth)),
         phase_history: history,
-        current_phase_state: Some(PhaseState {
-            name: PhaseName::MonitorHealth,
-            status: PhaseStatus::Running,
-            progress: 0,
-            message: String::new(),
-            waiting_for: vec![],
-            requires_approval: false,
-            approved: false,
-            start_time: Some(Time(now)),
-            last_heartbeat: Some(Time(now)),
-            paused_seconds: 0,
-            paused_since: None,
-        }),
+        current_phase_state: Some(running(
+            PhaseName::MonitorHealth,
+            Some(Time(now)),
+            Some(Time(now)),
+        )),
         source_vcenter: Some(SourceVCenter {
             server: env.sim.source().server.clone(),
             datacenter: env.sim.source().datacenter.clone(),
@@ -314,7 +306,7 @@ async fn a_degraded_operator_ends_monitor_health_at_its_deadline() {
 /// incompatible pre-existing topology category, without creating anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_tags_reports_conflicts_and_incompatible_categories() {
-    let env = Env::start(
+    let env = Env::start_in(
         Scenario {
             workers: 1,
             multi_vcenter_day2_gate: true,
@@ -359,7 +351,7 @@ async fn create_tags_reports_conflicts_and_incompatible_categories() {
         "apiVersion": "migration.openshift.io/v1alpha1",
         "kind": "VmwareCloudFoundationMigration",
         "metadata": {"name": "m", "namespace": env.ns, "uid": "0b9e4a52-conflict"},
-        "spec": env.spec(false),
+        "spec": env.phase_spec(false),
         "status": {
             "sourceVCenter": {"server": env.sim.source().server, "datacenter": env.sim.source().datacenter},
             "cluster": {"infraId": env.sim.infra_id(), "version": "4.16.8", "multiVCenterDay2": true},

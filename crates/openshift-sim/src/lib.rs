@@ -69,6 +69,7 @@ use tokio_util::sync::CancellationToken;
 use vcfm_vsphere::sim::{Vcsim, VcsimOptions};
 use vcfm_vsphere::{CategorySpec, CloneSpec, MoRef};
 
+pub use ops::cvo::vcenter_rules;
 pub use scenario::{
     ConfigFormat, Delays, Faults, SOURCE_LIMITED_MISSING, SOURCE_LIMITED_USER, Scenario, Site,
     Tier, VcsimRestart, WrongCredentials,

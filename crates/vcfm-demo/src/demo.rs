@@ -10,7 +10,7 @@
 use anyhow::{Context as _, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use openshift_sim::{Delays, Scenario, SimCluster, Site, WrongCredentials};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -228,18 +228,8 @@ async fn drive(
     }
     say("  installed the CRD, namespace vcfm-system, service account and RBAC from deploy/");
 
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(TARGET_SECRET.into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([
-            (format!("{}.username", tgt.server), tgt.username.clone()),
-            (format!("{}.password", tgt.server), tgt.password.clone()),
-        ])),
-        ..Default::default()
-    };
+    let secret =
+        testbed::target_secret(NS, TARGET_SECRET, &tgt.server, &tgt.username, &tgt.password);
     Api::<Secret>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &secret)
         .await
@@ -256,25 +246,19 @@ async fn drive(
         Some(p) if !args.manual => PhaseName::ALL.into_iter().filter(|x| *x != p).collect(),
         _ => vec![],
     };
-    let m: Vcfm = serde_json::from_value(json!({
-        "apiVersion": "migration.openshift.io/v1alpha1",
-        "kind": "VmwareCloudFoundationMigration",
-        "metadata": {"name": MIGRATION, "namespace": NS},
-        "spec": {
+    let m = testbed::migration_object(
+        NS,
+        MIGRATION,
+        json!({
             "state": "Running",
             "approvalMode": if manual { "Manual" } else { "Automatic" },
             "approvedPhases": approved,
             "rollbackOnFailure": true,
             "targetVCenterCredentialsSecret": {"name": TARGET_SECRET},
-            "failureDomains": [{
-                "name": FAILURE_DOMAIN, "region": "region-b", "zone": "az1", "server": tgt.server,
-                "topology": {"datacenter": tgt.datacenter, "computeCluster": tgt.compute_cluster,
-                    "datastore": tgt.datastore, "networks": [tgt.network],
-                    "resourcePool": tgt.resource_pool, "template": tgt.template}
-            }],
+            "failureDomains": [testbed::failure_domain_spec(FAILURE_DOMAIN, "region-b", "az1", &tgt)],
             "machineSetConfig": {"replicas": args.workers, "failureDomain": FAILURE_DOMAIN},
-        }
-    }))?;
+        }),
+    )?;
     Api::<Vcfm>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &m)
         .await

@@ -9,8 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use openshift_sim::{Scenario, SimCluster};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -385,36 +384,19 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
     let _ = docs_text;
     let client = sim.client();
     let t = sim.target().clone();
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("target-creds".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([
-            (format!("{}.username", t.server), t.username.clone()),
-            (format!("{}.password", t.server), t.password.clone()),
-        ])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
+    testbed::seed_migration_namespace(&client, NS, "target-creds", &t, None)
         .await
         .unwrap();
-    let m: VmwareCloudFoundationMigration = serde_json::from_value(json!({
-        "apiVersion": "migration.openshift.io/v1alpha1",
-        "kind": "VmwareCloudFoundationMigration",
-        "metadata": {"name": "move", "namespace": NS},
-        "spec": {
+    let m = testbed::migration_object(
+        NS,
+        "move",
+        json!({
             "state": "Running", "approvalMode": "Automatic", "rollbackOnFailure": true,
             "targetVCenterCredentialsSecret": {"name": "target-creds"},
-            "failureDomains": [{"name": FD, "region": "region-b", "zone": "az1", "server": t.server,
-                "topology": {"datacenter": t.datacenter, "computeCluster": t.compute_cluster,
-                    "datastore": t.datastore, "networks": [t.network],
-                    "resourcePool": t.resource_pool, "template": t.template}}],
+            "failureDomains": [testbed::failure_domain_spec(FD, "region-b", "az1", &t)],
             "machineSetConfig": {"replicas": 1}
-        }
-    }))
+        }),
+    )
     .unwrap();
     let api = Api::<VmwareCloudFoundationMigration>::namespaced(client.clone(), NS);
     api.create(&PostParams::default(), &m).await.unwrap();

@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ObjectMeta, PostParams};
-use kube_sim::UserInfo;
-use openshift_sim::{Scenario, SimCluster, Site};
+use kube::api::{Api, PostParams};
+use openshift_sim::{Scenario, SimCluster, Site, Tier};
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use vcfm_api::VmwareCloudFoundationMigration;
 
@@ -32,31 +30,7 @@ async fn plan_prints_the_changes_and_changes_nothing() {
     let client = sim.client();
     let (src, t) = (sim.source().clone(), sim.target().clone());
     let infra_id = sim.infra_id().to_string();
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(NS.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("target-creds".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([
-            (format!("{}.username", t.server), t.username.clone()),
-            (format!("{}.password", t.server), t.password.clone()),
-        ])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &secret)
+    testbed::seed_migration_namespace(&client, NS, "target-creds", &t, None)
         .await
         .unwrap();
     let m: VmwareCloudFoundationMigration = serde_json::from_value(json!({
@@ -80,29 +54,38 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         .unwrap();
 
     // The simulated operators are level-triggered: a quiet cluster stays put.
-    let before = all_objects(&[], &client).await;
+    // What the real tier's own components write on their own, whatever vcfm does: the
+    // apiserver renews its identity Lease (kube-apiserver `--identity-lease-renew-interval-seconds`)
+    // and the real CPMS operator brings its ClusterOperator's conditions and versions in line
+    // with the CPMS whenever they differ (cluster-control-plane-machine-set-operator
+    // `pkg/controllers/controlplanemachineset/cluster_operator.go`, `patchClusterOperatorStatus`).
+    // kube-sim and the simulated operators write neither while the cluster is quiet.
+    let real = sim.tier() == Tier::Real;
+    let skip: &[&str] = if real { &["Lease"] } else { &[] };
+    let all_objects = |skip, client| async move {
+        let mut objs = all_objects(skip, client).await;
+        if real {
+            objs.remove("ClusterOperator /control-plane-machine-set");
+        }
+        objs
+    };
+    let before = all_objects(skip, &client).await;
     let (src_before, tgt_before) = (
         vcenter_state(&sim, Site::Source).await,
         vcenter_state(&sim, Site::Target).await,
     );
 
     // The plan runs as its own user, so its requests can be told apart.
-    let token = "plan-user-token";
-    sim.kube().add_token(
-        token,
-        UserInfo {
-            name: "plan-user".into(),
-            groups: vec!["system:masters".into(), "system:authenticated".into()],
-        },
-    );
     let kubeconfig = dir.path().join("kubeconfig");
-    sim.kube()
-        .write_kubeconfig(&kubeconfig, Some(token))
-        .unwrap();
-    let mut ca = std::fs::read(&src.ca_pem_path).unwrap();
-    ca.extend(std::fs::read(&t.ca_pem_path).unwrap());
+    std::fs::write(
+        &kubeconfig,
+        sim.kubeconfig_for_user("plan-user", &["system:masters", "system:authenticated"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca).unwrap();
+    std::fs::write(&ca_file, testbed::vcenter_ca_bundle(&sim).unwrap()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
         .args(["plan", "move", "-n", NS, "--kubeconfig"])
         .arg(&kubeconfig)
@@ -157,7 +140,11 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         "  - MachineSet {infra_id}-worker-0 (1 replica(s)) scaled to 0, then deleted"
     ));
 
-    assert_eq!(before, all_objects(&[], &client).await, "objects changed");
+    testbed::assert_same_objects(
+        &before,
+        &all_objects(skip, &client).await,
+        "objects changed",
+    );
 
     // A migration preflight rejects: the problems are listed, exit status 2.
     let mut broken = m.clone();
@@ -167,7 +154,7 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         .create(&PostParams::default(), &broken)
         .await
         .unwrap();
-    let before = all_objects(&[], &client).await;
+    let before = all_objects(skip, &client).await;
     let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
         .args(["plan", "broken", "-n", NS, "--kubeconfig"])
         .arg(&kubeconfig)
@@ -188,22 +175,25 @@ async fn plan_prints_the_changes_and_changes_nothing() {
         "{text}"
     );
 
-    let after = all_objects(&[], &client).await;
-    assert_eq!(before, after, "objects changed");
-    // What it did: reads only.
-    let user_verbs: BTreeSet<String> = sim
-        .kube()
-        .stats()
-        .snapshot()
-        .into_iter()
-        .filter(|(k, _)| k.user == "plan-user")
-        .map(|(k, _)| k.verb)
-        .collect();
-    assert!(!user_verbs.is_empty());
-    assert!(
-        user_verbs.iter().all(|v| v == "get" || v == "list"),
-        "vcfm plan made requests other than reads: {user_verbs:?}"
-    );
+    let after = all_objects(skip, &client).await;
+    testbed::assert_same_objects(&before, &after, "objects changed");
+    // What it did: reads only (kube-sim counts requests per user; on the real tier the
+    // unchanged objects above are the proof).
+    if sim.tier() == Tier::Sim {
+        let user_verbs: BTreeSet<String> = sim
+            .kube()
+            .stats()
+            .snapshot()
+            .into_iter()
+            .filter(|(k, _)| k.user == "plan-user")
+            .map(|(k, _)| k.verb)
+            .collect();
+        assert!(!user_verbs.is_empty());
+        assert!(
+            user_verbs.iter().all(|v| v == "get" || v == "list"),
+            "vcfm plan made requests other than reads: {user_verbs:?}"
+        );
+    }
 
     assert_eq!(src_before, vcenter_state(&sim, Site::Source).await);
     assert_eq!(tgt_before, vcenter_state(&sim, Site::Target).await);

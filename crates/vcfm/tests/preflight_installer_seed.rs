@@ -8,35 +8,22 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use openshift_sim::{Scenario, SimCluster, Site};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{all_objects, vcenter_state};
+use testbed::{Binary, failure_domain_spec, wait_for_migration};
 use vcfm_api::{MigrationPhase, VmwareCloudFoundationMigration};
 use vcfm_vsphere::sim::VcsimOptions;
 
 const NS: &str = "vcfm-system";
 const SECRET: &str = "target-creds";
 
-/// The `vcfm controller` process, killed when dropped (also when a test panics).
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Harness {
     sim: SimCluster,
-    _dir: tempfile::TempDir,
-    controller: Controller,
-    log: std::path::PathBuf,
+    /// The running `vcfm controller` (killed when dropped, also when a test panics).
+    bin: Binary,
 }
 
 impl Harness {
@@ -44,66 +31,16 @@ impl Harness {
     /// administrator when `None`) and a running `vcfm controller`.
     async fn start(scenario: Scenario, creds: Option<(&str, &str)>) -> Harness {
         let sim = SimCluster::start(scenario).await.unwrap();
-        let client = sim.client();
-        let t = sim.target().clone();
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(NS.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
+        testbed::seed_migration_namespace(&sim.client(), NS, SECRET, sim.target(), creds)
             .await
             .unwrap();
-        let (user, password) = creds.unwrap_or((&t.username, &t.password));
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(SECRET.into()),
-                namespace: Some(NS.into()),
-                ..Default::default()
-            },
-            string_data: Some(BTreeMap::from([
-                (format!("{}.username", t.server), user.to_string()),
-                (format!("{}.password", t.server), password.to_string()),
-            ])),
-            ..Default::default()
-        };
-        Api::<Secret>::namespaced(client.clone(), NS)
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut ca = std::fs::read(&sim.source().ca_pem_path).unwrap();
-        ca.extend(std::fs::read(&t.ca_pem_path).unwrap());
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca).unwrap();
-        let log = dir.path().join("controller.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        let controller = Command::new(env!("CARGO_BIN_EXE_vcfm"))
-            .args(["controller", "--listen", "127.0.0.1:0", "--vcenter-ca-file"])
-            .arg(&ca_file)
-            .arg("--kubeconfig")
-            .arg(sim.kubeconfig_path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        Harness {
-            sim,
-            _dir: dir,
-            controller: Controller(controller),
-            log,
-        }
+        let mut bin = Binary::new(env!("CARGO_BIN_EXE_vcfm"), &sim, NS);
+        bin.start_controller();
+        Harness { sim, bin }
     }
 
     /// The migration of this cluster to the target's inventory, with `tweak` applied.
     fn migration(&self, name: &str, tweak: impl FnOnce(&mut Value)) -> Value {
-        let t = self.sim.target();
         let mut m = json!({
             "apiVersion": "migration.openshift.io/v1alpha1",
             "kind": "VmwareCloudFoundationMigration",
@@ -111,10 +48,7 @@ impl Harness {
             "spec": {
                 "state": "Running",
                 "targetVCenterCredentialsSecret": {"name": SECRET},
-                "failureDomains": [{"name": "wld01-az1", "region": "region-b", "zone": "az1", "server": t.server,
-                    "topology": {"datacenter": t.datacenter, "computeCluster": t.compute_cluster,
-                        "datastore": t.datastore, "networks": [t.network],
-                        "resourcePool": t.resource_pool, "template": t.template}}],
+                "failureDomains": [failure_domain_spec("wld01-az1", "region-b", "az1", self.sim.target())],
                 "machineSetConfig": {"replicas": 1}
             }
         });
@@ -141,20 +75,15 @@ impl Harness {
         let m: VmwareCloudFoundationMigration =
             serde_json::from_value(self.migration(name, tweak)).unwrap();
         api.create(&PostParams::default(), &m).await.unwrap();
-        let start = Instant::now();
-        let m = loop {
-            let m = api.get(name).await.unwrap();
-            if m.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Failed) {
-                break m;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "{name}: Preflight did not fail: {:?}\n{}",
-                m.status,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let m = wait_for_migration(
+            &api,
+            name,
+            "Preflight to fail",
+            Duration::from_secs(90),
+            |m| m.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Failed),
+            |m| format!("{:?}\n{}", m.map(|m| &m.status), self.bin.controller_logs()),
+        )
+        .await;
         let st = m.status.as_ref().unwrap();
         let msg = st
             .conditions
@@ -211,10 +140,8 @@ impl Harness {
     }
 
     async fn shutdown(self) {
-        let Harness {
-            sim, controller, ..
-        } = self;
-        drop(controller);
+        let Harness { sim, bin } = self;
+        drop(bin);
         sim.shutdown().await;
     }
 }
@@ -409,15 +336,8 @@ async fn the_cloud_config_is_found_where_the_infrastructure_names_it() {
         .create(&PostParams::default(), &m)
         .await
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
-        .args(["plan", "pending", "-n", NS, "--kubeconfig"])
-        .arg(h.sim.kubeconfig_path())
-        .arg("--vcenter-ca-file")
-        .arg(h._dir.path().join("ca.pem"))
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let ca = h.bin.ca_bundle.to_str().unwrap().to_string();
+    let out = h.bin.vcfm(&["plan", "pending", "--vcenter-ca-file", &ca]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

@@ -88,7 +88,13 @@ fn the_image_links_no_simulator() {
     for wanted in ["vcfm", "vcfm-controller", "vcfm-vsphere", "kube"] {
         assert!(pkgs.contains(&wanted), "{wanted} missing from:\n{tree}");
     }
-    for sim in ["kube-sim", "openshift-sim", "vcfm-demo"] {
+    for sim in [
+        "kube-sim",
+        "openshift-sim",
+        "vcfm-demo",
+        "testbed",
+        "real-tier",
+    ] {
         assert!(!pkgs.contains(&sim), "the image links {sim}:\n{tree}");
     }
 }

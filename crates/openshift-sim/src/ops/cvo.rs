@@ -46,7 +46,7 @@ pub(crate) async fn run(ctx: Ctx) {
 }
 
 /// The `x-kubernetes-validations` on `spec.platformSpec.vsphere.vcenters` of every version.
-pub(crate) fn vcenter_rules(crd: &Value) -> Vec<Value> {
+pub fn vcenter_rules(crd: &Value) -> Vec<Value> {
     crd.pointer("/spec/versions")
         .and_then(Value::as_array)
         .map(|vs| {
