@@ -470,11 +470,14 @@ impl SimCluster {
                 what: path.display().to_string(),
                 message: e.to_string(),
             })?;
-            let fg = seed::payload_feature_gate(
+            let mut fg = seed::payload_feature_gate(
                 &payload,
                 &scenario.version,
                 scenario.multi_vcenter_day2_gate,
             );
+            if scenario.host_vm_group_zonal_gate {
+                seed::enable_custom_gate(&mut fg, "VSphereHostVMGroupZonal");
+            }
             for obj in base.iter_mut().filter(|o| o["kind"] == "FeatureGate") {
                 *obj = fg.clone();
             }

@@ -227,6 +227,9 @@ pub struct Scenario {
     pub cloud_config_key: Option<String>,
     /// `workspace.vmGroup` of the worker MachineSet (a VM group of the source cluster).
     pub worker_vm_group: Option<String>,
+    /// Enable the `VSphereHostVMGroupZonal` feature gate (through CustomNoUpgrade), which
+    /// vm-host zones (`zoneAffinity`, `workspace.vmGroup`) need on a real cluster.
+    pub host_vm_group_zonal_gate: bool,
     /// The target vCenter simulator's settings (templates, users, hardware versions).
     pub target_vcsim: Option<vcfm_vsphere::sim::VcsimOptions>,
     /// Seed a ClusterAutoscaler and a MachineAutoscaler for the worker MachineSet.
@@ -264,6 +267,7 @@ impl Default for Scenario {
             credentials_mode: None,
             cloud_config_key: None,
             worker_vm_group: None,
+            host_vm_group_zonal_gate: false,
             target_vcsim: None,
             autoscaling: false,
             user_machine_health_check: false,

@@ -294,6 +294,35 @@ pub(crate) fn payload_feature_gate(payload: &Value, version: &str, day2: bool) -
         "status": {"featureGates": [{"version": version, "enabled": enabled, "disabled": disabled}]}})
 }
 
+/// Enables one more gate in a FeatureGate as the CustomNoUpgrade feature set does: listed
+/// in `spec.customNoUpgrade.enabled`, and moved from `disabled` to `enabled` in the status
+/// the cluster-config-operator writes (openshift/api `config/v1/types_feature.go`).
+pub(crate) fn enable_custom_gate(fg: &mut Value, gate: &str) {
+    fg["spec"]["featureSet"] = json!("CustomNoUpgrade");
+    let custom = &mut fg["spec"]["customNoUpgrade"]["enabled"];
+    if !custom.is_array() {
+        *custom = json!([]);
+    }
+    if let Some(list) = custom.as_array_mut()
+        && !list.iter().any(|g| g == gate)
+    {
+        list.push(json!(gate));
+    }
+    if let Some(details) = fg
+        .pointer_mut("/status/featureGates/0")
+        .and_then(Value::as_object_mut)
+    {
+        if let Some(d) = details.get_mut("disabled").and_then(Value::as_array_mut) {
+            d.retain(|g| g["name"] != gate);
+        }
+        if let Some(e) = details.get_mut("enabled").and_then(Value::as_array_mut)
+            && !e.iter().any(|g| g["name"] == gate)
+        {
+            e.push(json!({"name": gate}));
+        }
+    }
+}
+
 /// The three standard conditions of a cluster operator (plus Upgradeable).
 pub(crate) fn co_conditions(progressing: Option<&str>, degraded: Option<&str>) -> Value {
     let (p, pr, pm) = match progressing {
@@ -826,7 +855,11 @@ pub(crate) fn base_objects(
     out.push(cm);
     out.push(infra);
     out.push(cluster_version(&s.version));
-    out.push(feature_gate(&s.version, s.multi_vcenter_day2_gate));
+    let mut fg = feature_gate(&s.version, s.multi_vcenter_day2_gate);
+    if s.host_vm_group_zonal_gate {
+        enable_custom_gate(&mut fg, "VSphereHostVMGroupZonal");
+    }
+    out.push(fg);
     for co in CLUSTER_OPERATORS {
         let degraded = (s.faults.degraded_operator.as_deref() == Some(*co))
             .then_some("simulated fault: operator reports Degraded");
