@@ -592,6 +592,7 @@ impl SimCluster {
                     release_version: scenario.version.clone(),
                     vcenter_ca_bundle: bundle,
                     cpms: true,
+                    machine_api_feature_gates: machine_api_gates(&client).await?,
                 };
                 let ops = real_tier::Operators::start(cp, opts).await?;
                 settle_cpms(&client).await?;
@@ -1074,6 +1075,35 @@ impl Seeder<'_> {
             .map_err(seed_err(format!("Machine {name}")))?;
         Ok(())
     }
+}
+
+/// The `--feature-gates` machine-api-operator gives its controllers: the four gates its
+/// operator picks (`pkg/operator/operator.go`, the `features` map), each as the cluster's
+/// FeatureGate status lists it for the release.
+async fn machine_api_gates(
+    client: &kube::Client,
+) -> Result<std::collections::BTreeMap<String, bool>, Error> {
+    use vcfm_api::openshift::FeatureGate;
+    const PICKED: [&str; 4] = [
+        "AWSDedicatedHosts",
+        "MachineAPIMigration",
+        "AzureWorkloadIdentity",
+        "VSphereHostVMGroupZonal",
+    ];
+    let fg = kube::Api::<FeatureGate>::all(client.clone())
+        .get(vcfm_api::openshift::CLUSTER)
+        .await
+        .map_err(|e| Error::Seed {
+            what: "FeatureGate cluster".into(),
+            message: e.to_string(),
+        })?;
+    let on = |gate: &str| {
+        fg.status
+            .as_ref()
+            .and_then(|s| s.feature_gates.first())
+            .is_some_and(|d| d.enabled.iter().any(|g| g.name == gate))
+    };
+    Ok(PICKED.iter().map(|g| (g.to_string(), on(g))).collect())
 }
 
 #[cfg(test)]
