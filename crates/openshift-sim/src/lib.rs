@@ -988,6 +988,7 @@ async fn seed_machines(
         s.masters,
         master_spec,
         &[seed::INSTALL_FAILURE_DOMAIN.to_string()],
+        s.pre_416_cpms,
     );
     kapi::create(&ctx.client, &cpms)
         .await

@@ -464,19 +464,28 @@ pub(crate) fn generated_provider(mut provider: Value) -> Value {
     provider
 }
 
+/// The cluster's ControlPlaneMachineSet: the generator's Inactive one, or with
+/// `pre_416` the installer's Active one whose provider spec keeps the topology fields
+/// (installer before 4.16, `pkg/asset/machines/vsphere/machines.go`, which now clears
+/// workspace, network and template once failure domains are set).
 pub(crate) fn cpms(
     infra_id: &str,
     replicas: u32,
     provider: Value,
     failure_domains: &[String],
+    pre_416: bool,
 ) -> Value {
     let labels = role_labels(infra_id, "master");
     let fds: Vec<Value> = failure_domains.iter().map(|n| json!({"name": n})).collect();
-    let provider = generated_provider(provider);
+    let (provider, state) = if pre_416 {
+        (provider, "Active")
+    } else {
+        (generated_provider(provider), "Inactive")
+    };
     json!({"apiVersion": "machine.openshift.io/v1", "kind": "ControlPlaneMachineSet",
     "metadata": {"name": "cluster", "namespace": MAPI_NS, "finalizers": [CPMS_FINALIZER]},
     "spec": {
-        "replicas": replicas, "state": "Inactive", "strategy": {"type": "RollingUpdate"},
+        "replicas": replicas, "state": state, "strategy": {"type": "RollingUpdate"},
         "selector": {"matchLabels": labels},
         "template": {"machineType": "machines_v1beta1_machine_openshift_io",
             "machines_v1beta1_machine_openshift_io": {
