@@ -53,7 +53,7 @@ real_tier -p vcfm-controller \
   --test migration_automatic --test migration_manual_rollback --test migration_crash_outage \
   --test phases_5_10 --test phases_5_10_faults --test differential --test migration_roles \
   --test rollback_undo --test vcenter_transient --test leader_election --test migration_deletion \
-  --test source_topology --test admission_policies \
+  --test source_topology --test admission_policies --test zone_affinity --test combined_proof \
   -- \
   automatic_migration_ \
   manual_migration_runs_each_phase_only_after_its_approval \
@@ -77,6 +77,9 @@ real_tier -p vcfm-controller \
   with_the_policies_ \
   infra_and_worker_sets_move_with_the_router_budget_and_the_pools \
   update_config_completes_only_after_the_pools_rolled_every_node \
+  a_host_group_zone_migration_puts_the_new_workers_in_its_vm_group \
+  preflight_refuses_a_zone_ \
+  an_installer_shaped_cluster_with_every_role_moves_and_leaves_nothing_on_the_source \
   "$DIFFERENTIAL"
 
 # The vcfm binary on the real tier: installed by `kubectl apply -k deploy/` and run as the

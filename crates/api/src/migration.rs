@@ -148,7 +148,16 @@ pub struct SecretReference {
 }
 
 /// A target failure domain, as OpenShift's Infrastructure describes one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+///
+/// The affinity rules are those of `VSpherePlatformFailureDomainSpec` in openshift/api
+/// `config/v1/types_infrastructure.go` (feature gate `VSphereHostVMGroupZonal`), so that
+/// UpdateInfrastructure writes nothing the Infrastructure CRD would refuse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.zoneAffinity) && self.zoneAffinity.type == 'HostGroup' ?  has(self.regionAffinity) && self.regionAffinity.type == 'ComputeCluster' : true").message("when zoneAffinity type is HostGroup, regionAffinity type must be ComputeCluster"),
+    validation = Rule::new("has(self.zoneAffinity) && self.zoneAffinity.type == 'ComputeCluster' ?  has(self.regionAffinity) && self.regionAffinity.type == 'Datacenter' : true").message("when zoneAffinity type is ComputeCluster, regionAffinity type must be Datacenter")
+)]
+#[serde(rename_all = "camelCase")]
 pub struct FailureDomain {
     #[schemars(length(min = 1, max = 256))]
     pub name: String,
@@ -166,6 +175,80 @@ pub struct FailureDomain {
     )]
     pub server: String,
     pub topology: Topology,
+    /// What the region is in vCenter: the datacenter (the default) or the compute cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_affinity: Option<RegionAffinity>,
+    /// What the zone is in vCenter: the compute cluster (the default) or a host group of
+    /// it, with the VM group that new machines join and the VM-host rule binding the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_affinity: Option<ZoneAffinity>,
+}
+
+/// `regionAffinity` of an Infrastructure failure domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RegionAffinity {
+    #[serde(rename = "type")]
+    pub type_: RegionAffinityType,
+}
+
+/// The vCenter object that is a failure domain's region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RegionAffinityType {
+    ComputeCluster,
+    Datacenter,
+}
+
+/// `zoneAffinity` of an Infrastructure failure domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.type) && self.type == 'HostGroup' ?  has(self.hostGroup) : !has(self.hostGroup)").message("hostGroup is required when type is HostGroup, and forbidden otherwise")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneAffinity {
+    #[serde(rename = "type")]
+    pub type_: ZoneAffinityType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_group: Option<HostGroupAffinity>,
+}
+
+/// The vCenter object that is a failure domain's zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ZoneAffinityType {
+    HostGroup,
+    ComputeCluster,
+}
+
+/// A vm-host zone: DRS groups and rule of the failure domain's compute cluster, which
+/// must already exist there (Preflight checks; nothing creates them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostGroupAffinity {
+    /// VM group (`ClusterVmGroup`) the machine controller adds each new VM to.
+    #[schemars(length(min = 1, max = 80))]
+    pub vm_group: String,
+    /// Host group (`ClusterHostGroup`) of the hosts forming the zone.
+    #[schemars(length(min = 1, max = 80))]
+    pub host_group: String,
+    /// VM-host affinity rule (`ClusterVmHostRuleInfo`) tying the VM group to the host group.
+    #[schemars(length(min = 1, max = 80))]
+    pub vm_host_rule: String,
+}
+
+impl FailureDomain {
+    /// The VM group new machines of this failure domain join, when its zone is a host group.
+    pub fn vm_group(&self) -> Option<&str> {
+        self.zone_affinity
+            .as_ref()
+            .filter(|z| z.type_ == ZoneAffinityType::HostGroup)?
+            .host_group
+            .as_ref()
+            .map(|h| h.vm_group.as_str())
+    }
+
+    /// Whether the failure domain uses the fields of the `VSphereHostVMGroupZonal` gate.
+    pub fn uses_affinity(&self) -> bool {
+        self.region_affinity.is_some() || self.zone_affinity.is_some()
+    }
 }
 
 /// Inventory paths of the target placement.

@@ -471,11 +471,14 @@ impl SimCluster {
                 what: path.display().to_string(),
                 message: e.to_string(),
             })?;
-            let fg = seed::payload_feature_gate(
+            let mut fg = seed::payload_feature_gate(
                 &payload,
                 &scenario.version,
                 scenario.multi_vcenter_day2_gate,
             );
+            if scenario.host_vm_group_zonal_gate {
+                seed::enable_custom_gate(&mut fg, "VSphereHostVMGroupZonal");
+            }
             for obj in base.iter_mut().filter(|o| o["kind"] == "FeatureGate") {
                 *obj = fg.clone();
             }
@@ -590,6 +593,7 @@ impl SimCluster {
                     release_version: scenario.version.clone(),
                     vcenter_ca_bundle: bundle,
                     cpms: true,
+                    machine_api_feature_gates: machine_api_gates(&client).await?,
                 };
                 let ops = real_tier::Operators::start(cp, opts).await?;
                 settle_cpms(&client).await?;
@@ -985,6 +989,7 @@ async fn seed_machines(
         s.masters,
         master_spec,
         &[seed::INSTALL_FAILURE_DOMAIN.to_string()],
+        s.pre_416_cpms,
     );
     kapi::create(&ctx.client, &cpms)
         .await
@@ -1072,6 +1077,35 @@ impl Seeder<'_> {
             .map_err(seed_err(format!("Machine {name}")))?;
         Ok(())
     }
+}
+
+/// The `--feature-gates` machine-api-operator gives its controllers: the four gates its
+/// operator picks (`pkg/operator/operator.go`, the `features` map), each as the cluster's
+/// FeatureGate status lists it for the release.
+async fn machine_api_gates(
+    client: &kube::Client,
+) -> Result<std::collections::BTreeMap<String, bool>, Error> {
+    use vcfm_api::openshift::FeatureGate;
+    const PICKED: [&str; 4] = [
+        "AWSDedicatedHosts",
+        "MachineAPIMigration",
+        "AzureWorkloadIdentity",
+        "VSphereHostVMGroupZonal",
+    ];
+    let fg = kube::Api::<FeatureGate>::all(client.clone())
+        .get(vcfm_api::openshift::CLUSTER)
+        .await
+        .map_err(|e| Error::Seed {
+            what: "FeatureGate cluster".into(),
+            message: e.to_string(),
+        })?;
+    let on = |gate: &str| {
+        fg.status
+            .as_ref()
+            .and_then(|s| s.feature_gates.first())
+            .is_some_and(|d| d.enabled.iter().any(|g| g.name == gate))
+    };
+    Ok(PICKED.iter().map(|g| (g.to_string(), on(g))).collect())
 }
 
 #[cfg(test)]

@@ -227,6 +227,14 @@ pub struct Scenario {
     pub cloud_config_key: Option<String>,
     /// `workspace.vmGroup` of the worker MachineSet (a VM group of the source cluster).
     pub worker_vm_group: Option<String>,
+    /// Seed the ControlPlaneMachineSet as the installer wrote it before 4.16: Active, its
+    /// template's provider spec still naming the source (workspace server, datacenter,
+    /// datastore, folder and pool, network names, template path) next to its failure
+    /// domains, which the CPMS webhook now refuses on any update that keeps them.
+    pub pre_416_cpms: bool,
+    /// Enable the `VSphereHostVMGroupZonal` feature gate (through CustomNoUpgrade), which
+    /// vm-host zones (`zoneAffinity`, `workspace.vmGroup`) need on a real cluster.
+    pub host_vm_group_zonal_gate: bool,
     /// The target vCenter simulator's settings (templates, users, hardware versions).
     pub target_vcsim: Option<vcfm_vsphere::sim::VcsimOptions>,
     /// Seed a ClusterAutoscaler and a MachineAutoscaler for the worker MachineSet.
@@ -264,6 +272,8 @@ impl Default for Scenario {
             credentials_mode: None,
             cloud_config_key: None,
             worker_vm_group: None,
+            host_vm_group_zonal_gate: false,
+            pre_416_cpms: false,
             target_vcsim: None,
             autoscaling: false,
             user_machine_health_check: false,

@@ -294,6 +294,35 @@ pub(crate) fn payload_feature_gate(payload: &Value, version: &str, day2: bool) -
         "status": {"featureGates": [{"version": version, "enabled": enabled, "disabled": disabled}]}})
 }
 
+/// Enables one more gate in a FeatureGate as the CustomNoUpgrade feature set does: listed
+/// in `spec.customNoUpgrade.enabled`, and moved from `disabled` to `enabled` in the status
+/// the cluster-config-operator writes (openshift/api `config/v1/types_feature.go`).
+pub(crate) fn enable_custom_gate(fg: &mut Value, gate: &str) {
+    fg["spec"]["featureSet"] = json!("CustomNoUpgrade");
+    let custom = &mut fg["spec"]["customNoUpgrade"]["enabled"];
+    if !custom.is_array() {
+        *custom = json!([]);
+    }
+    if let Some(list) = custom.as_array_mut()
+        && !list.iter().any(|g| g == gate)
+    {
+        list.push(json!(gate));
+    }
+    if let Some(details) = fg
+        .pointer_mut("/status/featureGates/0")
+        .and_then(Value::as_object_mut)
+    {
+        if let Some(d) = details.get_mut("disabled").and_then(Value::as_array_mut) {
+            d.retain(|g| g["name"] != gate);
+        }
+        if let Some(e) = details.get_mut("enabled").and_then(Value::as_array_mut)
+            && !e.iter().any(|g| g["name"] == gate)
+        {
+            e.push(json!({"name": gate}));
+        }
+    }
+}
+
 /// The three standard conditions of a cluster operator (plus Upgradeable).
 pub(crate) fn co_conditions(progressing: Option<&str>, degraded: Option<&str>) -> Value {
     let (p, pr, pm) = match progressing {
@@ -435,19 +464,28 @@ pub(crate) fn generated_provider(mut provider: Value) -> Value {
     provider
 }
 
+/// The cluster's ControlPlaneMachineSet: the generator's Inactive one, or with
+/// `pre_416` the installer's Active one whose provider spec keeps the topology fields
+/// (installer before 4.16, `pkg/asset/machines/vsphere/machines.go`, which now clears
+/// workspace, network and template once failure domains are set).
 pub(crate) fn cpms(
     infra_id: &str,
     replicas: u32,
     provider: Value,
     failure_domains: &[String],
+    pre_416: bool,
 ) -> Value {
     let labels = role_labels(infra_id, "master");
     let fds: Vec<Value> = failure_domains.iter().map(|n| json!({"name": n})).collect();
-    let provider = generated_provider(provider);
+    let (provider, state) = if pre_416 {
+        (provider, "Active")
+    } else {
+        (generated_provider(provider), "Inactive")
+    };
     json!({"apiVersion": "machine.openshift.io/v1", "kind": "ControlPlaneMachineSet",
     "metadata": {"name": "cluster", "namespace": MAPI_NS, "finalizers": [CPMS_FINALIZER]},
     "spec": {
-        "replicas": replicas, "state": "Inactive", "strategy": {"type": "RollingUpdate"},
+        "replicas": replicas, "state": state, "strategy": {"type": "RollingUpdate"},
         "selector": {"matchLabels": labels},
         "template": {"machineType": "machines_v1beta1_machine_openshift_io",
             "machines_v1beta1_machine_openshift_io": {
@@ -826,7 +864,11 @@ pub(crate) fn base_objects(
     out.push(cm);
     out.push(infra);
     out.push(cluster_version(&s.version));
-    out.push(feature_gate(&s.version, s.multi_vcenter_day2_gate));
+    let mut fg = feature_gate(&s.version, s.multi_vcenter_day2_gate);
+    if s.host_vm_group_zonal_gate {
+        enable_custom_gate(&mut fg, "VSphereHostVMGroupZonal");
+    }
+    out.push(fg);
     for co in CLUSTER_OPERATORS {
         let degraded = (s.faults.degraded_operator.as_deref() == Some(*co))
             .then_some("simulated fault: operator reports Degraded");

@@ -27,6 +27,11 @@ pub struct OperatorOptions {
     pub vcenter_ca_bundle: PathBuf,
     /// Also run the CPMS operator (it needs Nodes for its Machines to count as ready).
     pub cpms: bool,
+    /// The gates machine-api-operator passes its controllers as `--feature-gates`, each
+    /// as the cluster's FeatureGate has it (`pkg/operator/operator.go` picks the handful
+    /// its controllers take, `pkg/operator/sync.go` `buildFeatureGatesString` renders
+    /// them); empty: no flag, the binaries' defaults.
+    pub machine_api_feature_gates: std::collections::BTreeMap<String, bool>,
 }
 
 /// The running operators; dropping them stops them.
@@ -112,6 +117,16 @@ impl Operators {
             v
         };
         let mut procs = Vec::new();
+        let gates: Vec<String> = if opts.machine_api_feature_gates.is_empty() {
+            vec![]
+        } else {
+            let parts: Vec<String> = opts
+                .machine_api_feature_gates
+                .iter()
+                .map(|(name, on)| format!("{name}={on}"))
+                .collect();
+            vec![format!("--feature-gates={}", parts.join(","))]
+        };
 
         // machine-api-operator cmd/machineset: the MachineSet controller and the
         // Machine/MachineSet defaulting and validating webhooks (pkg/webhooks).
@@ -119,12 +134,17 @@ impl Operators {
         procs.push(Proc::spawn(
             "machineset-controller",
             &bins.join("machineset-controller"),
-            &common(&[
-                "--webhook-enabled=true".into(),
-                format!("--webhook-port={mset_port}"),
-                format!("--webhook-cert-dir={}", certs.display()),
-                "--health-addr=0".into(),
-            ]),
+            &common(
+                &[
+                    "--webhook-enabled=true".into(),
+                    format!("--webhook-port={mset_port}"),
+                    format!("--webhook-cert-dir={}", certs.display()),
+                    "--health-addr=0".into(),
+                ]
+                .into_iter()
+                .chain(gates.iter().cloned())
+                .collect::<Vec<_>>(),
+            ),
             &env(&[]),
             d,
         )?);
@@ -132,7 +152,11 @@ impl Operators {
         procs.push(Proc::spawn(
             "machine-controller",
             &bins.join("machine-controller-manager"),
-            &common(&["--health-addr=0".into()]),
+            &common(
+                &std::iter::once("--health-addr=0".to_string())
+                    .chain(gates.iter().cloned())
+                    .collect::<Vec<_>>(),
+            ),
             &env(&[]),
             d,
         )?);

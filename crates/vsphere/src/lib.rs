@@ -17,6 +17,7 @@
 
 mod cache;
 mod client;
+mod drs;
 mod error;
 mod inventory;
 mod observe;
@@ -33,6 +34,7 @@ mod test_calls;
 
 pub use cache::SessionCache;
 pub use client::{Client, ClientConfig, ClientStats, Credentials, RetryPolicy};
+pub use drs::{DrsGroups, VmHostRule};
 pub use error::{Error, RestErrorKind, Result};
 pub use inventory::{About, ObjectContent, VmSummary};
 pub use observe::{Api, CallLog, CallObserver, CallRecord};

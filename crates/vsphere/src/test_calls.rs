@@ -100,25 +100,72 @@ impl Client {
         self.wait_for_task(&task, SHORT_TASK).await.map(|_| ())
     }
 
-    /// Names of the VM groups of a compute cluster (`configurationEx.group`, `ClusterVmGroup`).
-    pub async fn cluster_vm_groups(&self, cluster: &MoRef) -> Result<Vec<String>> {
+    /// `ReconfigureComputeResource_Task` on a compute cluster with a `ClusterConfigSpecEx`
+    /// body (`groupSpec` / `rulesSpec` elements), modifying only what it names.
+    async fn reconfigure_cluster(&self, cluster: &MoRef, spec: &str) -> Result<()> {
+        let args =
+            format!(r#"<spec xsi:type="ClusterConfigSpecEx">{spec}</spec><modify>true</modify>"#);
+        let task = self
+            .start_task("ReconfigureComputeResource_Task", cluster, &args)
+            .await?;
+        self.wait_for_task(&task, SHORT_TASK).await.map(|_| ())
+    }
+
+    /// Creates a vm-host zone in a cluster, as an administrator prepares one for a
+    /// `zoneAffinity` failure domain: an empty VM group, a host group of `hosts`, and a
+    /// mandatory VM-host affinity rule between them (groups first: a rule names them).
+    pub async fn create_drs_zone(
+        &self,
+        cluster: &MoRef,
+        vm_group: &str,
+        host_group: &str,
+        hosts: &[MoRef],
+        rule: &str,
+    ) -> Result<()> {
+        let host_refs: String = hosts.iter().map(|h| xml::moref_el("host", h)).collect();
+        let groups = format!(
+            r#"<groupSpec><operation>add</operation><info xsi:type="ClusterVmGroup">{}</info></groupSpec><groupSpec><operation>add</operation><info xsi:type="ClusterHostGroup">{}{host_refs}</info></groupSpec>"#,
+            xml::el("name", vm_group),
+            xml::el("name", host_group),
+        );
+        self.reconfigure_cluster(cluster, &groups).await?;
+        let rules = format!(
+            r#"<rulesSpec><operation>add</operation><info xsi:type="ClusterVmHostRuleInfo"><enabled>true</enabled>{}<mandatory>true</mandatory>{}{}</info></rulesSpec>"#,
+            xml::el("name", rule),
+            xml::el("vmGroupName", vm_group),
+            xml::el("affineHostGroupName", host_group),
+        );
+        self.reconfigure_cluster(cluster, &rules).await
+    }
+
+    /// Replaces the members of an existing VM group (`edit`), as the machine controller
+    /// does after each clone and deletion (machine-api-operator
+    /// `pkg/controller/vsphere/reconciler.go` `modifyVMGroup`): vCenter refuses the edit
+    /// of a group the cluster does not have.
+    pub async fn set_vm_group_members(
+        &self,
+        cluster: &MoRef,
+        group: &str,
+        vms: &[MoRef],
+    ) -> Result<()> {
+        let vm_refs: String = vms.iter().map(|v| xml::moref_el("vm", v)).collect();
+        let spec = format!(
+            r#"<groupSpec><operation>edit</operation><info xsi:type="ClusterVmGroup">{}{vm_refs}</info></groupSpec>"#,
+            xml::el("name", group),
+        );
+        self.reconfigure_cluster(cluster, &spec).await
+    }
+
+    /// The hosts of a compute cluster (its `host` property).
+    pub async fn cluster_hosts(&self, cluster: &MoRef) -> Result<Vec<MoRef>> {
         let o = self
             .retrieve_properties(
                 "ClusterComputeResource",
                 std::slice::from_ref(cluster),
-                &["configurationEx"],
+                &["host"],
             )
             .await?;
-        Ok(o.first()
-            .and_then(|o| o.props.get("configurationEx"))
-            .map(|c| {
-                c.children_named("group")
-                    .filter(|g| g.xsi_type.as_deref() == Some("ClusterVmGroup"))
-                    .filter_map(|g| g.child_text("name"))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(o.first().map(|o| o.morefs("host")).unwrap_or_default())
     }
 
     /// Powers a VM off if needed and destroys it (disks included).

@@ -74,6 +74,10 @@ pub struct VSphereFailureDomain {
     pub zone: String,
     pub server: String,
     pub topology: VSphereTopology,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_affinity: Option<crate::RegionAffinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_affinity: Option<crate::ZoneAffinity>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -106,6 +106,8 @@ pub fn target_entries(
                 template: Some(fd.topology.template.clone()),
                 extra: Default::default(),
             },
+            region_affinity: fd.region_affinity.clone(),
+            zone_affinity: fd.zone_affinity.clone(),
             extra: Default::default(),
         });
     }
@@ -137,6 +139,8 @@ fn same_domain(a: &VSphereFailureDomain, b: &VSphereFailureDomain) -> bool {
         && ta.resource_pool == tb.resource_pool
         && ta.folder == tb.folder
         && ta.template == tb.template
+        && a.region_affinity == b.region_affinity
+        && a.zone_affinity == b.zone_affinity
 }
 
 /// Appends vCenters and failure domains after the existing ones (the source
@@ -674,6 +678,8 @@ mod tests {
                 folder: folder.map(str::to_string),
                 template: format!("/{dc}/vm/rhcos"),
             },
+            region_affinity: None,
+            zone_affinity: None,
         }
     }
 
@@ -728,6 +734,32 @@ mod tests {
         assert!(remove_vcenter(&mut i, "tgt.example.com").unwrap());
         assert_eq!(i, before);
         assert!(!remove_vcenter(&mut i, "tgt.example.com").unwrap());
+    }
+
+    #[test]
+    fn affinity_is_written_into_the_infrastructure_failure_domain() {
+        let mut f = fd("a", "tgt", "DC1", None);
+        f.region_affinity = Some(vcfm_api::RegionAffinity {
+            type_: vcfm_api::RegionAffinityType::ComputeCluster,
+        });
+        f.zone_affinity = Some(vcfm_api::ZoneAffinity {
+            type_: vcfm_api::ZoneAffinityType::HostGroup,
+            host_group: Some(vcfm_api::HostGroupAffinity {
+                vm_group: "vms".into(),
+                host_group: "hosts".into(),
+                vm_host_rule: "rule".into(),
+            }),
+        });
+        let (_, doms) = target_entries(std::slice::from_ref(&f), "id");
+        let v = serde_json::to_value(&doms[0]).expect("serialises");
+        assert_eq!(v["regionAffinity"], json!({"type": "ComputeCluster"}));
+        assert_eq!(
+            v["zoneAffinity"],
+            json!({"type": "HostGroup", "hostGroup": {"vmGroup": "vms", "hostGroup": "hosts", "vmHostRule": "rule"}})
+        );
+        // A changed affinity is a different definition, not the same domain.
+        let (_, plain) = target_entries(&[fd("a", "tgt", "DC1", None)], "id");
+        assert!(!same_domain(&doms[0], &plain[0]));
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub fn folder_for(fd: &FailureDomain, infra_id: &str) -> String {
 /// it (machine-api-operator `pkg/controller/vsphere/reconciler.go`
 /// `modifyVMGroup`), which fails on a target cluster that has no such group;
 /// the CPMS generator likewise takes `vmGroup` only from a failure domain's
-/// `zoneAffinity`.
+/// `zoneAffinity`. The target's own VM group, the failure domain's
+/// `zoneAffinity.hostGroup.vmGroup`, takes its place, as the installer writes
+/// it for a host-group zone (installer `pkg/asset/machines/vsphere/machines.go`).
 pub fn provider_spec_for(
     source: &VSphereMachineProviderSpec,
     fd: &FailureDomain,
@@ -104,6 +106,11 @@ pub fn provider_spec_for(
     let mut ps = source.clone();
     let mut old_ws = ps.workspace.take().unwrap_or_default();
     old_ws.extra.remove("vmGroup");
+    if let Some(group) = fd.vm_group() {
+        old_ws
+            .extra
+            .insert("vmGroup".into(), serde_json::Value::String(group.into()));
+    }
     ps.workspace = Some(Workspace {
         server: Some(fd.server.clone()),
         datacenter: Some(t.datacenter.trim_matches('/').to_string()),
@@ -676,6 +683,8 @@ mod tests {
                 folder: folder.map(str::to_string),
                 template: "/DC1/vm/rhcos-target".into(),
             },
+            region_affinity: None,
+            zone_affinity: None,
         }
     }
 
@@ -743,6 +752,36 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         );
         assert!(!only_symbols.ends_with('-'));
+    }
+
+    #[test]
+    fn a_host_group_zone_puts_new_machines_in_its_vm_group() {
+        let src = source_ms("worker", "vc-source")
+            .provider_spec()
+            .expect("parses")
+            .expect("present");
+        let mut target = fd("fd-1", None);
+        target.region_affinity = Some(vcfm_api::RegionAffinity {
+            type_: vcfm_api::RegionAffinityType::ComputeCluster,
+        });
+        target.zone_affinity = Some(vcfm_api::ZoneAffinity {
+            type_: vcfm_api::ZoneAffinityType::HostGroup,
+            host_group: Some(vcfm_api::HostGroupAffinity {
+                vm_group: "zone-a-vms".into(),
+                host_group: "zone-a-hosts".into(),
+                vm_host_rule: "zone-a-rule".into(),
+            }),
+        });
+        let ps = provider_spec_for(&src, &target, "ocp-abcde");
+        let ws = ps.workspace.expect("workspace");
+        assert_eq!(ws.extra.get("vmGroup"), Some(&json!("zone-a-vms")));
+        // A cluster zone has no VM group: the source's is still dropped.
+        target.zone_affinity = Some(vcfm_api::ZoneAffinity {
+            type_: vcfm_api::ZoneAffinityType::ComputeCluster,
+            host_group: None,
+        });
+        let ps = provider_spec_for(&src, &target, "ocp-abcde");
+        assert_eq!(ps.workspace.expect("workspace").extra.get("vmGroup"), None);
     }
 
     #[test]

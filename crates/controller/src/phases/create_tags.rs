@@ -267,6 +267,8 @@ mod tests {
                 folder: None,
                 template: "/DC/vm/t".into(),
             },
+            region_affinity: None,
+            zone_affinity: None,
         }
     }
 

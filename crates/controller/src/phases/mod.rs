@@ -13,6 +13,7 @@ mod create_workers;
 mod disable_cvo;
 mod monitor_health;
 mod preflight;
+mod preflight_affinity;
 mod preflight_consumers;
 mod recreate_cpms;
 mod restart_pods;

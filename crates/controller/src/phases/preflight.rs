@@ -355,6 +355,7 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     preflight_consumers::check_in_tree_volumes(ctx, &mut r.problems).await?;
     preflight_consumers::check_vcenters_schema(ctx, version.as_deref(), &mut r.problems).await?;
     preflight_consumers::check_credentials_mode(ctx, &mut r.problems).await?;
+    super::preflight_affinity::check_gate(ctx, version.as_deref(), &mut r.problems).await?;
     if let (Some(server), Some(id)) = (&source_server, infra.as_ref().and_then(|i| i.infra_id())) {
         openshift::machineset_plan::check(ctx, server, id, &mut r.problems).await?;
     }
@@ -603,6 +604,7 @@ async fn check_target(
         )?;
         if let Some(c) = &cluster {
             entities.push((c.clone(), CLUSTER_PRIVILEGES));
+            super::preflight_affinity::check_drs(&vc, server, fd, c, &mut found).await?;
         }
         if let Some(d) = check(
             format!("datastore {}", t.datastore),

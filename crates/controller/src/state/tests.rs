@@ -24,6 +24,8 @@ fn spec() -> MigrationSpec {
                 folder: None,
                 template: "/dc/vm/t".into(),
             },
+            region_affinity: None,
+            zone_affinity: None,
         }],
         machine_set_config: MachineSetConfig {
             replicas: 3,

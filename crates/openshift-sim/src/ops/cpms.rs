@@ -483,7 +483,7 @@ async fn regenerate(
     }
     let value = provider_value(newest).cloned().unwrap_or(json!({}));
     let replicas = u32::try_from(masters.len().max(3)).unwrap_or(3);
-    let mut obj = crate::seed::cpms(&ctx.infra_id, replicas, value, &names);
+    let mut obj = crate::seed::cpms(&ctx.infra_id, replicas, value, &names, false);
     if let Some(o) = obj.as_object_mut() {
         o.remove("status");
     }

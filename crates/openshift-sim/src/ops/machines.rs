@@ -373,7 +373,7 @@ async fn clone_vm(
         && vm.kind == "VirtualMachine"
     {
         let pool = resolve_pool(&vc, name, dc, &ws).await?;
-        join_vm_group(&vc, name, ps, &pool).await?;
+        join_vm_group(&vc, name, ps, &pool, &vm).await?;
         power_on(&vc, name, &vm).await?;
         return vm_uuid(&vc, &vm).await;
     }
@@ -460,7 +460,7 @@ async fn clone_vm(
             )));
         }
     };
-    join_vm_group(&vc, name, ps, &pool).await?;
+    join_vm_group(&vc, name, ps, &pool, &vm).await?;
     power_on(&vc, name, &vm).await?;
     // Like machine-api: tag new VMs with the cluster's ownership tag when it exists.
     let category = format!("openshift-{}", ctx.infra_id);
@@ -549,15 +549,18 @@ async fn resolve_pool(
     .map_err(|e| not_found_or(e, "resource pool", name))
 }
 
-/// `modifyVMGroup` (machine-api-operator `reconciler.go`): after the clone, before powering
-/// on, the VM is added to `workspace.vmGroup` in the configuration of the cluster owning
-/// the pool. A group that cluster does not have makes the reconfiguration fail on every
-/// attempt, and the machine never powers on.
+/// `modifyVMGroup` (machine-api-operator `pkg/controller/vsphere/reconciler.go`): after
+/// the clone, before powering on, the VM is added to `workspace.vmGroup` in the
+/// configuration of the cluster owning the pool: the group's members are read and written
+/// back with the VM appended (an `edit` of the group; a VM already in it changes nothing).
+/// A group that cluster does not have makes the edit fail on every attempt, and the
+/// machine never powers on.
 async fn join_vm_group(
     vc: &vcfm_vsphere::Client,
     name: &str,
     ps: &VSphereMachineProviderSpec,
     pool: &MoRef,
+    vm: &MoRef,
 ) -> Result<(), Stop> {
     let Some(group) = ps
         .workspace
@@ -568,24 +571,40 @@ async fn join_vm_group(
     else {
         return Ok(());
     };
-    let groups = match vc
+    let failed = |e: String| {
+        Stop::Retry(format!(
+            "{name}: reconciler failed to Create machine: could not update VM Group membership: {e}"
+        ))
+    };
+    let Some(cluster) = vc
         .resource_pool_owner(pool)
         .await
         .map_err(|e| Stop::Retry(e.to_string()))?
-    {
-        Some(c) => vc
-            .cluster_vm_groups(&c)
-            .await
-            .map_err(|e| Stop::Retry(e.to_string()))?,
-        None => vec![],
+        .filter(|c| c.kind == "ClusterComputeResource")
+    else {
+        return Err(failed(format!(
+            "the owner of resource pool {pool} is not a cluster"
+        )));
     };
-    if groups.iter().any(|g| g == group) {
-        Ok(())
-    } else {
-        Err(Stop::Retry(format!(
-            "{name}: reconciler failed to Create machine: could not update VM Group membership: VM group {group:?} not found in the cluster owning the resource pool"
-        )))
+    let drs = vc
+        .drs_groups(&cluster)
+        .await
+        .map_err(|e| Stop::Retry(e.to_string()))?;
+    let mut members = drs
+        .vm_group(group)
+        .map(<[MoRef]>::to_vec)
+        .unwrap_or_default();
+    if members.contains(vm) {
+        return Ok(());
     }
+    members.push(vm.clone());
+    vc.set_vm_group_members(&cluster, group, &members)
+        .await
+        .map_err(|e| {
+            failed(format!(
+                "error reconfiguring cluster for vm-host group {group}: {e}"
+            ))
+        })
 }
 
 /// Powers the clone on (machine-api-operator `reconciler.go` `powerOn`), idempotently.
