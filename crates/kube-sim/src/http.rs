@@ -598,6 +598,16 @@ async fn resource(
             &access_review(shared, &p.resource, body, user),
         ));
     }
+    if p.group == "authentication.k8s.io"
+        && p.version == "v1"
+        && p.resource == "tokenreviews"
+        && p.namespace.is_none()
+        && *method == Method::POST
+    {
+        let (bytes, ct) = read_body(req).await?;
+        let body = parse_doc(&bytes, &ct)?;
+        return Ok(json_response(201, &token_review(shared, body)?));
+    }
     let def = shared
         .core()
         .registry
@@ -883,6 +893,35 @@ fn after_crd_change(shared: &Shared, def: &ResourceDef) {
             .epoch
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Answer a TokenReview with the tokens this server accepts, as kube-apiserver does
+/// (kubernetes pkg/registry/authentication/tokenreview/storage.go): 201 with
+/// `status.authenticated` and the user, or `authenticated: false` and the
+/// authenticator's error; an empty token is a bad request.
+fn token_review(shared: &Shared, mut review: Value) -> Result<Value, ApiError> {
+    let token = review
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if token.is_empty() {
+        return Err(ApiError::bad_request(
+            "token is required for TokenReview in authentication",
+        ));
+    }
+    let user = shared
+        .tokens
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .lookup(&token);
+    review["apiVersion"] = json!("authentication.k8s.io/v1");
+    review["kind"] = json!("TokenReview");
+    review["status"] = match user {
+        Some(u) => json!({"authenticated": true, "user": {"username": u.name, "groups": u.groups}}),
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    Ok(review)
 }
 
 /// Answer a (Self)SubjectAccessReview with the same authoriser that guards requests.

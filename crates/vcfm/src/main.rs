@@ -64,9 +64,24 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct ControllerArgs {
-    /// Address of /healthz, /readyz and /metrics.
+    /// Address of /healthz and /readyz (plain HTTP), and of /metrics unless
+    /// --metrics-bind-address serves it securely.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Serve /metrics here over TLS, only to callers whose bearer token passes a
+    /// TokenReview and who may `get` the non-resource URL /metrics (SubjectAccessReview).
+    #[arg(long)]
+    metrics_bind_address: Option<SocketAddr>,
+    /// Directory of the metrics serving certificate (e.g. the service CA's Secret);
+    /// without it, or without the files, a self-signed certificate is served.
+    #[arg(long)]
+    metrics_cert_path: Option<PathBuf>,
+    /// Certificate file name in --metrics-cert-path.
+    #[arg(long, default_value = "tls.crt")]
+    metrics_cert_name: String,
+    /// Key file name in --metrics-cert-path.
+    #[arg(long, default_value = "tls.key")]
+    metrics_cert_key: String,
     /// Hold a Lease so that only one replica acts.
     #[arg(long)]
     leader_elect: bool,
@@ -282,7 +297,15 @@ async fn run_controller(
         leader_election,
         listen: Some(args.listen),
     };
-    vcfm_controller::run(client, opts, shutdown).await?;
+    let secure_metrics = args
+        .metrics_bind_address
+        .map(|addr| vcfm_controller::SecureMetrics {
+            addr,
+            cert_dir: args.metrics_cert_path.clone(),
+            cert_name: args.metrics_cert_name.clone(),
+            key_name: args.metrics_cert_key.clone(),
+        });
+    vcfm_controller::run_with_metrics(client, opts, secure_metrics, shutdown).await?;
     Ok(())
 }
 
