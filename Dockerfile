@@ -17,6 +17,10 @@ RUN cargo build --release --locked -p vcfm --bin vcfm \
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/vcfm /vcfm
+# The must-gather entry point (`oc adm must-gather --image=<this image>` runs
+# /usr/bin/gather and copies /must-gather back). There is no shell here, so it is
+# the same binary, which under this name runs `vcfm gather --dest-dir /must-gather`.
+COPY --from=build /out/vcfm /usr/bin/gather
 # Numeric, so that runAsNonRoot can verify it; OpenShift's restricted SCC
 # replaces it with a UID of the namespace's range, which works as well.
 USER 65532:65532

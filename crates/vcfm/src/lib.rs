@@ -3,4 +3,5 @@
 //! the product binary linking the demo's simulators.
 
 pub mod cli;
+pub mod gather;
 pub mod plan;

@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use vcfm::{cli, plan};
+use vcfm::{cli, gather, plan};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +53,15 @@ enum Command {
         /// Do not verify vCenter certificates. Only for labs.
         #[arg(long)]
         vcenter_insecure: bool,
+    },
+    /// Collect what support needs into a directory: migrations, Events, the objects vcfm
+    /// reads and writes, the controller's logs. Secret values are never included.
+    /// Installed as `/usr/bin/gather` (the image's must-gather entry point) it writes
+    /// to /must-gather.
+    Gather {
+        /// Output directory (default: ./vcfm-gather-<UTC time>).
+        #[arg(long)]
+        dest_dir: Option<PathBuf>,
     },
     /// Gone from the product binary: points at `vcfm-demo`.
     #[command(hide = true, disable_help_flag = true)]
@@ -131,16 +140,37 @@ fn as_invoked(text: &str, name: &str) -> String {
     }
 }
 
+/// `oc adm must-gather --image=<vcfm image>` runs `/usr/bin/gather` and copies
+/// `/must-gather` back (openshift/oc pkg/cli/admin/mustgather/mustgather.go); the image
+/// has no shell, so `/usr/bin/gather` is this binary, which then means
+/// `vcfm gather --dest-dir /must-gather`.
+fn must_gather_args(args: Vec<OsString>) -> Vec<OsString> {
+    let is_gather = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|f| f == "gather");
+    if !is_gather {
+        return args;
+    }
+    let mut out: Vec<OsString> = ["vcfm", "gather", "--dest-dir", "/must-gather"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    out.extend(args.into_iter().skip(1));
+    out
+}
+
 #[tokio::main]
 async fn main() {
-    let name = invoked_as(std::env::args_os().next().as_deref());
+    let args = must_gather_args(std::env::args_os().collect());
+    let name = invoked_as(args.first().map(OsString::as_os_str));
     let mut cmd = Cli::command().bin_name(name);
     if name == "vcfm" {
         cmd = cmd.after_help(
             "As a kubectl/oc plugin: link this binary as kubectl-vcfm (or oc-vcfm) on your PATH, then `kubectl vcfm status NAME`.",
         );
     }
-    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&cmd.get_matches_from(args)).unwrap_or_else(|e| e.exit());
     if let Err(e) = run(cli, name).await {
         eprintln!("Error: {}", as_invoked(&format!("{e:?}"), name));
         std::process::exit(1);
@@ -212,6 +242,27 @@ async fn run(cli: Cli, invoked: &str) -> anyhow::Result<()> {
             print!("{text}");
             if !passed {
                 std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Gather { dest_dir } => {
+            let client = cli::client(cli.kubeconfig.as_deref()).await?;
+            let dir = dest_dir.unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "vcfm-gather-{}",
+                    jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+                ))
+            });
+            let s = gather::gather(client, &cli.namespace, &dir).await?;
+            println!("{} files in {}", s.files, s.dir.display());
+            if !s.errors.is_empty() {
+                println!(
+                    "{} item(s) could not be gathered (see gather-errors.txt):",
+                    s.errors.len()
+                );
+                for e in &s.errors {
+                    println!("  {e}");
+                }
             }
             Ok(())
         }
@@ -312,6 +363,30 @@ async fn run_controller(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn as_usr_bin_gather_it_gathers_into_must_gather() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            must_gather_args(args(&["/usr/bin/gather"])),
+            args(&["vcfm", "gather", "--dest-dir", "/must-gather"])
+        );
+        assert_eq!(
+            must_gather_args(args(&["gather", "-n", "other"])),
+            args(&[
+                "vcfm",
+                "gather",
+                "--dest-dir",
+                "/must-gather",
+                "-n",
+                "other"
+            ])
+        );
+        assert_eq!(
+            must_gather_args(args(&["/vcfm", "gather"])),
+            args(&["/vcfm", "gather"])
+        );
+    }
 
     #[test]
     fn plugin_names_follow_argv0() {
