@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use vcfm::{cli, gather, plan};
+use vcfm::{bundle, cli, gather, plan};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +30,16 @@ struct Cli {
 enum Command {
     /// Print the VmwareCloudFoundationMigration CRD manifest (YAML).
     Crd,
+    /// Write the OLM bundle (ClusterServiceVersion, CRD, metadata) generated from deploy/.
+    #[command(hide = true)]
+    Bundle {
+        /// The kustomize base to generate from.
+        #[arg(long, default_value = "deploy")]
+        deploy_dir: PathBuf,
+        /// Where to write the bundle.
+        #[arg(long, default_value = "bundle")]
+        out: PathBuf,
+    },
     /// Run the controller.
     Controller(ControllerArgs),
     /// Show a migration: phase, progress, history, what it waits for, what to do next.
@@ -182,6 +192,11 @@ async fn run(cli: Cli, invoked: &str) -> anyhow::Result<()> {
         Command::Crd => {
             let yaml = vcfm_api::crd_yaml()?;
             std::io::stdout().lock().write_all(yaml.as_bytes())?;
+            Ok(())
+        }
+        Command::Bundle { deploy_dir, out } => {
+            let n = bundle::write(&deploy_dir, &out)?;
+            println!("{n} files in {}", out.display());
             Ok(())
         }
         Command::Controller(args) => run_controller(cli.kubeconfig, &cli.namespace, args).await,
