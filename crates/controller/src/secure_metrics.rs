@@ -525,3 +525,65 @@ impl ResolvesServerCert for CertSource {
         Some(self.current())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn headers(auth: &str) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(
+            hyper::header::AUTHORIZATION,
+            hyper::header::HeaderValue::from_str(auth).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_as_the_apiserver_reads_them() {
+        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("  Bearer abc  ")), Some("abc"));
+        assert_eq!(bearer(&headers("Basic abc")), None);
+        assert_eq!(bearer(&headers("Bearer")), None);
+        // bearertoken.go splits on single spaces: a doubled space leaves an empty token.
+        assert_eq!(bearer(&headers("Bearer  abc")), None);
+        assert_eq!(bearer(&hyper::HeaderMap::new()), None);
+    }
+
+    fn write_pair(dir: &std::path::Path, name: &str) -> Vec<u8> {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        std::fs::write(dir.join("tls.key"), c.signing_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("tls.crt"), c.cert.pem()).unwrap();
+        c.cert.der().to_vec()
+    }
+
+    fn served(src: &CertSource) -> Vec<u8> {
+        src.current().cert[0].to_vec()
+    }
+
+    #[test]
+    fn the_certificate_files_are_served_and_reloaded_when_they_change() {
+        let dir = std::env::temp_dir().join(format!("vcfm-metrics-cert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = SecureMetrics::new("127.0.0.1:0".parse().unwrap(), Some(dir.clone()));
+        // No files yet: the self-signed fallback, then the files once they appear.
+        let src = CertSource::new(&opts).unwrap();
+        let fallback = served(&src);
+        let first = write_pair(&dir, "a.example");
+        assert_eq!(served(&src), first);
+        assert_ne!(first, fallback);
+        // Rotated: the new pair (mtime resolution is coarse on some filesystems).
+        std::thread::sleep(Duration::from_millis(1100));
+        let second = write_pair(&dir, "b.example");
+        assert_eq!(served(&src), second);
+        // Half-written during a rotation: the last good pair stays.
+        std::thread::sleep(Duration::from_millis(1100));
+        std::fs::write(dir.join("tls.crt"), "not a certificate").unwrap();
+        assert_eq!(served(&src), second);
+        // Unusable files at start are a configuration error.
+        assert!(CertSource::new(&opts).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
