@@ -169,9 +169,14 @@ impl SecureServer {
                     let state = state.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(req, &state).await) }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(
+                let mut builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 );
+                // controller-runtime's httpserver.New: headers within 32 s (no slowloris).
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(32));
                 let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
                 tokio::select! {
                     _ = conn => {}

@@ -64,10 +64,10 @@ enum Command {
         #[arg(long)]
         vcenter_insecure: bool,
     },
-    /// Collect what support needs into a directory: migrations, Events, the objects vcfm
-    /// reads and writes, the controller's logs. Secret values are never included.
-    /// Installed as `/usr/bin/gather` (the image's must-gather entry point) it writes
-    /// to /must-gather.
+    /// Collect what support needs into a directory: migrations (of every namespace),
+    /// Events, the objects vcfm reads and writes, the logs of the controller in
+    /// --namespace. Secret values are never included. Installed as `/usr/bin/gather`
+    /// (the image's must-gather entry point) it writes to /must-gather.
     Gather {
         /// Output directory (default: ./vcfm-gather-<UTC time>).
         #[arg(long)]
