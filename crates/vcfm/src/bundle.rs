@@ -4,8 +4,9 @@
 //! Layout and naming follow operator-sdk's `generate bundle` (operator-framework/
 //! operator-sdk internal/generate/collector and internal/cmd/operator-sdk/generate/bundle):
 //! `manifests/` with the ClusterServiceVersion, the CRD and the other objects OLM may
-//! install from a bundle (Service, ClusterRole, ClusterRoleBinding, ServiceMonitor), and
-//! `metadata/annotations.yaml`.
+//! install from a bundle (Service, ClusterRole, ClusterRoleBinding, ServiceMonitor: the
+//! kinds operator-framework/operator-registry `pkg/lib/bundle/supported_resources.go`
+//! accepts), and `metadata/annotations.yaml`.
 //!
 //! How `deploy/` maps onto the CSV (operator-framework/api pkg/operators/v1alpha1
 //! clusterserviceversion_types.go):
