@@ -154,7 +154,7 @@ Machine API as an administrator would; it never touches the VMs itself.
 from the backup, automatically on failure if you ask for it.
 
 Install into the suggested namespace `vcfm-system`. Metrics are served over TLS to \
-Prometheus (ServiceMonitor included); `oc adm must-gather --image=<this operator's image>` \
+Prometheus (ServiceMonitor included); `oc adm must-gather --image=<the vcfm-must-gather image>` \
 collects support data without secrets.";
 
 /// A small SVG icon (OperatorHub shows one per operator).
@@ -285,6 +285,10 @@ pub fn generate(deploy: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         m.remove("namespace");
     }
 
+    let must_gather_image = match image.rsplit_once(':') {
+        Some((name, tag)) => format!("{name}-must-gather:{tag}"),
+        None => format!("{image}-must-gather"),
+    };
     let features = |v: bool| json!(if v { "true" } else { "false" });
     let csv = json!({
         "apiVersion": "operators.coreos.com/v1alpha1",
@@ -302,6 +306,8 @@ pub fn generate(deploy: &Path) -> anyhow::Result<BTreeMap<String, String>> {
                 "support": "vcfm maintainers",
                 "operatorframework.io/suggested-namespace": op_ns,
                 "operatorframework.io/cluster-monitoring": "true",
+                // `oc adm must-gather` for this operator (Dockerfile target must-gather).
+                "operators.openshift.io/must-gather-image": must_gather_image,
                 "operators.operatorframework.io/internal-objects": "[]",
                 // Deprecated by the features.* annotations below; kept for older consoles.
                 "operators.openshift.io/infrastructure-features": "[]",

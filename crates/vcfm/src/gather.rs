@@ -2,8 +2,8 @@
 //!
 //! Follows the must-gather conventions (openshift/must-gather `collection-scripts/gather`,
 //! `oc adm must-gather`): best effort, one file per object kind, whatever could not be
-//! read listed in `gather-errors.txt` rather than stopping; the image's `/usr/bin/gather`
-//! (this binary under that name) writes to `/must-gather`.
+//! read listed in `gather-errors.txt` rather than stopping; the must-gather image's
+//! `/usr/bin/gather` (tools/must-gather/gather) runs it into `/must-gather`.
 //!
 //! Secret values are never written. Secrets (the vCenter credentials, the target
 //! credentials each migration names, the backups) appear as name, type, keys and value

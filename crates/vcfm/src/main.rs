@@ -66,8 +66,8 @@ enum Command {
     },
     /// Collect what support needs into a directory: migrations (of every namespace),
     /// Events, the objects vcfm reads and writes, the logs of the controller in
-    /// --namespace. Secret values are never included. Installed as `/usr/bin/gather`
-    /// (the image's must-gather entry point) it writes to /must-gather.
+    /// --namespace. Secret values are never included. The must-gather image's
+    /// /usr/bin/gather (tools/must-gather/gather) runs it into /must-gather.
     Gather {
         /// Output directory (default: ./vcfm-gather-<UTC time>).
         #[arg(long)]
@@ -150,37 +150,16 @@ fn as_invoked(text: &str, name: &str) -> String {
     }
 }
 
-/// `oc adm must-gather --image=<vcfm image>` runs `/usr/bin/gather` and copies
-/// `/must-gather` back (openshift/oc pkg/cli/admin/mustgather/mustgather.go); the image
-/// has no shell, so `/usr/bin/gather` is this binary, which then means
-/// `vcfm gather --dest-dir /must-gather`.
-fn must_gather_args(args: Vec<OsString>) -> Vec<OsString> {
-    let is_gather = args
-        .first()
-        .and_then(|a| Path::new(a).file_name())
-        .is_some_and(|f| f == "gather");
-    if !is_gather {
-        return args;
-    }
-    let mut out: Vec<OsString> = ["vcfm", "gather", "--dest-dir", "/must-gather"]
-        .iter()
-        .map(OsString::from)
-        .collect();
-    out.extend(args.into_iter().skip(1));
-    out
-}
-
 #[tokio::main]
 async fn main() {
-    let args = must_gather_args(std::env::args_os().collect());
-    let name = invoked_as(args.first().map(OsString::as_os_str));
+    let name = invoked_as(std::env::args_os().next().as_deref());
     let mut cmd = Cli::command().bin_name(name);
     if name == "vcfm" {
         cmd = cmd.after_help(
             "As a kubectl/oc plugin: link this binary as kubectl-vcfm (or oc-vcfm) on your PATH, then `kubectl vcfm status NAME`.",
         );
     }
-    let cli = Cli::from_arg_matches(&cmd.get_matches_from(args)).unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
     if let Err(e) = run(cli, name).await {
         eprintln!("Error: {}", as_invoked(&format!("{e:?}"), name));
         std::process::exit(1);
@@ -378,30 +357,6 @@ async fn run_controller(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn as_usr_bin_gather_it_gathers_into_must_gather() {
-        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        assert_eq!(
-            must_gather_args(args(&["/usr/bin/gather"])),
-            args(&["vcfm", "gather", "--dest-dir", "/must-gather"])
-        );
-        assert_eq!(
-            must_gather_args(args(&["gather", "-n", "other"])),
-            args(&[
-                "vcfm",
-                "gather",
-                "--dest-dir",
-                "/must-gather",
-                "-n",
-                "other"
-            ])
-        );
-        assert_eq!(
-            must_gather_args(args(&["/vcfm", "gather"])),
-            args(&["/vcfm", "gather"])
-        );
-    }
 
     #[test]
     fn plugin_names_follow_argv0() {

@@ -198,6 +198,10 @@ fn the_csv_owns_the_crd_and_grants_exactly_what_deploy_grants() {
         ann["operatorframework.io/suggested-namespace"],
         "vcfm-system"
     );
+    assert_eq!(
+        ann["operators.openshift.io/must-gather-image"],
+        "quay.io/vcfm/vcfm-must-gather:0.1.0"
+    );
     assert!(ann.contains_key("operators.openshift.io/infrastructure-features"));
     for f in [
         "disconnected",

@@ -1,4 +1,5 @@
-//! `vcfm gather` after a whole migration on the simulated cluster: every file support
+//! `vcfm gather` (run by the must-gather image's `/usr/bin/gather`) after a whole
+//! migration on the simulated cluster: every file support
 //! needs is there with content, and no file holds a secret: not the vCenter passwords
 //! (the fixtures' and the credentials Secrets' values), not the Kubernetes tokens, not
 //! the backup Secret's values or HMAC key, not the vCenter session ids the controller
@@ -203,14 +204,13 @@ async fn gather_after_a_migration_has_everything_support_needs_and_no_secret() {
     let sessions: Vec<String> = sessions.lock().unwrap().iter().cloned().collect();
     assert!(!sessions.is_empty(), "no vCenter session was seen");
 
+    // Through the must-gather image's entry point, as `oc adm must-gather` runs it.
     let out_dir = dir.path().join("gathered");
-    let out = Command::new(env!("CARGO_BIN_EXE_vcfm"))
-        .arg("gather")
-        .arg("--dest-dir")
-        .arg(&out_dir)
-        .arg("--kubeconfig")
-        .arg(&admin)
-        .args(["-n", NS])
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/must-gather/gather"))
+        .env("VCFM", env!("CARGO_BIN_EXE_vcfm"))
+        .env("BASE_COLLECTION_PATH", &out_dir)
+        .env("KUBECONFIG", &admin)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
