@@ -31,6 +31,7 @@ COPY --from=build /out/vcfm /vcfm
 # Numeric, so that runAsNonRoot can verify it; OpenShift's restricted SCC
 # replaces it with a UID of the namespace's range, which works as well.
 USER 65532:65532
-EXPOSE 8080
+# Probes (plain HTTP) and /metrics (TLS).
+EXPOSE 8080 8443
 ENTRYPOINT ["/vcfm"]
 CMD ["controller"]
