@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test lint fmt crd demo deps vcsim real-parts clean
+.PHONY: all build test lint fmt crd bundle bundle-validate demo deps vcsim real-parts clean
 
 all: build
 
@@ -35,9 +35,18 @@ fmt:
 crd:
 	$(CARGO) run -q -p vcfm -- crd > deploy/crds/vmwarecloudfoundationmigrations.yaml
 
+## Regenerate the OLM bundle (bundle/) from deploy/ (crates/vcfm/tests/bundle.rs fails when it is stale).
+bundle:
+	$(CARGO) run -q -p vcfm -- bundle --deploy-dir deploy --out bundle
+
+## Validate bundle/ with operator-framework's validation library (built by tools/olm/build.sh,
+## version in tools/real/versions.env), for the oldest supported OpenShift's Kubernetes.
+bundle-validate: deps
+	@"$$(bash tools/olm/build.sh)" -k8s-version 1.31 bundle
+
 ## Every test: installs what is missing, builds vcsim and the real tier, lints, then runs the
 ## whole suite on the sim tier and the e2e scenarios again on the real tier.
-test: vcsim real-parts lint
+test: vcsim real-parts lint bundle-validate
 	@bash tools/ci/test.sh
 
 ## A whole migration on the embedded simulated environment.

@@ -18,10 +18,12 @@ pub mod openshift;
 pub mod phases;
 pub mod reconciler;
 pub mod runtime;
+pub mod secure_metrics;
 pub mod state;
 pub mod status;
 pub mod undo;
 pub mod wake;
 
 pub use context::ControllerConfig;
-pub use runtime::{LeaderElection, RunOptions, run};
+pub use runtime::{LeaderElection, RunOptions, run, run_with_metrics};
+pub use secure_metrics::SecureMetrics;

@@ -81,12 +81,25 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    SecureMetrics(#[from] crate::secure_metrics::SecureMetricsError),
 }
 
 /// Runs until `shutdown` is cancelled (or leadership is lost).
 pub async fn run(
     client: kube::Client,
     opts: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    run_with_metrics(client, opts, None, shutdown).await
+}
+
+/// [`run`], with `/metrics` served over TLS to authorized callers only
+/// ([`crate::secure_metrics`]) instead of in plain HTTP next to the probes.
+pub async fn run_with_metrics(
+    client: kube::Client,
+    opts: RunOptions,
+    secure_metrics: Option<crate::secure_metrics::SecureMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
@@ -97,10 +110,14 @@ pub async fn run(
             .map_err(|source| RunError::Http { addr, source })?;
         tokio::spawn(serve_http(
             listener,
-            metrics.clone(),
+            secure_metrics.is_none().then(|| metrics.clone()),
             ready.clone(),
             shutdown.clone(),
         ));
+    }
+    if let Some(sm) = &secure_metrics {
+        let server = crate::secure_metrics::bind(sm).await?;
+        tokio::spawn(server.serve(client.clone(), metrics.clone(), shutdown.clone()));
     }
 
     let stop = shutdown.child_token();
@@ -246,15 +263,16 @@ fn wake_where<K>(
     }
 }
 
+/// Probes, and `/metrics` in plain HTTP unless it is served securely elsewhere.
 async fn serve_http(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     use axum::http::StatusCode;
     use axum::routing::get;
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -268,8 +286,9 @@ async fn serve_http(
                     }
                 }
             }),
-        )
-        .route(
+        );
+    if let Some(metrics) = metrics {
+        app = app.route(
             "/metrics",
             get(move || {
                 let m = metrics.clone();
@@ -284,6 +303,7 @@ async fn serve_http(
                 }
             }),
         );
+    }
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -39,6 +39,10 @@ pub(crate) struct Shared {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Bumped on every CRD change, used as the OpenAPI hash.
     pub epoch: std::sync::atomic::AtomicU64,
+    /// Container log files by (namespace, pod, container, previous), served by
+    /// `pods/log` as the kubelet serves the files under /var/log/pods.
+    pub pod_logs:
+        RwLock<std::collections::HashMap<(String, String, String, bool), std::path::PathBuf>>,
 }
 
 impl Shared {
@@ -598,6 +602,16 @@ async fn resource(
             &access_review(shared, &p.resource, body, user),
         ));
     }
+    if p.group == "authentication.k8s.io"
+        && p.version == "v1"
+        && p.resource == "tokenreviews"
+        && p.namespace.is_none()
+        && *method == Method::POST
+    {
+        let (bytes, ct) = read_body(req).await?;
+        let body = parse_doc(&bytes, &ct)?;
+        return Ok(json_response(201, &token_review(shared, body)?));
+    }
     let def = shared
         .core()
         .registry
@@ -619,6 +633,7 @@ async fn resource(
             if def.group.is_empty()
                 && def.plural == "serviceaccounts"
                 && *method == Method::POST => {}
+        "log" if def.group.is_empty() && def.plural == "pods" && *method == Method::GET => {}
         _ => return Err(ApiError::path_not_found()),
     }
     let ns = p.namespace.clone().unwrap_or_default();
@@ -657,6 +672,10 @@ async fn resource(
                 ));
             }
             Ok(json_response(200, &list))
+        }
+        ("GET", Some(name)) if p.sub == "log" => {
+            let pod = shared.core().get(&def, &version, &ns, &name)?;
+            pod_log(shared, &ns, &name, &pod, query)
         }
         ("GET", Some(name)) => {
             let core = shared.core();
@@ -883,6 +902,114 @@ fn after_crd_change(shared: &Shared, def: &ResourceDef) {
             .epoch
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// `GET pods/NAME/log`, as kube-apiserver validates it (kubernetes
+/// pkg/registry/core/pod/rest/log.go, pkg/registry/core/pod/strategy.go `LogLocation`):
+/// the container may be omitted only when the pod has one; an unknown container, or
+/// `previous` without a terminated instance, is a bad request; the body is plain text.
+/// `tailLines` and `limitBytes` are honoured; `follow` is not (the log as it is now).
+fn pod_log(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    pod: &Value,
+    query: &[(String, String)],
+) -> Result<Response<Body>, ApiError> {
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let container = match q(query, "container") {
+        Some(c) if !c.is_empty() => c.to_string(),
+        _ if containers.len() == 1 => containers[0].clone(),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    if !containers.contains(&container) {
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not valid for pod {name}"
+        )));
+    }
+    let previous = q(query, "previous").is_some_and(|v| v == "true" || v == "1");
+    let file = shared
+        .pod_logs
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(
+            ns.to_string(),
+            name.to_string(),
+            container.clone(),
+            previous,
+        ))
+        .cloned();
+    let mut text = match (file, previous) {
+        (Some(f), _) => std::fs::read_to_string(&f).unwrap_or_default(),
+        (None, true) => {
+            return Err(ApiError::bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{name}\" not found"
+            )));
+        }
+        (None, false) => String::new(),
+    };
+    if let Some(n) = q(query, "tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(n);
+        text = lines[start..].iter().map(|l| format!("{l}\n")).collect();
+    }
+    if let Some(n) = q(query, "limitBytes").and_then(|n| n.parse::<usize>().ok())
+        && text.len() > n
+    {
+        let mut cut = n;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    let mut r = Response::new(full(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    Ok(r)
+}
+
+/// Answer a TokenReview with the tokens this server accepts, as kube-apiserver does
+/// (kubernetes pkg/registry/authentication/tokenreview/storage.go): 201 with
+/// `status.authenticated` and the user, or `authenticated: false` and the
+/// authenticator's error; an empty token is a bad request.
+fn token_review(shared: &Shared, mut review: Value) -> Result<Value, ApiError> {
+    let token = review
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if token.is_empty() {
+        return Err(ApiError::bad_request(
+            "token is required for TokenReview in authentication",
+        ));
+    }
+    let user = shared
+        .tokens
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .lookup(&token);
+    review["apiVersion"] = json!("authentication.k8s.io/v1");
+    review["kind"] = json!("TokenReview");
+    review["status"] = match user {
+        Some(u) => json!({"authenticated": true, "user": {"username": u.name, "groups": u.groups}}),
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    Ok(review)
 }
 
 /// Answer a (Self)SubjectAccessReview with the same authoriser that guards requests.

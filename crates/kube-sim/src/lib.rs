@@ -154,6 +154,7 @@ impl KubeSimBuilder {
             tokens: RwLock::new(tokens),
             rbac: self.rbac,
             plain_http_admin: if self.tls { None } else { Some(admin) },
+            pod_logs: RwLock::default(),
             faults: Faults::default(),
             stats: Stats::default(),
             bookmark_interval: self.bookmark_interval,
@@ -383,6 +384,27 @@ impl KubeSim {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(token.to_string(), user);
+    }
+
+    /// Serves `path` as the log of `container` in pod `ns/name` (the `previous`
+    /// instance when set), read at each request as the kubelet reads the container's
+    /// log file.
+    pub fn set_pod_log_file(
+        &self,
+        ns: &str,
+        name: &str,
+        container: &str,
+        previous: bool,
+        path: impl Into<PathBuf>,
+    ) {
+        self.shared
+            .pod_logs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (ns.into(), name.into(), container.into(), previous),
+                path.into(),
+            );
     }
 
     /// Mint a bearer token for service account `ns/name` (the account object need not exist).

@@ -2,5 +2,7 @@
 //! drives a migration with exactly the code `vcfm approve` and friends run, without
 //! the product binary linking the demo's simulators.
 
+pub mod bundle;
 pub mod cli;
+pub mod gather;
 pub mod plan;

@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use vcfm::{cli, plan};
+use vcfm::{bundle, cli, gather, plan};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +30,16 @@ struct Cli {
 enum Command {
     /// Print the VmwareCloudFoundationMigration CRD manifest (YAML).
     Crd,
+    /// Write the OLM bundle (ClusterServiceVersion, CRD, metadata) generated from deploy/.
+    #[command(hide = true)]
+    Bundle {
+        /// The kustomize base to generate from.
+        #[arg(long, default_value = "deploy")]
+        deploy_dir: PathBuf,
+        /// Where to write the bundle.
+        #[arg(long, default_value = "bundle")]
+        out: PathBuf,
+    },
     /// Run the controller.
     Controller(ControllerArgs),
     /// Show a migration: phase, progress, history, what it waits for, what to do next.
@@ -54,6 +64,15 @@ enum Command {
         #[arg(long)]
         vcenter_insecure: bool,
     },
+    /// Collect what support needs into a directory: migrations (of every namespace),
+    /// Events, the objects vcfm reads and writes, the logs of the controller in
+    /// --namespace. Secret values are never included. The must-gather image's
+    /// /usr/bin/gather (tools/must-gather/gather) runs it into /must-gather.
+    Gather {
+        /// Output directory (default: ./vcfm-gather-<UTC time>).
+        #[arg(long)]
+        dest_dir: Option<PathBuf>,
+    },
     /// Gone from the product binary: points at `vcfm-demo`.
     #[command(hide = true, disable_help_flag = true)]
     Demo {
@@ -64,9 +83,24 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct ControllerArgs {
-    /// Address of /healthz, /readyz and /metrics.
+    /// Address of /healthz and /readyz (plain HTTP), and of /metrics unless
+    /// --metrics-bind-address serves it securely.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// Serve /metrics here over TLS, only to callers whose bearer token passes a
+    /// TokenReview and who may `get` the non-resource URL /metrics (SubjectAccessReview).
+    #[arg(long)]
+    metrics_bind_address: Option<SocketAddr>,
+    /// Directory of the metrics serving certificate (e.g. the service CA's Secret);
+    /// without it, or without the files, a self-signed certificate is served.
+    #[arg(long)]
+    metrics_cert_path: Option<PathBuf>,
+    /// Certificate file name in --metrics-cert-path.
+    #[arg(long, default_value = "tls.crt")]
+    metrics_cert_name: String,
+    /// Key file name in --metrics-cert-path.
+    #[arg(long, default_value = "tls.key")]
+    metrics_cert_key: String,
     /// Hold a Lease so that only one replica acts.
     #[arg(long)]
     leader_elect: bool,
@@ -139,6 +173,11 @@ async fn run(cli: Cli, invoked: &str) -> anyhow::Result<()> {
             std::io::stdout().lock().write_all(yaml.as_bytes())?;
             Ok(())
         }
+        Command::Bundle { deploy_dir, out } => {
+            let n = bundle::write(&deploy_dir, &out)?;
+            println!("{n} files in {}", out.display());
+            Ok(())
+        }
         Command::Controller(args) => run_controller(cli.kubeconfig, &cli.namespace, args).await,
         Command::Status { name } => {
             let client = cli::client(cli.kubeconfig.as_deref()).await?;
@@ -197,6 +236,27 @@ async fn run(cli: Cli, invoked: &str) -> anyhow::Result<()> {
             print!("{text}");
             if !passed {
                 std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Gather { dest_dir } => {
+            let client = cli::client(cli.kubeconfig.as_deref()).await?;
+            let dir = dest_dir.unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "vcfm-gather-{}",
+                    jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+                ))
+            });
+            let s = gather::gather(client, &cli.namespace, &dir).await?;
+            println!("{} files in {}", s.files, s.dir.display());
+            if !s.errors.is_empty() {
+                println!(
+                    "{} item(s) could not be gathered (see gather-errors.txt):",
+                    s.errors.len()
+                );
+                for e in &s.errors {
+                    println!("  {e}");
+                }
             }
             Ok(())
         }
@@ -282,7 +342,15 @@ async fn run_controller(
         leader_election,
         listen: Some(args.listen),
     };
-    vcfm_controller::run(client, opts, shutdown).await?;
+    let secure_metrics = args
+        .metrics_bind_address
+        .map(|addr| vcfm_controller::SecureMetrics {
+            addr,
+            cert_dir: args.metrics_cert_path.clone(),
+            cert_name: args.metrics_cert_name.clone(),
+            key_name: args.metrics_cert_key.clone(),
+        });
+    vcfm_controller::run_with_metrics(client, opts, secure_metrics, shutdown).await?;
     Ok(())
 }
 

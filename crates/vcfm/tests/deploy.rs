@@ -9,7 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
-use kube::api::{Api, PostParams};
+mod metrics_tls;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
 use openshift_sim::{Scenario, SimCluster};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -168,11 +171,89 @@ fn kustomize_renders_a_restricted_deployment_whose_probes_hit_the_listen_port() 
         };
         assert_eq!(port, u64::from(listen.port()), "{probe} must hit --listen");
     }
+    // Metrics: the Service targets the port --metrics-bind-address serves over
+    // TLS, with the certificate the service CA writes into the Secret the pod mounts
+    // at --metrics-cert-path; the ServiceMonitor scrapes that port by name, verifying
+    // the Service's DNS name.
+    let metrics_addr: std::net::SocketAddr = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--metrics-bind-address="))
+        .expect("--metrics-bind-address=ADDR in the Deployment")
+        .parse()
+        .unwrap();
+    assert_ne!(
+        metrics_addr.port(),
+        listen.port(),
+        "metrics share the probe port"
+    );
     let svc = find(&docs, "Service", "vcfm-controller-metrics");
-    let target = svc["spec"]["ports"][0]["targetPort"].clone();
-    assert!(
-        target == json!("http") || target == json!(listen.port()),
+    let svc_port = &svc["spec"]["ports"][0];
+    let target = svc_port["targetPort"].clone();
+    let target_port = match &target {
+        Value::String(name) => ports.get(name).copied(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    };
+    assert_eq!(
+        target_port,
+        Some(u64::from(metrics_addr.port())),
         "{target}"
+    );
+    let secret =
+        svc["metadata"]["annotations"]["service.beta.openshift.io/serving-cert-secret-name"]
+            .as_str()
+            .expect("the metrics Service asks the service CA for a certificate");
+    let cert_path = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--metrics-cert-path="))
+        .expect("--metrics-cert-path=DIR in the Deployment");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == cert_path)
+        .expect("the certificate directory is mounted");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], secret);
+    let monitor: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(deploy_dir().join("monitoring/servicemonitor.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(monitor["kind"], "ServiceMonitor");
+    let ep = &monitor["spec"]["endpoints"][0];
+    assert_eq!(ep["port"], svc_port["name"]);
+    assert_eq!(ep["scheme"], "https");
+    assert_eq!(
+        ep["bearerTokenFile"],
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    );
+    assert_eq!(
+        ep["tlsConfig"]["serverName"].as_str(),
+        Some(format!("vcfm-controller-metrics.{NS}.svc").as_str())
+    );
+    assert_eq!(
+        metrics_tls::SERVER_NAME,
+        format!("vcfm-controller-metrics.{NS}.svc")
+    );
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        svc["metadata"]["labels"]
+    );
+    // The reader role Prometheus is bound to.
+    let reader = find(&docs, "ClusterRole", "vcfm-metrics-reader");
+    assert_eq!(
+        reader["rules"],
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+    );
+    let binding = find(&docs, "ClusterRoleBinding", "vcfm-metrics-reader");
+    assert_eq!(
+        binding["subjects"][0],
+        json!({"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "openshift-monitoring"})
     );
     // Requests and limits are set (their values: see the footprint test below).
     for k in ["requests", "limits"] {
@@ -260,6 +341,7 @@ struct Run {
 struct Replica {
     name: String,
     port: u16,
+    metrics_port: u16,
     log: PathBuf,
     child: Child,
 }
@@ -272,14 +354,19 @@ impl Drop for Replica {
 }
 
 impl Replica {
-    /// The Deployment's arguments, with `--listen` moved to a free loopback port.
+    /// The Deployment's arguments, with `--listen` and `--metrics-bind-address` moved
+    /// to free loopback ports and the certificate directory to `dir/metrics-tls`.
     fn spawn(args: &[String], name: &str, kubeconfig: &Path, ca_file: &Path, dir: &Path) -> Self {
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let args: Vec<String> = args
             .iter()
             .map(|a| {
                 if a.starts_with("--listen=") {
                     format!("--listen=127.0.0.1:{port}")
+                } else if a.starts_with("--metrics-bind-address=") {
+                    format!("--metrics-bind-address=127.0.0.1:{metrics_port}")
+                } else if a.starts_with("--metrics-cert-path=") {
+                    format!("--metrics-cert-path={}", dir.join("metrics-tls").display())
                 } else {
                     a.clone()
                 }
@@ -307,6 +394,7 @@ impl Replica {
         Replica {
             name: name.to_string(),
             port,
+            metrics_port,
             log,
             child,
         }
@@ -412,6 +500,7 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca).unwrap();
     let args = args_of(controller_container(docs));
+    let metrics_ca = metrics_tls::issue_serving_cert(&dir.path().join("metrics-tls"));
     let spawn = |replica: &str| Replica::spawn(&args, replica, &kubeconfig, &ca_file, dir.path());
     let mut leader = spawn("replica-a");
     let start = Instant::now();
@@ -474,6 +563,34 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(standby.is_none(), "the migration finished before the drain");
+    // Prometheus scrapes the leader as the ServiceMonitor says: TLS verified for the
+    // Service's name, its own token; the controller asks TokenReview and
+    // SubjectAccessReview (with the rules rbac.yaml gives it), and only the bound
+    // reader gets the migration's metrics.
+    let scrape = |token: Option<String>| {
+        let (port, ca) = (leader.metrics_port, metrics_ca.clone());
+        async move {
+            metrics_tls::get_when_up(
+                port,
+                "/metrics",
+                token.as_deref(),
+                &ca,
+                metrics_tls::SERVER_NAME,
+            )
+            .await
+        }
+    };
+    let (code, _) = scrape(None).await;
+    assert_eq!(code, 401, "an anonymous scrape was not refused");
+    let prometheus = sim
+        .kube()
+        .mint_service_account_token("openshift-monitoring", "prometheus-k8s");
+    let (code, body) = scrape(Some(prometheus)).await;
+    assert_eq!(code, 200, "{body}\n{}", leader.logs());
+    assert!(body.contains("vcfm_reconciles_total{"), "{body}");
+    let stranger = sim.kube().mint_service_account_token(NS, "someone-else");
+    let (code, _) = scrape(Some(stranger)).await;
+    assert_eq!(code, 403, "an unbound service account read the metrics");
     let wall_s = start.elapsed().as_secs_f64();
     assert!(leader.ready(), "the last leader is not Ready");
     let lease = |client: kube::Client| async move {
@@ -595,7 +712,7 @@ fn rule_comments(rbac: &str) -> BTreeMap<String, Vec<String>> {
         for line in doc.lines() {
             if line.starts_with('#') {
                 comments.push(line);
-            } else if line.starts_with("- apiGroups:") {
+            } else if line.starts_with("- apiGroups:") || line.starts_with("- nonResourceURLs:") {
                 out.entry(id.clone()).or_default().push(comments.join("\n"));
                 comments.clear();
             } else {

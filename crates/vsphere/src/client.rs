@@ -945,7 +945,8 @@ impl Client {
             server: self.inner.server.clone(),
             api,
             method: method.to_string(),
-            target,
+            // Morefs of session-scoped objects carry the session key.
+            target: target.map(|t| self.redact(&t)),
             duration: started.elapsed(),
             ok: result.is_ok(),
             fault,

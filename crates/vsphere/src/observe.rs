@@ -227,6 +227,28 @@ pub(crate) fn redact_structure(text: &str) -> String {
     for tag in ["password", "key"] {
         out = blank_elements(&out, tag);
     }
+    blank_session_keys(&out)
+}
+
+/// Session-scoped objects (ContainerView, ListView, PropertyFilter) are named
+/// `session[<session key>]<id>` (govmomi simulator/session.go `setReference`, as
+/// vCenter names them), so their morefs carry the session key: blanked like a cookie.
+fn blank_session_keys(text: &str) -> String {
+    const OPEN: &str = "session[";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(OPEN) {
+        let after = &rest[i + OPEN.len()..];
+        match after.find(']') {
+            Some(j) => {
+                out.push_str(&rest[..i + OPEN.len()]);
+                out.push_str("***");
+                rest = &after[j..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -253,6 +275,17 @@ fn blank_elements(text: &str, tag: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_scoped_morefs_lose_their_session_key() {
+        let r = redact_structure(
+            "ContainerView:session[32883f90-cd7b]2933afea <_this type=\"ContainerView\">session[abc-def]x1</_this>",
+        );
+        assert_eq!(
+            r,
+            "ContainerView:session[***]2933afea <_this type=\"ContainerView\">session[***]x1</_this>"
+        );
+    }
 
     #[test]
     fn structural_redaction_blanks_passwords_and_keys() {
