@@ -11,8 +11,7 @@
 
 mod metrics_tls;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use openshift_sim::{Scenario, SimCluster};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
