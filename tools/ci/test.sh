@@ -30,7 +30,7 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   --test migration_automatic --test migration_manual_rollback --test migration_crash_outage \
   --test phases_5_10 --test phases_5_10_faults --test differential --test migration_roles \
   --test rollback_undo --test vcenter_transient --test leader_election --test migration_deletion \
-  --test source_topology --test admission_policies --test zone_affinity --test combined_proof \
+  --test source_topology --test admission_policies --test zone_affinity --test combined_proof --test second_migration \
   -- --test-threads=1 \
   automatic_migration_ \
   manual_migration_runs_each_phase_only_after_its_approval \
@@ -57,4 +57,5 @@ VCFM_TIER=real cargo test -p vcfm-controller --all-features \
   a_host_group_zone_migration_puts_the_new_workers_in_its_vm_group \
   preflight_refuses_a_zone_ \
   an_installer_shaped_cluster_with_every_role_moves_and_leaves_nothing_on_the_source \
+  a_second_migration_after_a_rollback_creates_its_workers \
   "$DIFFERENTIAL"

@@ -1,15 +1,11 @@
 //! A migration rolled back after CreateWorkers, then a second migration of the same
 //! cluster: its CreateWorkers must bring its machines up like the first one did.
 //!
-//! Passes on the sim tier. Not yet in the real-tier list: there the real machine
-//! controller's second clone of the target template gets two NICs ("invalid network
-//! count: expected=1 current=2"). Cause, reproduced against govmomi's simulator alone:
-//! the controller's clone spec edits the template's disk device (machine-api-operator
-//! `pkg/controller/vsphere/reconciler.go` `getDiskSpec`), vcsim applies the edit verbatim
-//! so the clone's disk backing names the template's own vmdk, and destroying that clone
-//! (the rollback) deletes the template's disk; the next clone then has no disk, the disk
-//! edit fails inside `configureDevices` after its in-place `removeDevice` has shifted the
-//! device list, and `CloneVMTask` ignores that error. The fix belongs in the vcsim helper.
+//! On the real tier this stalled: the real machine controller's clone of the target
+//! template came out with the template's NIC twice ("invalid network count: expected=1
+//! current=2"), because vcsim let the first migration's worker share the template's
+//! vmdk and the rollback's destroy deleted it; the vcsim helper now gives a clone's disk
+//! edits the clone's own file, as vCenter does (`cloneOwnDisks` in tools/vcsim/main.go).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common_e2e;
