@@ -513,6 +513,9 @@ func (m *authzManager) checkCall(ctx *simulator.Context, method *simulator.Metho
 	if f := bursts.take(method.Name); f != nil {
 		return nil, f
 	}
+	if req, ok := method.Body.(*types.CloneVM_Task); ok {
+		cloneOwnDisks(ctx, req)
+	}
 	if ctx.Session == nil {
 		return nil, nil
 	}
@@ -530,6 +533,58 @@ func (m *authzManager) checkCall(ctx *simulator.Context, method *simulator.Metho
 		}
 	}
 	return nil, nil
+}
+
+// cloneOwnDisks makes a clone spec's disk edits apply to the clone's own copy of the
+// disk, as vCenter does. The OpenShift machine controller resizes the template's disk
+// by sending that disk device, backing file name included, as an Edit in the clone's
+// deviceChange (machine-api-operator pkg/controller/vsphere/reconciler.go, getDiskSpec
+// in clone). govmomi's simulator applies the edit verbatim (simulator/virtual_machine.go
+// CloneVMTask, configureDevices): the clone's disk then names the template's vmdk, and
+// destroying the clone deletes the template's disk, so every later clone comes out
+// without a disk and with the template's NIC twice (configureDevices fails after its
+// in-place removeDevice, and CloneVMTask ignores that error). Each edited file of the
+// source is renamed to the clone's file as the simulator names it ("[ds] <clone>/<clone>.vmdk").
+func cloneOwnDisks(ctx *simulator.Context, req *types.CloneVM_Task) {
+	src, ok := ctx.Map.Get(req.This).(*simulator.VirtualMachine)
+	if !ok || src.Config == nil || req.Spec.Config == nil {
+		return
+	}
+	srcFiles := map[string]bool{}
+	for _, d := range src.Config.Hardware.Device {
+		if disk, ok := d.(*types.VirtualDisk); ok {
+			if b, ok := disk.Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
+				srcFiles[b.GetVirtualDeviceFileBackingInfo().FileName] = true
+			}
+		}
+	}
+	for _, change := range req.Spec.Config.DeviceChange {
+		spec := change.GetVirtualDeviceConfigSpec()
+		disk, ok := spec.Device.(*types.VirtualDisk)
+		if !ok || spec.Operation != types.VirtualDeviceConfigSpecOperationEdit {
+			continue
+		}
+		b, ok := disk.Backing.(types.BaseVirtualDeviceFileBackingInfo)
+		if !ok {
+			continue
+		}
+		info := b.GetVirtualDeviceFileBackingInfo()
+		if !srcFiles[info.FileName] {
+			continue
+		}
+		ds := ""
+		if i := strings.Index(info.FileName, "] "); strings.HasPrefix(info.FileName, "[") && i > 0 {
+			ds = info.FileName[1:i]
+		}
+		if req.Spec.Location.Datastore != nil {
+			if d, ok := ctx.Map.Get(*req.Spec.Location.Datastore).(*simulator.Datastore); ok {
+				ds = d.Name
+			}
+		}
+		base := path.Base(info.FileName[strings.Index(info.FileName, "]")+1:])
+		base = strings.Replace(base, src.Name, req.Name, 1)
+		info.FileName = fmt.Sprintf("[%s] %s/%s", ds, req.Name, base)
+	}
 }
 
 func (m *authzManager) callPrivileges(ctx *simulator.Context, method *simulator.Method) []privilege {
