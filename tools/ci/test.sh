@@ -7,7 +7,7 @@
 #
 # Real tier (VCFM_TIER=real): the controller e2e scenarios against the real etcd,
 # kube-apiserver and kube-controller-manager and the real machine API and CPMS operators
-# (built by `make real-parts`), two at a time (each starts its own control plane), and the
+# (built by `make real-parts`), three at a time (each starts its own control plane), and the
 # vcfm binary's deploy/RBAC, plan and bad-input tests.
 # Scenarios that inject API-server faults (kube-sim) or faults of the simulated machine
 # controller exist on the sim tier only: openshift-sim refuses them on the real tier, so
@@ -29,9 +29,9 @@ fi
 
 echo "test: real tier"
 # Each real-tier scenario starts its own etcd, apiserver, controller-manager, machine API
-# and CPMS operators and vcsims on free loopback ports, so two run at once
+# and CPMS operators and vcsims on free loopback ports, so three run at once
 # (VCFM_REAL_TEST_THREADS); most of their time is spent waiting on those processes.
-REAL_THREADS="${VCFM_REAL_TEST_THREADS:-2}"
+REAL_THREADS="${VCFM_REAL_TEST_THREADS:-3}"
 status=0
 # real_tier <cargo selection...> -- <test name filters...>
 real_tier() {

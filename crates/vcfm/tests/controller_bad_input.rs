@@ -39,8 +39,8 @@ async fn add_secret(env: &Env, name: &str, data: Value) {
 }
 
 async fn target_categories(env: &Env) -> usize {
-    env.sim
-        .vsphere_client(openshift_sim::Site::Target)
+    env.target
+        .client()
         .unwrap()
         .list_categories()
         .await
@@ -113,7 +113,7 @@ async fn expect_refused(
 async fn credential_problems_are_named_with_the_fix() {
     let mut env = Env::start(Options::default()).await;
     env.start_controller();
-    let tgt = env.target.server.clone();
+    let tgt = env.target.server().to_string();
 
     expect_refused(
         &env,
@@ -146,7 +146,8 @@ async fn credential_problems_are_named_with_the_fix() {
     )
     .await;
 
-    add_secret(&env, "limited", json!({ format!("{tgt}.username"): support::LIMITED.0, format!("{tgt}.password"): support::LIMITED.1 })).await;
+    let limited = env.target.limited_credentials().unwrap();
+    add_secret(&env, "limited", json!({ format!("{tgt}.username"): limited.username(), format!("{tgt}.password"): "Limited-Passw0rd!" })).await;
     expect_refused(
         &env,
         "no-privilege",
@@ -303,7 +304,7 @@ async fn the_api_server_rejects_malformed_specs_before_the_controller_sees_them(
     );
     let bad_enum = env.migration("enum", |m| m["spec"]["state"] = "Runing".into());
     let raw = serde_json::to_string(&bad_enum).unwrap();
-    let tmp = env.dir().join("bad-enum.json");
+    let tmp = env.dir.path().join("bad-enum.json");
     std::fs::write(&tmp, raw).unwrap();
     let out = std::process::Command::new("kubectl")
         .args(["--kubeconfig"])

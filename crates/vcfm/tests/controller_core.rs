@@ -95,7 +95,7 @@ async fn automatic_mode_runs_phases_1_to_4_without_approval_then_pauses_on_reque
             .all(|e| e.status != PhaseStatus::WaitingForApproval)
     );
     let src = st.source_vcenter.clone().unwrap();
-    assert_eq!(src.server, env.source.server.as_str());
+    assert_eq!(src.server, env.source.server());
     assert_eq!(st.cluster.as_ref().unwrap().infra_id, env.sim.infra_id());
     assert!(!st.cluster.as_ref().unwrap().multi_vcenter_day2);
     assert!(
@@ -129,14 +129,14 @@ async fn automatic_mode_runs_phases_1_to_4_without_approval_then_pauses_on_reque
     // DisableCVO on the gate-off path, UpdateSecrets adds and keeps.
     assert_eq!(env.cvo_replicas().await, 0);
     let creds = env.secret_data("kube-system", "vsphere-creds").await;
-    let tgt = env.target.server.as_str();
+    let tgt = env.target.server();
     assert_eq!(
         creds.get(&format!("{tgt}.username")).map(String::as_str),
-        Some(env.target.username.as_str())
+        Some(env.target.username())
     );
     assert_eq!(
         creds.get(&format!("{tgt}.password")).map(String::as_str),
-        Some(env.target.password.as_str())
+        Some(env.target.password())
     );
     for (k, v) in &creds_before {
         assert_eq!(creds.get(k), Some(v), "existing key {k} must be untouched");
@@ -155,7 +155,7 @@ async fn automatic_mode_runs_phases_1_to_4_without_approval_then_pauses_on_reque
         status.contains("Paused") && status.contains("vcfm resume auto"),
         "{status}"
     );
-    assert!(status.contains(env.source.server.as_str()), "{status}");
+    assert!(status.contains(env.source.server()), "{status}");
     drop(m);
 }
 
@@ -271,7 +271,7 @@ async fn a_failed_phase_rolls_back_once_when_rollback_on_failure_is_set() {
     let mut env = Env::start(Options::default()).await;
     let creds_before = env.secret_data("kube-system", "vsphere-creds").await;
     // The API refuses the credentials update: a fatal error for UpdateSecrets.
-    env.sim.kube().faults().inject(
+    env.sim.faults().inject(
         kube_sim::FaultRule::new(kube_sim::FaultAction::Error { code: 403 })
             .verb("patch")
             .resource("secrets")
@@ -336,7 +336,7 @@ async fn a_failed_phase_rolls_back_once_when_rollback_on_failure_is_set() {
 async fn without_rollback_on_failure_the_migration_stops_and_vcfm_rollback_undoes_it() {
     let mut env = Env::start(Options::default()).await;
     let creds_before = env.secret_data("kube-system", "vsphere-creds").await;
-    env.sim.kube().faults().inject(
+    env.sim.faults().inject(
         kube_sim::FaultRule::new(kube_sim::FaultAction::Error { code: 403 })
             .verb("patch")
             .resource("secrets")
@@ -369,7 +369,7 @@ async fn without_rollback_on_failure_the_migration_stops_and_vcfm_rollback_undoe
         msg.contains("UpdateSecrets failed") && msg.contains("Rollback"),
         "{msg}"
     );
-    env.sim.kube().faults().clear();
+    env.sim.faults().clear();
     ok(env.vcfm(&["rollback", "stops"]));
     env.wait_for("stops", "RollbackCompleted", T, |m| {
         phase(m) == Some(MigrationPhase::RollbackCompleted)
@@ -433,7 +433,7 @@ async fn rollback_after_phase_4_restores_secret_and_cvo_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_and_server_errors_during_status_writes_are_survived() {
     let mut env = Env::start(Options::default()).await;
-    let faults = env.sim.kube().faults();
+    let faults = env.sim.faults();
     faults.inject(
         kube_sim::FaultRule::new(kube_sim::FaultAction::Conflict)
             .verb("update")
@@ -571,7 +571,7 @@ async fn no_password_or_token_reaches_status_events_or_logs() {
     let bad = env.migration("wrongpw", |m| {
         m["spec"]["targetVCenterCredentialsSecret"]["name"] = "bad-creds".into()
     });
-    let tgt = env.target.server.clone();
+    let tgt = env.target.server().to_string();
     let bad_secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "bad-creds", "namespace": NS},
         "stringData": {format!("{tgt}.username"): "administrator@vsphere.local", format!("{tgt}.password"): "Wr0ng-Secret-Pa55"}
@@ -601,8 +601,8 @@ async fn no_password_or_token_reaches_status_events_or_logs() {
         "trace logging of vSphere calls is on"
     );
     for secret in [
-        env.source.password.as_str(),
-        env.target.password.as_str(),
+        env.source.password(),
+        env.target.password(),
         "Wr0ng-Secret-Pa55",
     ] {
         assert!(!status.contains(secret), "a password reached status");
@@ -650,10 +650,10 @@ async fn after_the_cause_is_fixed_vcfm_retry_reruns_the_failed_phase() {
     assert!(err.contains("vcfm retry retry"), "{err}");
     // The Secret appears, and the administrator approves a later phase ahead
     // of time: a spec edit, but no request to retry. Nothing reruns.
-    let tgt = env.target.server.clone();
+    let tgt = env.target.server().to_string();
     let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "late-creds", "namespace": NS},
-        "stringData": {format!("{tgt}.username"): env.target.username.as_str(), format!("{tgt}.password"): env.target.password.as_str()}
+        "stringData": {format!("{tgt}.username"): env.target.username(), format!("{tgt}.password"): env.target.password()}
     }))
     .unwrap();
     kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), NS)
@@ -806,7 +806,7 @@ async fn a_tampered_backup_is_refused_on_rollback() {
     .await;
     let backup = env.secret_data(NS, "tamper-backup").await;
     let mut creds: serde_json::Value = serde_json::from_str(&backup["vsphere-creds.json"]).unwrap();
-    let src = env.source.server.clone();
+    let src = env.source.server().to_string();
     creds["data"][format!("{src}.password")] =
         serde_json::to_value(ByteString(b"attacker-chosen".to_vec())).unwrap();
     let forged = serde_json::to_vec(&creds).unwrap();

@@ -118,7 +118,7 @@ async fn health_readiness_and_metrics_are_served_on_the_listen_port() {
     // is counted once, with its class, and retried (with backoff) until one
     // gets through. Nothing else reads the migration meanwhile: the
     // approval below is a patch and progress is watched through /metrics.
-    let faults = env.sim.kube().faults();
+    let faults = env.sim.faults();
     faults.inject(
         kube_sim::FaultRule::new(kube_sim::FaultAction::Error { code: 500 })
             .verb("get")

@@ -439,6 +439,9 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
     };
     if fail_workers {
         scenario.faults.fail_provision_matching = Some(format!("-worker-{FD}-"));
+        // The provisioning failure is the simulated machine controller's: on the real
+        // tier the real apiserver (and its RBAC) stays, the machine API is simulated.
+        scenario.real_operators = false;
     }
     let sim = SimCluster::start(scenario).await.unwrap();
     // The README's install: `kubectl apply -k deploy/`, examples included (the
@@ -489,15 +492,14 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
     api.create(&PostParams::default(), &m).await.unwrap();
 
     // The controller process, started with the Deployment's own arguments.
-    let token = sim.kube().mint_service_account_token(NS, SA);
     let kubeconfig = dir.path().join("sa.kubeconfig");
-    sim.kube()
-        .write_kubeconfig(&kubeconfig, Some(&token))
-        .unwrap();
-    let mut ca = std::fs::read(&sim.source().ca_pem_path).unwrap();
-    ca.extend(std::fs::read(&t.ca_pem_path).unwrap());
+    std::fs::write(
+        &kubeconfig,
+        sim.service_account_kubeconfig(NS, SA).await.unwrap(),
+    )
+    .unwrap();
     let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca).unwrap();
+    std::fs::write(&ca_file, testbed::vcenter_ca_bundle(&sim).unwrap()).unwrap();
     let args = args_of(controller_container(docs));
     let metrics_ca = metrics_tls::issue_serving_cert(&dir.path().join("metrics-tls"));
     let spawn = |replica: &str| Replica::spawn(&args, replica, &kubeconfig, &ca_file, dir.path());
@@ -626,14 +628,47 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
             .join("\n")
     );
     let user = format!("system:serviceaccount:{NS}:{SA}");
-    let stats = sim
-        .kube()
-        .stats()
-        .snapshot()
-        .into_iter()
-        .filter(|(k, _)| k.user == user)
-        .map(|(k, _)| (k.verb, k.resource))
-        .collect();
+    let stats = match sim.real() {
+        // kube-sim counts requests per user, verb and `group/resource[/subresource]`.
+        None => sim
+            .kube()
+            .stats()
+            .snapshot()
+            .into_iter()
+            .filter(|(k, _)| k.user == user)
+            .map(|(k, _)| (k.verb, k.resource))
+            .collect(),
+        // The real apiserver's audit log says the same per request (audit.k8s.io/v1
+        // Event: user.username, verb, objectRef.apiGroup/resource/subresource).
+        Some(cp) => cp
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["user"]["username"] == user.as_str())
+            .map(|e| {
+                let o = &e["objectRef"];
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                let resource = if o.is_null() {
+                    s(&e["requestURI"])
+                        .split('?')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                } else {
+                    let mut r = s(&o["resource"]);
+                    if !s(&o["apiGroup"]).is_empty() {
+                        r = format!("{}/{r}", s(&o["apiGroup"]));
+                    }
+                    if !s(&o["subresource"]).is_empty() {
+                        r = format!("{r}/{}", s(&o["subresource"]));
+                    }
+                    r
+                };
+                (s(&e["verb"]), resource)
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
     if !fail_workers {
         // The README's uninstall.
         let out = kubectl(

@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
-use openshift_sim::{Delays, Scenario, SimCluster, VcenterInfo};
+use openshift_sim::{Delays, Scenario, SimCluster, Site, VcenterInfo};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Child;
@@ -32,11 +32,71 @@ pub struct Options {
 }
 
 pub struct Env {
-    pub sim: SimCluster,
+    pub sim: Cluster,
     pub client: kube::Client,
-    pub source: VcenterInfo,
-    pub target: VcenterInfo,
+    pub source: Vcenter,
+    pub target: Vcenter,
+    /// Scratch space for the test's own files.
+    pub dir: tempfile::TempDir,
     pub bin: Binary,
+}
+
+/// The seeded cluster ([`SimCluster`] through `Deref`), with kube-sim's fault injection as
+/// `faults()` (sim tier only).
+pub struct Cluster(SimCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = SimCluster;
+    fn deref(&self) -> &SimCluster {
+        &self.0
+    }
+}
+
+impl Cluster {
+    pub fn faults(&self) -> kube_sim::Faults {
+        self.0.kube().faults()
+    }
+}
+
+/// One simulated vCenter ([`VcenterInfo`] through `Deref`), with accessors and a client.
+pub struct Vcenter {
+    info: VcenterInfo,
+    client: vcfm_vsphere::Client,
+    limited: Option<vcfm_vsphere::Credentials>,
+}
+
+impl std::ops::Deref for Vcenter {
+    type Target = VcenterInfo;
+    fn deref(&self) -> &VcenterInfo {
+        &self.info
+    }
+}
+
+impl Vcenter {
+    fn new(sim: &SimCluster, site: Site, limited: Option<vcfm_vsphere::Credentials>) -> Self {
+        Vcenter {
+            info: sim.vcenter(site).clone(),
+            client: sim.vsphere_client(site).unwrap(),
+            limited,
+        }
+    }
+    pub fn server(&self) -> &str {
+        &self.info.server
+    }
+    pub fn username(&self) -> &str {
+        &self.info.username
+    }
+    pub fn password(&self) -> &str {
+        &self.info.password
+    }
+    /// The administrator's vSphere client.
+    pub fn client(&self) -> Result<vcfm_vsphere::Client, std::convert::Infallible> {
+        Ok(self.client.clone())
+    }
+    /// The user whose role lacks privileges ([`LIMITED`]), on the target.
+    pub fn limited_credentials(&self) -> Option<vcfm_vsphere::Credentials> {
+        self.limited.clone()
+    }
 }
 
 impl Env {
@@ -61,21 +121,19 @@ impl Env {
             .await
             .unwrap();
         let bin = Binary::new(env!("CARGO_BIN_EXE_vcfm"), &sim, NS);
+        let limited = vcfm_vsphere::Credentials::new(LIMITED.0, LIMITED.1);
         Env {
-            source: sim.source().clone(),
-            target: sim.target().clone(),
+            source: Vcenter::new(&sim, Site::Source, None),
+            target: Vcenter::new(&sim, Site::Target, Some(limited)),
+            dir: tempfile::tempdir().unwrap(),
             client,
             bin,
-            sim,
+            sim: Cluster(sim),
         }
     }
 
     pub fn kubeconfig(&self) -> &Path {
         &self.bin.kubeconfig
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.bin.dir.path()
     }
 
     /// Starts `vcfm controller` as a child process (logs to a file per start).
