@@ -1,12 +1,22 @@
 //! Whole migrations on the simulated cluster with every operator delay at
 //! zero, so the figures show the controller and the simulation, not sleeps:
-//! wall time, the controller's Kubernetes requests by verb (kube-sim counts
-//! them per user), its vSphere calls (its own /metrics), its CPU time (the
-//! controller runs alone on one thread with its own runtime) and the process
-//! peak RSS (kube-sim and the simulated operators share the process; the two
-//! vcsims do not).
+//! wall time, the controller's Kubernetes requests by verb and resource
+//! (kube-sim counts them per user), its vSphere calls (its own /metrics),
+//! and its CPU time and peak RSS.
 //!
-//! `cargo bench -p vcfm-controller --bench migration` (needs `target/vcsim/vcsim`).
+//! The controller runs as its own process, the release `vcfm controller`
+//! binary next to this bench (`cargo build --release -p vcfm` first), with
+//! its production settings; CPU and peak RSS are that process's
+//! (`/proc/<pid>/stat` utime+stime, `/proc/<pid>/status` VmHWM). Without the
+//! binary, or with `VCFM_BENCH_INPROC=1`, it runs on a thread of this process
+//! with the test harness's settings (300 ms safety-net poll), and the RSS
+//! printed is the whole process's (kube-sim and the operators included).
+//!
+//! `VCFM_BENCH_SIZES` picks the clusters (default `3+2,3+3`; the issue's
+//! scaling case is `3+50`).
+//!
+//! `cargo build --release -p vcfm && cargo bench -p vcfm-controller --bench migration`
+//! (needs `target/vcsim/vcsim`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openshift_sim::{Delays, Scenario};
@@ -84,6 +94,77 @@ fn scrape(addr: std::net::SocketAddr) -> String {
     out
 }
 
+/// Requests by (user, verb, resource): kube-sim's counters on the sim tier;
+/// on the real tier the kube-apiserver's audit log after its first `skip`
+/// events, one request per auditID (a watch logs a start and an end).
+fn requests(env: &Env, skip: Option<usize>) -> BTreeMap<(String, String, String), u64> {
+    let mut out = BTreeMap::new();
+    match (env.sim.real(), skip) {
+        (Some(cp), Some(skip)) => {
+            let mut seen = std::collections::BTreeSet::new();
+            for e in cp.audit_events().into_iter().skip(skip) {
+                let id = e["auditID"].as_str().unwrap_or_default().to_string();
+                if !seen.insert(id) {
+                    continue;
+                }
+                let user = e["user"]["username"].as_str().unwrap_or_default();
+                let verb = e["verb"].as_str().unwrap_or_default();
+                let o = &e["objectRef"];
+                let resource = match (o["apiGroup"].as_str(), o["resource"].as_str()) {
+                    (_, None) => e["requestURI"].as_str().unwrap_or_default().to_string(),
+                    (Some(g), Some(r)) if !g.is_empty() => format!("{g}/{r}"),
+                    (_, Some(r)) => r.to_string(),
+                };
+                let resource = match o["subresource"].as_str() {
+                    Some(sub) => format!("{resource}/{sub}"),
+                    None => resource,
+                };
+                *out.entry((user.to_string(), verb.to_string(), resource))
+                    .or_default() += 1;
+            }
+        }
+        _ => {
+            for (k, n) in env.sim.kube().stats().snapshot() {
+                *out.entry((k.user, k.verb, k.resource)).or_default() += n;
+            }
+        }
+    }
+    out
+}
+
+/// The release `vcfm` binary next to this bench executable, if built.
+fn vcfm_binary() -> Option<std::path::PathBuf> {
+    if std::env::var_os("VCFM_BENCH_INPROC").is_some() {
+        return None;
+    }
+    if let Some(p) = std::env::var_os("VCFM_BENCH_BIN") {
+        return Some(p.into());
+    }
+    // target/release/deps/migration-HASH → target/release/vcfm
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("vcfm");
+    bin.is_file().then_some(bin)
+}
+
+/// Fields of `/proc/<pid>/stat` after the `(comm)`.
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The controller on its own thread and runtime; returns its CPU seconds when stopped.
 fn spawn_controller(
     client: kube::Client,
@@ -118,11 +199,53 @@ async fn run(masters: u32, workers: u32) {
         leader_election: None,
         listen: Some(addr),
     };
-    env.sim.kube().stats().reset();
+    let dir = std::env::temp_dir().join(format!("vcfm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = vcfm_binary();
+    // The real tier counts from the apiserver's audit log: what is there now is not ours.
+    let audit_skip = env.sim.real().map(|cp| cp.audit_events().len());
+    if audit_skip.is_none() {
+        env.sim.kube().stats().reset();
+    }
     reset_peak_rss();
     let cpu0 = process_cpu_seconds();
     let token = CancellationToken::new();
-    let controller = spawn_controller(env.controller_client.clone(), opts, token.clone());
+    let (controller, child) = match &binary {
+        Some(bin) => {
+            let kubeconfig = dir.join("kubeconfig");
+            let text = env
+                .sim
+                .kubeconfig_for_user(CONTROLLER_USER, &["system:masters"])
+                .await
+                .unwrap();
+            std::fs::write(&kubeconfig, text).unwrap();
+            let ca = dir.join("vcenter-ca.pem");
+            std::fs::write(&ca, opts.config.vcenter_ca_pem.clone().unwrap_or_default()).unwrap();
+            let child = std::process::Command::new(bin)
+                .arg("controller")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--vcenter-ca-file")
+                .arg(&ca)
+                .arg("--health-settle")
+                .arg(opts.config.health_settle.as_secs().to_string())
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("vcfm controller");
+            (None, Some(child))
+        }
+        None => (
+            Some(spawn_controller(
+                env.controller_client.clone(),
+                opts,
+                token.clone(),
+            )),
+            None,
+        ),
+    };
     let start = Instant::now();
     env.create_migration("bench", env.spec(FD, workers, false))
         .await;
@@ -135,18 +258,34 @@ async fn run(masters: u32, workers: u32) {
         summary(&m)
     );
     let metrics = scrape(addr);
-    token.cancel();
-    let controller_cpu = tokio::task::spawn_blocking(move || controller.join().unwrap_or(0.0))
-        .await
-        .unwrap_or(0.0);
+    let (controller_cpu, controller_hwm) = match (controller, child) {
+        (_, Some(mut child)) => {
+            let pid = child.id();
+            let figures = (proc_cpu_seconds(pid), proc_status_kb(pid, "VmHWM:"));
+            let _ = child.kill();
+            let _ = child.wait();
+            figures
+        }
+        (Some(thread), None) => {
+            token.cancel();
+            let cpu = tokio::task::spawn_blocking(move || thread.join().unwrap_or(0.0))
+                .await
+                .unwrap_or(0.0);
+            (cpu, 0)
+        }
+        (None, None) => (0.0, 0),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
     let process_cpu = process_cpu_seconds() - cpu0;
     let hwm = status_kb("VmHWM:");
 
     let mut by_verb: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_resource: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut sim_total = 0;
-    for (k, n) in env.sim.kube().stats().snapshot() {
-        if k.user == CONTROLLER_USER {
-            *by_verb.entry(k.verb).or_default() += n;
+    for ((user, verb, resource), n) in requests(&env, audit_skip) {
+        if user == CONTROLLER_USER {
+            *by_verb.entry(verb.clone()).or_default() += n;
+            *by_resource.entry((verb, resource)).or_default() += n;
         } else {
             sim_total += n;
         }
@@ -185,6 +324,11 @@ async fn run(masters: u32, workers: u32) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let mut rows: Vec<_> = by_resource.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for ((verb, resource), n) in rows {
+        println!("  {n:>5}  {verb:<7} {resource}");
+    }
     println!("  (simulated operators and the harness made {sim_total} more)");
     println!(
         "controller vSphere   {vsphere_total} calls ({})",
@@ -199,12 +343,21 @@ async fn run(masters: u32, workers: u32) {
         }
     );
     println!("controller reconciles {reconciles}");
-    println!("controller CPU       {controller_cpu:.2} s (its thread)");
-    println!("process CPU          {process_cpu:.2} s (controller + kube-sim + operators)");
-    println!(
-        "process peak RSS     {:.1} MiB (VmHWM; controller + kube-sim + operators)",
-        hwm as f64 / 1024.0
-    );
+    if binary.is_some() {
+        println!("controller CPU       {controller_cpu:.2} s (the vcfm controller process)");
+        println!(
+            "controller peak RSS  {:.1} MiB (VmHWM of the vcfm controller process)",
+            controller_hwm as f64 / 1024.0
+        );
+        println!("bench process CPU    {process_cpu:.2} s (kube-sim + operators + harness)");
+    } else {
+        println!("controller CPU       {controller_cpu:.2} s (its thread)");
+        println!("process CPU          {process_cpu:.2} s (controller + kube-sim + operators)");
+        println!(
+            "process peak RSS     {:.1} MiB (VmHWM; controller + kube-sim + operators)",
+            hwm as f64 / 1024.0
+        );
+    }
     env.shutdown().await;
 }
 
@@ -216,10 +369,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let sizes = std::env::var("VCFM_BENCH_SIZES").unwrap_or_else(|_| "3+2,3+3".into());
+    let sizes: Vec<(u32, u32)> = sizes
+        .split(',')
+        .filter_map(|s| {
+            let (m, w) = s.trim().split_once('+')?;
+            Some((m.parse().ok()?, w.parse().ok()?))
+        })
+        .collect();
     rt.block_on(async {
-        run(3, 3).await;
-        if !quick {
-            run(3, 50).await;
+        for (i, (masters, workers)) in sizes.into_iter().enumerate() {
+            if quick && i > 0 {
+                break;
+            }
+            run(masters, workers).await;
         }
     });
 }

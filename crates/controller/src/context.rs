@@ -76,6 +76,7 @@ pub struct PhaseCtx {
     logs: Mutex<Vec<LogEntry>>,
     updates: Mutex<StatusUpdates>,
     calls: Arc<CallCollector>,
+    caches: Option<crate::cache::Caches>,
 }
 
 /// Keeps a bounded summary of the vSphere calls a phase step made, and counts them.
@@ -110,8 +111,20 @@ impl PhaseCtx {
                 records: Mutex::new(vec![]),
                 metrics: shared.metrics.clone(),
             }),
+            caches: None,
             shared,
         }
+    }
+
+    /// Reads of watched kinds come from these stores (without them, from the API).
+    pub fn with_caches(mut self, caches: crate::cache::Caches) -> Self {
+        self.caches = Some(caches);
+        self
+    }
+
+    /// The controller's watch caches, when it runs with them.
+    pub fn caches(&self) -> Option<&crate::cache::Caches> {
+        self.caches.as_ref()
     }
 
     pub fn client(&self) -> Client {

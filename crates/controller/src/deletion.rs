@@ -43,30 +43,31 @@ pub fn force_command(m: &Vcfm) -> String {
     )
 }
 
-async fn set_finalizers(api: &Api<Vcfm>, m: &Vcfm, list: Vec<String>) -> Result<(), Error> {
+async fn set_finalizers(api: &Api<Vcfm>, m: &Vcfm, list: Vec<String>) -> Result<Vcfm, Error> {
     let patch = serde_json::json!({
         "metadata": {
             "resourceVersion": m.resource_version(),
             "finalizers": list,
         }
     });
-    api.patch(
-        &m.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    Ok(api
+        .patch(
+            &m.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?)
 }
 
-/// Adds the finalizer unless present.
-pub async fn ensure_finalizer(api: &Api<Vcfm>, m: &Vcfm) -> Result<(), Error> {
+/// Adds the finalizer unless present; returns the migration as written
+/// (`None` when it had it already).
+pub async fn ensure_finalizer(api: &Api<Vcfm>, m: &Vcfm) -> Result<Option<Vcfm>, Error> {
     if has_finalizer(m) {
-        return Ok(());
+        return Ok(None);
     }
     let mut list = m.finalizers().to_vec();
     list.push(FINALIZER.to_string());
-    set_finalizers(api, m, list).await
+    set_finalizers(api, m, list).await.map(Some)
 }
 
 /// Removes the finalizer; the API server then deletes the migration.
@@ -82,6 +83,6 @@ pub async fn remove_finalizer(api: &Api<Vcfm>, m: &Vcfm) -> Result<(), Error> {
         .collect();
     match set_finalizers(api, m, list).await {
         Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Ok(()),
-        r => r,
+        r => r.map(|_| ()),
     }
 }

@@ -8,6 +8,7 @@
 //! [`runtime`] wires watches, leader election and the metrics endpoint.
 
 pub mod backup;
+pub mod cache;
 pub mod conditions;
 pub mod context;
 pub mod deletion;
@@ -23,6 +24,7 @@ pub mod state;
 pub mod status;
 pub mod undo;
 pub mod wake;
+pub mod written;
 
 pub use context::ControllerConfig;
 pub use runtime::{LeaderElection, RunOptions, run, run_with_metrics};

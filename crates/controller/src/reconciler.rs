@@ -5,7 +5,7 @@
 use crate::conditions::{self, ConditionType};
 use crate::context::{PhaseCtx, Shared, StatusUpdates};
 use crate::deletion;
-use crate::error::{Backoff, Error, PhaseError, is_not_found};
+use crate::error::{Backoff, Error, PhaseError};
 use crate::events::Events;
 use crate::phases::{self, RollbackOutcome};
 use crate::state::{self, Decision, Outcome};
@@ -27,8 +27,13 @@ pub struct Context {
     /// Retry delays of migrations whose reconciles fail, reset on success.
     pub backoff: Backoff,
     /// The watch cache of every migration (the controller's reflector):
-    /// the one-migration-at-a-time check reads it instead of listing.
+    /// reconciles read their migration from it, and the
+    /// one-migration-at-a-time check reads the others, instead of the API.
     pub migrations: Store<Vcfm>,
+    /// The watch caches the phases read (see [`crate::cache`]).
+    pub caches: crate::cache::Caches,
+    /// Our writes the migrations' cache has not caught up with yet.
+    pub written: crate::written::Written,
 }
 
 fn key(obj: &Vcfm) -> String {
@@ -44,7 +49,7 @@ const NEXT_STEP: Duration = Duration::from_millis(200);
 const HOLD_RECHECK: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = read_and_step(&obj, &ctx).await;
+    let result = read_and_step(obj.clone(), &ctx).await;
     // Counted here only (not again in error_policy), with what went wrong.
     match &result {
         Ok(_) => {
@@ -56,17 +61,30 @@ pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Erro
     result
 }
 
-async fn read_and_step(obj: &Vcfm, ctx: &Context) -> Result<Action, Error> {
+async fn read_and_step(obj: Arc<Vcfm>, ctx: &Context) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
-    let name = obj.name_any();
     let api: Api<Vcfm> = Api::namespaced(ctx.shared.client.clone(), &ns);
-    // The cache may lag our own last write; decisions use the latest object.
-    let m = match api.get(&name).await {
-        Ok(m) => m,
-        Err(e) if is_not_found(&e) => return Ok(Action::await_change()),
-        Err(e) => return Err(e.into()),
-    };
+    // No GET: the watch cache's object, or the one our last write returned
+    // while the cache lags it. Every write carries the resourceVersion of the
+    // object it was computed on, so a newer version we have not seen yet is
+    // a conflict and a fresh read, never a lost update.
+    let m = ctx.written.latest(obj);
     step(&api, &m, ctx).await
+}
+
+/// Writes a status change computed on `base` (see [`status::update`]) and
+/// remembers the result, which the next reconcile starts from.
+async fn write(
+    api: &Api<Vcfm>,
+    ctx: &Context,
+    base: &Vcfm,
+    change: impl FnMut(&mut MigrationStatus, Option<i64>),
+) -> Result<Vcfm, Error> {
+    let done = status::update(api, base, change).await?;
+    if done.metadata.resource_version != base.metadata.resource_version {
+        ctx.written.record(done.clone());
+    }
+    Ok(done)
 }
 
 async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error> {
@@ -105,7 +123,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
             "another migration, {other}, is active in this cluster; only one may run at a time: wait for it to finish or delete it"
         );
         let mut changed = false;
-        status::update(api, &name, |st, g| {
+        write(api, ctx, m, |st, g| {
             changed = conditions::set(
                 &mut st.conditions,
                 ConditionType::Blocked,
@@ -140,13 +158,14 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
     // on; where it would wait for a spec change, it looks again for the
     // force annotation instead (annotations do not change the generation the
     // watch filters on).
-    let (decision, held) = match decision {
+    let (decision, held, m) = match decision {
         Decision::HoldDeletion { reason, meanwhile } => {
-            hold_deletion(api, m, ctx, &reason, now).await?;
-            (*meanwhile, true)
+            let m = hold_deletion(api, m, ctx, &reason, now).await?;
+            (*meanwhile, true, m)
         }
-        d => (d, false),
+        d => (d, false, m.clone()),
     };
+    let m = &m;
     let waits_for_change = matches!(
         decision,
         Decision::Idle { .. }
@@ -173,7 +192,7 @@ async fn step_decision(
     let name = m.name_any();
     match decision {
         Decision::Idle { reason } => {
-            status::update(api, &name, |st, g| {
+            write(api, ctx, m, |st, g| {
                 conditions::remove(&mut st.conditions, ConditionType::Blocked);
                 if st.phase.is_none() {
                     st.phase = Some(vcfm_api::MigrationPhase::Pending);
@@ -193,7 +212,7 @@ async fn step_decision(
         }
         Decision::AwaitApproval(phase) => {
             let mut changed = false;
-            status::update(api, &name, |st, g| {
+            write(api, ctx, m, |st, g| {
                 conditions::remove(&mut st.conditions, ConditionType::Blocked);
                 conditions::remove(&mut st.conditions, ConditionType::Paused);
                 let showing = st
@@ -232,7 +251,7 @@ async fn step_decision(
         }
         Decision::Paused { at } => {
             let mut changed = false;
-            status::update(api, &name, |st, g| {
+            write(api, ctx, m, |st, g| {
                 let msg = match at {
                     Some(p) => format!(
                         "paused at phase {p}; set spec.state to Running (`vcfm resume`) to continue"
@@ -293,7 +312,7 @@ async fn step_decision(
             finish_step(api, m, ctx, phase, outcome, Default::default(), vec![], now).await
         }
         Decision::StartRollback { trigger, reason } => {
-            status::update(api, &name, |st, g| {
+            write(api, ctx, m, |st, g| {
                 state::start_rollback(st, trigger, &reason, g, now)
             })
             .await?;
@@ -318,8 +337,7 @@ async fn step_decision(
         // Unwrapped by `step`; `decide` never nests one.
         Decision::HoldDeletion { .. } => Ok(Action::requeue(HOLD_RECHECK)),
         Decision::FinishRollback => {
-            let done =
-                status::update(api, &name, |st, g| state::finish_rollback(st, g, now)).await?;
+            let done = write(api, ctx, m, |st, g| state::finish_rollback(st, g, now)).await?;
             let rb = done
                 .status
                 .as_ref()
@@ -339,7 +357,7 @@ async fn step_decision(
         }
         Decision::RefuseRollback { reason } => {
             let mut changed = false;
-            status::update(api, &name, |st, g| {
+            write(api, ctx, m, |st, g| {
                 changed = conditions::set(
                     &mut st.conditions,
                     ConditionType::RollbackRefused,
@@ -359,7 +377,7 @@ async fn step_decision(
             Ok(Action::await_change())
         }
         Decision::Complete => {
-            status::update(api, &name, |st, g| {
+            write(api, ctx, m, |st, g| {
                 st.phase = Some(vcfm_api::MigrationPhase::Completed);
                 st.completion_time
                     .get_or_insert(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
@@ -377,7 +395,7 @@ async fn step_decision(
             Ok(Action::requeue(NEXT_STEP))
         }
         Decision::RetryFailedPhase(phase) => {
-            status::update(api, &name, |st, g| {
+            write(api, ctx, m, |st, g| {
                 state::reset_for_retry(st, phase, &m.spec, g, now)
             })
             .await?;
@@ -423,12 +441,15 @@ async fn execute(
     phase: PhaseName,
     now: Timestamp,
 ) -> Result<Action, Error> {
-    let name = m.name_any();
     let imp = phases::phase(phase);
     // From Backup on, the cluster changes: a deletion must roll back first.
-    if phase != PhaseName::Preflight {
-        deletion::ensure_finalizer(api, m).await?;
-    }
+    let with_finalizer = if phase != PhaseName::Preflight {
+        deletion::ensure_finalizer(api, m).await?
+    } else {
+        None
+    };
+    let with_finalizer = with_finalizer.map(|w| ctx.written.record(w));
+    let m: &Vcfm = with_finalizer.as_deref().unwrap_or(m);
 
     // Persist "started" before touching anything, so a crash mid-phase leaves
     // a record that rollback will see.
@@ -445,7 +466,7 @@ async fn execute(
     let m = if running && paused_clock {
         // Resumed: close the pause before the phase runs again, so its
         // deadline resumes with the active time it had left.
-        let fresh = status::update(api, &name, |st, g| {
+        write(api, ctx, m, |st, g| {
             if state::end_pause(st, now) {
                 conditions::remove(&mut st.conditions, ConditionType::Paused);
                 conditions::set(
@@ -460,40 +481,20 @@ async fn execute(
             }
         })
         .await?;
-        Arc::new(fresh)
+        // One status write per reconcile: the phase runs in the next one.
+        return Ok(Action::requeue(Duration::ZERO));
     } else if running {
         Arc::new(m.clone())
     } else {
         let manual = m.spec.approval_mode == ApprovalMode::Manual;
-        let fresh = status::update(api, &name, |st, g| {
-            state::begin_phase(st, phase, manual, now);
-            conditions::remove(&mut st.conditions, ConditionType::WaitingForApproval);
-            conditions::remove(&mut st.conditions, ConditionType::Paused);
-            conditions::remove(&mut st.conditions, ConditionType::Blocked);
-            conditions::set(
-                &mut st.conditions,
-                ConditionType::Progressing,
-                true,
-                "PhaseRunning",
-                &format!("running {phase}"),
-                g,
-                now,
-            );
-        })
-        .await?;
-        ctx.events
-            .publish(
-                &fresh,
-                false,
-                "PhaseStarted",
-                phase.as_str(),
-                format!("phase {} ({phase}) started", phase.number()),
-            )
-            .await;
-        Arc::new(fresh)
+        let fresh = write(api, ctx, m, |st, g| begin(st, phase, manual, g, now)).await?;
+        publish_started(ctx, &fresh, phase).await;
+        // One status write per reconcile: "started" is on record before the
+        // phase touches anything, and the phase runs in the next reconcile.
+        return Ok(Action::requeue(Duration::ZERO));
     };
 
-    let pctx = PhaseCtx::new(ctx.shared.clone(), m.clone(), now);
+    let pctx = PhaseCtx::new(ctx.shared.clone(), m.clone(), now).with_caches(ctx.caches.clone());
     let result = match imp.validate(&pctx).await {
         Ok(()) => imp.execute(&pctx).await,
         Err(e) => Err(e),
@@ -515,7 +516,7 @@ async fn execute(
             .await
         }
         Err(PhaseError::Transient(msg)) => {
-            status::update(api, &name, |st, _| {
+            write(api, ctx, &m, |st, _| {
                 apply_updates(st, &updates);
                 state::append_logs(st, phase, logs.clone());
                 if let Some(c) = st.current_phase_state.as_mut() {
@@ -533,6 +534,61 @@ async fn execute(
     }
 }
 
+/// Marks `phase` started (Running, its clock ticking) and Progressing.
+fn begin(st: &mut MigrationStatus, phase: PhaseName, manual: bool, g: Option<i64>, now: Timestamp) {
+    state::begin_phase(st, phase, manual, now);
+    conditions::remove(&mut st.conditions, ConditionType::WaitingForApproval);
+    conditions::remove(&mut st.conditions, ConditionType::Paused);
+    conditions::remove(&mut st.conditions, ConditionType::Blocked);
+    conditions::set(
+        &mut st.conditions,
+        ConditionType::Progressing,
+        true,
+        "PhaseRunning",
+        &format!("running {phase}"),
+        g,
+        now,
+    );
+}
+
+/// After a phase's outcome, starts the next phase in the same status write
+/// when the state machine would run it now (nothing holds it: approval,
+/// pause, failure, the end). "Started" is then on record before the next
+/// reconcile touches anything, as a separate write would have put it, and a
+/// phase costs one status write instead of two. Returns the phase started.
+pub fn begin_next(
+    st: &mut MigrationStatus,
+    spec: &vcfm_api::MigrationSpec,
+    g: Option<i64>,
+    now: Timestamp,
+) -> Option<PhaseName> {
+    let Decision::Execute(next) = state::decide(spec, st, now, |p| phases::timeout_for(spec, p))
+    else {
+        return None;
+    };
+    let running = st
+        .current_phase_state
+        .as_ref()
+        .is_some_and(|c| c.name == next && c.status == vcfm_api::PhaseStatus::Running);
+    if running {
+        return None;
+    }
+    begin(st, next, spec.approval_mode == ApprovalMode::Manual, g, now);
+    Some(next)
+}
+
+async fn publish_started(ctx: &Context, m: &Vcfm, phase: PhaseName) {
+    ctx.events
+        .publish(
+            m,
+            false,
+            "PhaseStarted",
+            phase.as_str(),
+            format!("phase {} ({phase}) started", phase.number()),
+        )
+        .await;
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn finish_step(
     api: &Api<Vcfm>,
@@ -546,10 +602,17 @@ async fn finish_step(
 ) -> Result<Action, Error> {
     let name = m.name_any();
     let spec = m.spec.clone();
-    let done = status::update(api, &name, |st, g| {
+    let deleting = m.metadata.deletion_timestamp.is_some();
+    let mut begun = None;
+    let done = write(api, ctx, m, |st, g| {
         apply_updates(st, &updates);
         state::append_logs(st, phase, logs.clone());
         state::apply_outcome(st, phase, &outcome, &spec, g, now);
+        begun = if deleting {
+            None
+        } else {
+            begin_next(st, &spec, g, now)
+        };
     })
     .await?;
     let started = m
@@ -586,6 +649,9 @@ async fn finish_step(
                     format!("phase {} ({phase}): {message}", phase.number()),
                 )
                 .await;
+            if let Some(next) = begun {
+                publish_started(ctx, &done, next).await;
+            }
             let waiting = done
                 .status
                 .as_ref()
@@ -637,19 +703,24 @@ async fn finish_step(
     }
 }
 
-/// Shows `Stalled` (once per stall: an Event when it turns True).
+/// Records the start of a rollback step that failed transiently, and shows
+/// `Stalled` when it is late (once per stall: an Event when it turns True).
 async fn show_stalled(
     api: &Api<Vcfm>,
     m: &Vcfm,
     ctx: &Context,
     phase: PhaseName,
-    (waited, limit): (Duration, Duration),
+    stalled: Option<(Duration, Duration)>,
     waiting_for: &str,
     now: Timestamp,
 ) -> Result<(), Error> {
     let mut changed = false;
     let mut msg = String::new();
-    status::update(api, &m.name_any(), |st, g| {
+    write(api, ctx, m, |st, g| {
+        state::begin_rollback_step(st, phase, now);
+        let Some((waited, limit)) = stalled else {
+            return;
+        };
         changed = state::set_stalled(st, phase, waited, limit, waiting_for, g, now);
         msg = conditions::find(&st.conditions, ConditionType::Stalled)
             .map(|c| c.message.clone())
@@ -672,26 +743,28 @@ async fn rollback(
     stalled: Option<(Duration, Duration)>,
     now: Timestamp,
 ) -> Result<Action, Error> {
-    let name = m.name_any();
-    // The step's deadline counts from its first attempt, recorded before it runs.
-    if m.status
-        .as_ref()
-        .and_then(|s| s.rollback.as_ref())
-        .is_some_and(|rb| rb.current_step.as_ref().is_none_or(|s| s.phase != phase))
-    {
-        status::update(api, &name, |st, _| {
-            state::begin_rollback_step(st, phase, now);
-        })
-        .await?;
-    }
-    let pctx = PhaseCtx::new(ctx.shared.clone(), Arc::new(m.clone()), now);
+    // The step's deadline counts from its first attempt: every write below
+    // records that start (`begin_rollback_step` keeps an earlier one), so
+    // each rollback reconcile writes status once.
+    let pctx =
+        PhaseCtx::new(ctx.shared.clone(), Arc::new(m.clone()), now).with_caches(ctx.caches.clone());
     let result = phases::phase(phase).rollback(&pctx).await;
     let (logs, updates) = pctx.take();
     let conflict = matches!(result, Ok(RollbackOutcome::Conflict(_)));
     let step = match result {
         Ok(RollbackOutcome::Done(msg) | RollbackOutcome::Conflict(msg)) => Ok(msg),
         Ok(RollbackOutcome::InProgress { message, recheck }) => {
-            status::update(api, &name, |st, g| {
+            let mut stalled_changed = false;
+            let mut stalled_msg = String::new();
+            write(api, ctx, m, |st, g| {
+                state::begin_rollback_step(st, phase, now);
+                if let Some((waited, limit)) = stalled {
+                    stalled_changed =
+                        state::set_stalled(st, phase, waited, limit, &message, g, now);
+                    stalled_msg = conditions::find(&st.conditions, ConditionType::Stalled)
+                        .map(|c| c.message.clone())
+                        .unwrap_or_default();
+                }
                 apply_updates(st, &updates);
                 let msg = format!("rolling back {phase}: {message}");
                 conditions::set(
@@ -705,26 +778,26 @@ async fn rollback(
                 );
             })
             .await?;
-            if let Some(late) = stalled {
-                show_stalled(api, m, ctx, phase, late, &message, now).await?;
+            if stalled_changed {
+                ctx.events
+                    .publish(m, true, "RollbackStalled", "Rollback", stalled_msg)
+                    .await;
             }
             return Ok(Action::requeue(
                 recheck.min(ctx.shared.config.poll_interval),
             ));
         }
         Err(PhaseError::Transient(msg)) => {
-            if let Some(late) = stalled {
-                show_stalled(
-                    api,
-                    m,
-                    ctx,
-                    phase,
-                    late,
-                    &format!("an error to clear: {msg}"),
-                    now,
-                )
-                .await?;
-            }
+            show_stalled(
+                api,
+                m,
+                ctx,
+                phase,
+                stalled,
+                &format!("an error to clear: {msg}"),
+                now,
+            )
+            .await?;
             return Err(PhaseError::Transient(format!("rolling back {phase}: {msg}")).into());
         }
         Err(PhaseError::Fatal(msg)) => Err(msg),
@@ -734,7 +807,8 @@ async fn rollback(
         Ok(m) => format!("rolled back {phase}: {m}"),
         Err(m) => format!("rollback of {phase} failed: {m}; continuing with the remaining steps"),
     };
-    status::update(api, &name, |st, g| {
+    write(api, ctx, m, |st, g| {
+        state::begin_rollback_step(st, phase, now);
         apply_updates(st, &updates);
         state::record_rollback_step(st, phase, step.clone(), now);
         state::clear_stalled(st, g, now);
@@ -766,7 +840,7 @@ async fn hold_deletion(
     ctx: &Context,
     reason: &str,
     now: Timestamp,
-) -> Result<(), Error> {
+) -> Result<Vcfm, Error> {
     let name = m.name_any();
     let msg = format!(
         "{reason}. To delete it now, leaving the cluster as it is (the backup Secret {} stays for manual recovery): `{}`",
@@ -774,7 +848,7 @@ async fn hold_deletion(
         deletion::force_command(m)
     );
     let mut changed = false;
-    status::update(api, &name, |st, g| {
+    let done = write(api, ctx, m, |st, g| {
         changed = conditions::set(
             &mut st.conditions,
             ConditionType::DeletionBlocked,
@@ -791,7 +865,7 @@ async fn hold_deletion(
             .publish(m, true, "DeletionBlocked", "Delete", msg)
             .await;
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Lets a deleted migration go: records on the backup Secret how it ended
@@ -888,3 +962,7 @@ pub fn error_policy(obj: Arc<Vcfm>, err: &Error, ctx: Arc<Context>) -> Action {
     );
     Action::requeue(wait)
 }
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod tests;

@@ -26,16 +26,6 @@ use vcfm_api::openshift::{
 };
 use vcfm_vsphere::SessionCache;
 
-/// Namespaces whose pods the RestartPods phase waits on.
-pub const POD_NAMESPACES: &[&str] = &[
-    "openshift-cloud-controller-manager",
-    "openshift-cloud-controller-manager-operator",
-    "openshift-machine-api",
-    "openshift-cluster-csi-drivers",
-    "openshift-cluster-storage-operator",
-    "openshift-machine-config-operator",
-];
-
 /// Lease timings. The defaults are OpenShift's recommended values, long enough
 /// to keep leadership through minutes of API unavailability during the
 /// control-plane rollout.
@@ -143,59 +133,113 @@ pub async fn run_with_metrics(
         metrics,
     });
     let (reader, writer) = reflector::store();
+    // One store per watched kind, filled by the watch that also wakes the
+    // migrations: the phases read these instead of listing (see `cache`).
+    let (machines, machines_w) = reflector::store();
+    let (machine_sets, machine_sets_w) = reflector::store();
+    let (cpms, cpms_w) = reflector::store();
+    let (operators, operators_w) = reflector::store();
+    let (nodes, nodes_w) = reflector::store();
+    let (cvo, cvo_w) = reflector::store();
+    let pod_namespaces = crate::cache::pod_namespaces();
+    let mut pods = std::collections::BTreeMap::new();
+    let mut pod_writers = vec![];
+    for (ns, groups) in &pod_namespaces {
+        let (r, w) = reflector::store();
+        pods.insert(*ns, r);
+        pod_writers.push((*ns, crate::cache::pod_watch_selector(groups), w));
+    }
+    let caches = crate::cache::Caches {
+        machines,
+        machine_sets,
+        cpms,
+        operators,
+        nodes,
+        cvo,
+        pods,
+    };
     let ctx = Arc::new(Context {
         shared: shared.clone(),
         events: Events::new(client.clone(), &opts.config.manager),
         backoff: Default::default(),
         migrations: reader.clone(),
+        caches,
+        written: Default::default(),
     });
     ready.store(true, Ordering::SeqCst);
     tracing::info!("controller started");
 
     let migrations = Api::<VmwareCloudFoundationMigration>::all(client.clone());
+    let written = ctx.clone();
     let main = watcher(migrations, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        // Forgets our own writes once the cache holds them (see `reconciler::Written`).
+        .map(move |ev| {
+            if let Ok(ev) = &ev {
+                written.written.observe(ev);
+            }
+            ev
+        })
         .applied_objects()
         // Our own status writes must not re-trigger reconciles (requeues pace the
         // work); spec edits (approve, pause, rollback) bump the generation and do.
         .predicate_filter(predicates::generation, Default::default());
     let wc = watcher::Config::default;
     let mut controller = Controller::for_stream(main, reader.clone())
-        .watches(
-            Api::<Machine>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
-            wc(),
+        .watches_stream(
+            cached(
+                Api::<Machine>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
+                wc(),
+                machines_w,
+            ),
             mapper(&reader),
         )
-        .watches(
-            Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
-            wc(),
+        .watches_stream(
+            cached(
+                Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
+                wc(),
+                machine_sets_w,
+            ),
             mapper(&reader),
         )
-        .watches(
-            Api::<ControlPlaneMachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
-            wc(),
+        .watches_stream(
+            cached(
+                Api::<ControlPlaneMachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
+                wc(),
+                cpms_w,
+            ),
             mapper(&reader),
         )
-        .watches(
-            Api::<ClusterOperator>::all(client.clone()),
-            wc(),
+        .watches_stream(
+            cached(
+                Api::<ClusterOperator>::all(client.clone()),
+                wc(),
+                operators_w,
+            ),
             waiting_mapper(&reader, Watched::ClusterOperators),
         )
-        .watches(
-            Api::<Node>::all(client.clone()),
-            wc(),
+        .watches_stream(
+            cached(Api::<Node>::all(client.clone()), wc(), nodes_w),
             waiting_mapper(&reader, Watched::Nodes),
         )
-        .watches(
-            Api::<Deployment>::namespaced(client.clone(), crate::openshift::cvo::NAMESPACE),
-            wc().fields(&format!("metadata.name={}", crate::openshift::cvo::NAME)),
+        .watches_stream(
+            cached(
+                Api::<Deployment>::namespaced(client.clone(), crate::openshift::cvo::NAMESPACE),
+                wc().fields(&format!("metadata.name={}", crate::openshift::cvo::NAME)),
+                cvo_w,
+            ),
             mapper(&reader),
         );
-    for ns in POD_NAMESPACES {
-        controller = controller.watches(
-            Api::<Pod>::namespaced(client.clone(), ns),
-            wc(),
+    // Pods only in the namespaces the restarts wait on, and there only those
+    // the restarts select where a label selector can say so.
+    for (ns, selector, w) in pod_writers {
+        let cfg = match &selector {
+            Some(s) => wc().labels(s),
+            None => wc(),
+        };
+        controller = controller.watches_stream(
+            cached(Api::<Pod>::namespaced(client.clone(), ns), cfg, w),
             waiting_mapper(&reader, Watched::Pods),
         );
     }
@@ -224,6 +268,28 @@ pub async fn run_with_metrics(
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// A watch that fills `store` and yields the objects it touched (deleted ones too).
+fn cached<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    store: reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    watcher(api, cfg)
+        .default_backoff()
+        .reflect(store)
+        .touched_objects()
 }
 
 /// Any change to a watched object wakes every migration that is not finished.

@@ -637,6 +637,10 @@ pub fn begin_phase(status: &mut MigrationStatus, phase: PhaseName, manual: bool,
     });
 }
 
+/// How often a phase that waits and sees nothing new still records a
+/// heartbeat in status.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+
 /// Applies a phase outcome. Returns the phase to show next, if any.
 pub fn apply_outcome(
     status: &mut MigrationStatus,
@@ -654,10 +658,25 @@ pub fn apply_outcome(
             ..
         } => {
             if let Some(c) = status.current_phase_state.as_mut() {
-                c.progress = (*progress).clamp(0, 99);
-                c.message = truncate(message.clone());
+                let progress = (*progress).clamp(0, 99);
+                let message = truncate(message.clone());
+                // A wait that saw nothing new writes nothing (status writes
+                // must not grow with how often a phase looks), except a
+                // heartbeat now and then to show the controller is alive.
+                let stale = c
+                    .last_heartbeat
+                    .as_ref()
+                    .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= HEARTBEAT);
+                if stale
+                    || c.progress != progress
+                    || c.message != message
+                    || &c.waiting_for != waiting_for
+                {
+                    c.last_heartbeat = Some(Time(now));
+                }
+                c.progress = progress;
+                c.message = message;
                 c.waiting_for = waiting_for.clone();
-                c.last_heartbeat = Some(Time(now));
             }
             return;
         }

@@ -1,6 +1,7 @@
-//! Status writes: status subresource only, read-modify-write against the
-//! latest object, retried on conflict, so concurrent spec edits (approvals,
-//! pause) are never lost and never overwrite status.
+//! Status writes: status subresource only, guarded by the resourceVersion of
+//! the object the change was computed on, re-read and retried on conflict, so
+//! concurrent spec edits (approvals, pause) are never lost and never
+//! overwrite status.
 
 use crate::error::Error;
 use kube::api::{Api, PostParams};
@@ -8,23 +9,31 @@ use vcfm_api::{MigrationStatus, VmwareCloudFoundationMigration};
 
 const ATTEMPTS: u32 = 8;
 
-/// Applies `change` to the latest status and writes it. `change` may run more
-/// than once (after a conflict), each time on a freshly read status.
+/// Applies `change` to the status of `base` (the migration as the reconcile
+/// read it, from the watch cache) and writes it with `base`'s
+/// resourceVersion; skips the write when nothing changed. On a conflict the
+/// object is read again and `change` runs again on the fresh status, so it
+/// may run more than once.
 pub async fn update(
     api: &Api<VmwareCloudFoundationMigration>,
-    name: &str,
+    base: &VmwareCloudFoundationMigration,
     mut change: impl FnMut(&mut MigrationStatus, Option<i64>),
 ) -> Result<VmwareCloudFoundationMigration, Error> {
+    let name = base.metadata.name.clone().unwrap_or_default();
     let mut last_err = None;
+    let mut current = Some(base.clone());
     for attempt in 0..ATTEMPTS {
-        let mut m = match api.get(name).await {
-            Ok(m) => m,
-            Err(e) if crate::error::kube_is_transient(&e) => {
-                last_err = Some(e);
-                tokio::time::sleep(backoff(attempt)).await;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        let mut m = match current.take() {
+            Some(m) => m,
+            None => match api.get(&name).await {
+                Ok(m) => m,
+                Err(e) if crate::error::kube_is_transient(&e) => {
+                    last_err = Some(e);
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         let before = m.status.clone();
         let mut st = m.status.take().unwrap_or_default();
@@ -35,8 +44,13 @@ pub async fn update(
             return Ok(m);
         }
         m.status = Some(st);
-        match api.replace_status(name, &PostParams::default(), &m).await {
+        match api.replace_status(&name, &PostParams::default(), &m).await {
             Ok(m) => return Ok(m),
+            // Computed on a version someone else has since replaced: read
+            // again at once (no backoff: the fresh read is the remedy).
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                last_err = Some(kube::Error::Api(s));
+            }
             Err(e) if crate::error::kube_is_transient(&e) => {
                 last_err = Some(e);
                 tokio::time::sleep(backoff(attempt)).await;
@@ -46,12 +60,12 @@ pub async fn update(
     }
     match last_err {
         Some(kube::Error::Api(s)) if s.code == 409 => Err(Error::StatusConflict {
-            name: name.to_string(),
+            name,
             attempts: ATTEMPTS,
         }),
         Some(e) => Err(e.into()),
         None => Err(Error::StatusConflict {
-            name: name.to_string(),
+            name,
             attempts: ATTEMPTS,
         }),
     }

@@ -17,13 +17,8 @@ pub struct CvoState {
     pub available: i32,
 }
 
-pub async fn state(client: kube::Client) -> Result<CvoState, PhaseError> {
-    let d = Api::<Deployment>::namespaced(client, NAMESPACE)
-        .get(NAME)
-        .await
-        .map_err(|e| {
-            PhaseError::from(e).context("reading the cluster-version-operator Deployment")
-        })?;
+pub async fn state(ctx: &crate::context::PhaseCtx) -> Result<CvoState, PhaseError> {
+    let d = ctx.cvo_deployment().await?;
     let desired = d.spec.replicas.unwrap_or(1);
     let st = d.status.unwrap_or_default();
     Ok(CvoState {

@@ -16,12 +16,8 @@
 //! between) is treated the same way.
 
 use crate::error::PhaseError;
-use crate::openshift::list_optional;
 use crate::openshift::machines;
-use kube::Api;
-use vcfm_api::openshift::{
-    ControlPlaneMachineSet, MACHINE_API_NAMESPACE, Machine, MachineSet, VSphereFailureDomain,
-};
+use vcfm_api::openshift::{ControlPlaneMachineSet, Machine, MachineSet, VSphereFailureDomain};
 
 pub const REGION_LABEL: &str = "machine.openshift.io/region";
 pub const ZONE_LABEL: &str = "machine.openshift.io/zone";
@@ -89,16 +85,12 @@ pub fn blockers(
 
 /// [`blockers`] on the live cluster.
 pub async fn live_blockers(
-    client: kube::Client,
+    ctx: &crate::context::PhaseCtx,
     kept: &[VSphereFailureDomain],
 ) -> Result<Vec<String>, PhaseError> {
-    let machines = machines::list_machines(client.clone()).await?;
-    let sets = machines::list_machinesets(client.clone()).await?;
-    let cpms = list_optional(Api::<ControlPlaneMachineSet>::namespaced(
-        client,
-        MACHINE_API_NAMESPACE,
-    ))
-    .await?;
+    let machines = ctx.machines().await?;
+    let sets = ctx.machine_sets().await?;
+    let cpms = ctx.control_plane_machine_sets().await?;
     Ok(blockers(kept, &machines, &sets, &cpms))
 }
 
@@ -142,11 +134,11 @@ pub fn orphans_on<'a>(
 
 /// Preflight's note on source Machines no MachineSet owns.
 pub async fn orphan_warning(
-    client: kube::Client,
+    ctx: &crate::context::PhaseCtx,
     source: &str,
 ) -> Result<Option<String>, PhaseError> {
-    let all = machines::list_machines(client.clone()).await?;
-    let sets = machines::list_machinesets(client).await?;
+    let all = ctx.machines().await?;
+    let sets = ctx.machine_sets().await?;
     let names: Vec<&str> = orphans_on(&all, &sets, source)
         .iter()
         .filter_map(|m| m.metadata.name.as_deref())

@@ -1,20 +1,16 @@
 //! Cluster health gates: operators stable by the explicit rule, nodes Ready.
 
+use crate::context::PhaseCtx;
 use crate::error::PhaseError;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
-use vcfm_api::openshift::ClusterOperator;
 
 /// Operators that are not stable, with the reasons, skipping `exclude`.
 pub async fn unstable_operators(
-    client: kube::Client,
+    ctx: &PhaseCtx,
     exclude: &[&str],
 ) -> Result<Vec<String>, PhaseError> {
-    let list = Api::<ClusterOperator>::all(client)
-        .list(&ListParams::default())
-        .await?;
+    let list = ctx.cluster_operators().await?;
     let mut out = vec![];
-    for co in list.items {
+    for co in list {
         let name = co.metadata.name.clone().unwrap_or_default();
         if exclude.contains(&name.as_str()) {
             continue;
@@ -29,12 +25,10 @@ pub async fn unstable_operators(
 }
 
 /// Nodes whose Ready condition is not True.
-pub async fn unready_nodes(client: kube::Client) -> Result<Vec<String>, PhaseError> {
-    let list = Api::<Node>::all(client)
-        .list(&ListParams::default())
-        .await?;
+pub async fn unready_nodes(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
+    let list = ctx.nodes_by_name().await?;
     let mut out = vec![];
-    for n in list.items {
+    for n in list.into_values() {
         let ready = n
             .status
             .as_ref()

@@ -257,7 +257,7 @@ pub async fn check(
     infra_id: &str,
     problems: &mut Vec<String>,
 ) -> Result<(), crate::error::PhaseError> {
-    let sets = super::machines::list_machinesets(ctx.client()).await?;
+    let sets = ctx.machine_sets().await?;
     match plan(&ctx.migration, &sets, source_server, infra_id) {
         Ok(p) => problems.extend(name_conflicts(
             &p,

@@ -10,7 +10,7 @@ use crate::error::PhaseError;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 
 /// A set of pods selected by namespace and either a label selector or a name prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,38 +129,18 @@ pub fn created_after(p: &Pod, since: Timestamp) -> bool {
         .is_some_and(|t| t.0.as_second() >= since.as_second())
 }
 
-async fn list(client: &kube::Client, g: &PodGroup) -> Result<Vec<Pod>, PhaseError> {
-    let api = Api::<Pod>::namespaced(client.clone(), g.namespace);
-    let lp = match g.selector {
-        Some(s) => ListParams::default().labels(s),
-        None => ListParams::default(),
-    };
-    let items = match api.list(&lp).await {
-        Ok(l) => l.items,
-        // A namespace this cluster does not have means the group is absent.
-        Err(e) if crate::error::is_not_found(&e) => vec![],
-        Err(e) => return Err(PhaseError::from(e).context(&format!("listing {}", g.describe()))),
-    };
-    Ok(items
-        .into_iter()
-        .filter(|p| {
-            g.name_prefix
-                .is_none_or(|pre| p.name_any().starts_with(pre))
-        })
-        .collect())
-}
-
 /// One idempotent step of restarting `groups`: deletes the pods created
 /// before `since` that are not already terminating, then reports which groups
 /// still lack Ready replacements. Groups without pods are fine.
 pub async fn restart_step(
-    client: &kube::Client,
+    ctx: &crate::context::PhaseCtx,
     groups: &[PodGroup],
     since: Timestamp,
 ) -> Result<RestartStatus, PhaseError> {
+    let client = ctx.client();
     let mut st = RestartStatus::default();
     for g in groups {
-        let pods = list(client, g).await?;
+        let pods = ctx.pods_of(g).await?;
         if pods.is_empty() {
             continue;
         }

@@ -229,8 +229,8 @@ async fn source_references(
     if !live.failure_domains().iter().any(|f| f.server == source) {
         return Ok(None);
     }
-    let sets = machines::list_machinesets(client.clone()).await?;
-    let all = machines::list_machines(client.clone()).await?;
+    let sets = ctx.machine_sets().await?;
+    let all = ctx.machines().await?;
     let mut waiting = vec![];
     for ms in machines::source_machinesets(&sets, source) {
         let name = ms.metadata.name.as_deref().unwrap_or("");
@@ -253,7 +253,7 @@ async fn source_references(
         .filter(|f| f.server != source)
         .cloned()
         .collect();
-    waiting.extend(fd_refs::live_blockers(client, &kept).await?);
+    waiting.extend(fd_refs::live_blockers(ctx, &kept).await?);
     Ok((!waiting.is_empty()).then_some(waiting))
 }
 
@@ -282,7 +282,7 @@ async fn remove_from_infrastructure(ctx: &PhaseCtx, source: &str) -> Result<bool
 /// are the old ones); `None` when every group runs Ready new pods.
 async fn restart_pods(ctx: &PhaseCtx) -> Result<Option<Vec<String>>, PhaseError> {
     let since = cleanup_start(ctx);
-    let st = pods::restart_step(&ctx.client(), pods::VSPHERE_PODS, since).await?;
+    let st = pods::restart_step(ctx, pods::VSPHERE_PODS, since).await?;
     if !st.deleted.is_empty() {
         ctx.log(
             LogLevel::Info,

@@ -71,7 +71,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let infra_id = ctx.recorded_cluster()?.infra_id.clone();
     let source = ctx.recorded_source()?.server.clone();
     let api = Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE);
-    let sets = machines::list_machinesets(client.clone()).await?;
+    let sets = ctx.machine_sets().await?;
     let plan = machineset_plan::plan(&ctx.migration, &sets, &source, &infra_id).map_err(|p| {
         PhaseError::fatal(format!(
             "the source MachineSets cannot be recreated as machineSetConfig says: {}",
@@ -122,8 +122,8 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         ours.push(created);
     }
 
-    let all_machines = machines::list_machines(client.clone()).await?;
-    let nodes = machines::nodes_by_name(client.clone()).await?;
+    let all_machines = ctx.machines().await?;
+    let nodes = ctx.nodes_by_name().await?;
     let infra = Api::<Infrastructure>::all(client.clone())
         .get(CLUSTER)
         .await
@@ -239,7 +239,7 @@ fn report_network_warnings(ctx: &PhaseCtx, found: Vec<String>) {
 async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     let client = ctx.client();
     let mine = created_by_value(ctx.name());
-    let sets = machines::list_machinesets(client.clone()).await?;
+    let sets = ctx.machine_sets().await?;
     let ours: Vec<&MachineSet> = sets
         .iter()
         .filter(|ms| {
@@ -255,7 +255,7 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
             "no MachineSet created by this migration remains".into(),
         ));
     }
-    let all_machines = machines::list_machines(client.clone()).await?;
+    let all_machines = ctx.machines().await?;
     let mut pending = vec![];
     for ms in ours {
         let name = ms.metadata.name.as_deref().unwrap_or("");

@@ -34,8 +34,8 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         .map(|i| i.vcenters().len())
         .unwrap_or(0);
     let exclude = excluded_operators(vcenters);
-    let operators = health::unstable_operators(client.clone(), exclude).await?;
-    let nodes = health::unready_nodes(client).await?;
+    let operators = health::unstable_operators(ctx, exclude).await?;
+    let nodes = health::unready_nodes(ctx).await?;
     let elapsed = ctx.now.duration_since(phase_start(ctx)).unsigned_abs();
     // Operators notice a change only after a while: stability counts once the
     // phase has watched this long (ControllerConfig::health_settle).

@@ -341,10 +341,10 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     }
 
     // Health.
-    for u in health::unstable_operators(client.clone(), &[]).await? {
+    for u in health::unstable_operators(ctx, &[]).await? {
         r.problems.push(format!("{u}: wait until every cluster operator is Available and neither Progressing nor Degraded"));
     }
-    for n in health::unready_nodes(client.clone()).await? {
+    for n in health::unready_nodes(ctx).await? {
         r.problems.push(format!(
             "{n}: every node must be Ready before machines are replaced"
         ));
@@ -401,7 +401,7 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
 
     r.warnings = standing_warnings(&targets);
     if let Some(server) = &source_server
-        && let Some(w) = crate::openshift::fd_refs::orphan_warning(client.clone(), server).await?
+        && let Some(w) = crate::openshift::fd_refs::orphan_warning(ctx, server).await?
     {
         r.warnings.push(w);
     }

@@ -10,8 +10,8 @@
 
 use super::{Phase, RollbackSupport};
 use crate::context::PhaseCtx;
-use crate::error::{PhaseError, is_not_found};
-use crate::openshift::machines::{self, MachineProgress, cpms_patch, machine_progress};
+use crate::error::PhaseError;
+use crate::openshift::machines::{MachineProgress, cpms_patch, machine_progress};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
 use kube::api::{Api, Patch, PatchParams};
@@ -105,10 +105,14 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     }
 
     let api = Api::<ControlPlaneMachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE);
-    let cpms = match api.get(CPMS_NAME).await {
-        Ok(c) => c,
+    let cached = ctx.control_plane_machine_sets().await?;
+    let cpms = match cached
+        .into_iter()
+        .find(|c| c.metadata.name.as_deref() == Some(CPMS_NAME))
+    {
+        Some(c) => c,
         // Deleted CPMSs are regenerated (Inactive) by the operator: wait for it.
-        Err(e) if is_not_found(&e) => {
+        None => {
             return Ok(Outcome::Running {
                 progress: 1,
                 message: "ControlPlaneMachineSet openshift-machine-api/cluster is missing; waiting for the operator to regenerate it".into(),
@@ -116,7 +120,6 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
                 recheck: RECHECK,
             });
         }
-        Err(e) => return Err(PhaseError::from(e).context("reading the ControlPlaneMachineSet")),
     };
     let value = serde_json::to_value(&cpms).map_err(|e| PhaseError::fatal(e.to_string()))?;
     if let Some(mut patch) = cpms_patch(&value, &names) {
@@ -148,8 +151,8 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     }
 
     let desired = usize::try_from(cpms.spec.replicas.unwrap_or(3).max(1)).unwrap_or(3);
-    let all = machines::list_machines(client.clone()).await?;
-    let nodes = machines::nodes_by_name(client.clone()).await?;
+    let all = ctx.machines().await?;
+    let nodes = ctx.nodes_by_name().await?;
     let current = masters(&cpms, &all);
     let mut waiting = vec![];
     let mut on_target_ready = 0usize;

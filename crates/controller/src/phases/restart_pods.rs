@@ -17,7 +17,7 @@ pub struct RestartPods;
 const PHASE: PhaseName = PhaseName::RestartPods;
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
-    let st = pods::restart_step(&ctx.client(), pods::VSPHERE_PODS, phase_start(ctx)).await?;
+    let st = pods::restart_step(ctx, pods::VSPHERE_PODS, phase_start(ctx)).await?;
     if !st.deleted.is_empty() {
         ctx.log(
             LogLevel::Info,

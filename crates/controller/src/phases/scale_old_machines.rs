@@ -61,13 +61,13 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         return Ok(wait);
     }
     let source = ctx.recorded_source()?.server.clone();
-    let sets = machines::list_machinesets(client.clone()).await?;
+    let sets = ctx.machine_sets().await?;
     let old = source_machinesets(&sets, &source);
-    let all_machines = machines::list_machines(client.clone()).await?;
+    let all_machines = ctx.machines().await?;
     if old.is_empty() {
         return orphans(ctx, &source, &all_machines, &sets).await;
     }
-    let nodes = machines::nodes_by_name(client.clone()).await?;
+    let nodes = ctx.nodes_by_name().await?;
     let mut waiting = vec![];
     for ms in &old {
         let name = ms.metadata.name.as_deref().unwrap_or("");

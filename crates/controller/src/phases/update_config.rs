@@ -107,7 +107,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             ),
         );
     }
-    let st = pods::restart_step(&ctx.client(), &[pods::MCO_PODS], phase_start(ctx)).await?;
+    let st = pods::restart_step(ctx, &[pods::MCO_PODS], phase_start(ctx)).await?;
     for d in &st.deleted {
         ctx.log(LogLevel::Info, "pods", format!("deleted pod {d}"));
     }

@@ -106,7 +106,7 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
         .and_then(|p| p.vsphere)
         .and_then(|v| v.failure_domains)
         .unwrap_or_default();
-    let blockers = fd_refs::live_blockers(ctx.client(), &kept).await?;
+    let blockers = fd_refs::live_blockers(ctx, &kept).await?;
     if !blockers.is_empty() {
         return Ok(RollbackOutcome::InProgress {
             message: format!(
@@ -133,7 +133,7 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
         .and_then(|s| s.rollback.as_ref())
         .map(|r| r.start_time.0)
         .unwrap_or(ctx.now);
-    let st = pods::restart_step(&ctx.client(), pods::VSPHERE_PODS, since).await?;
+    let st = pods::restart_step(ctx, pods::VSPHERE_PODS, since).await?;
     let tail = format!(
         "{}; {} vSphere pod(s) restarted",
         if res.rule_restored {

@@ -9,7 +9,7 @@ use super::disable_cvo::restore_cvo;
 use super::{Phase, RollbackOutcome, RollbackSupport};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
-use crate::openshift::{health, machines};
+use crate::openshift::health;
 use crate::state::Outcome;
 use futures::future::BoxFuture;
 use kube::api::Api;
@@ -42,7 +42,7 @@ impl Phase for Verify {
 pub async fn remaining(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
     let client = ctx.client();
     let targets = ctx.migration.target_servers();
-    let mut waiting = health::unstable_operators(client.clone(), &[]).await?;
+    let mut waiting = health::unstable_operators(ctx, &[]).await?;
     let infra = Api::<Infrastructure>::all(client.clone())
         .get(CLUSTER)
         .await
@@ -63,7 +63,7 @@ pub async fn remaining(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
             ));
         }
     }
-    for m in machines::list_machines(client.clone()).await? {
+    for m in ctx.machines().await? {
         let server = m.server().unwrap_or_default();
         if !targets.contains(&server.as_str()) {
             waiting.push(format!(
@@ -77,7 +77,7 @@ pub async fn remaining(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
             ));
         }
     }
-    waiting.extend(health::unready_nodes(client).await?);
+    waiting.extend(health::unready_nodes(ctx).await?);
     Ok(waiting)
 }
 

@@ -1,0 +1,262 @@
+//! Watch caches (kube-runtime reflector stores) of the kinds the phases read
+//! while they wait. The same watch that wakes a waiting migration fills its
+//! store, so a phase step reads what woke it instead of listing again: the
+//! number of API requests no longer grows with how often a phase looks.
+//!
+//! A store lags the API server by the time an event takes to arrive, so the
+//! phases write with the resourceVersion they read (a 409 makes the next step
+//! read again) or with idempotent requests (deleting a pod already gone is a
+//! 404 they ignore). Until a store has its first full list, reads fall back
+//! to the API (see [`ready`]).
+
+use crate::error::PhaseError;
+use crate::openshift::pods::PodGroup;
+use crate::openshift::{cvo, machines};
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::Store;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use vcfm_api::openshift::{
+    ClusterOperator, ControlPlaneMachineSet, MACHINE_API_NAMESPACE, Machine, MachineSet,
+};
+
+/// The stores the controller's watches fill.
+#[derive(Clone)]
+pub struct Caches {
+    /// Machines of openshift-machine-api.
+    pub machines: Store<Machine>,
+    /// MachineSets of openshift-machine-api.
+    pub machine_sets: Store<MachineSet>,
+    /// The ControlPlaneMachineSet of openshift-machine-api.
+    pub cpms: Store<ControlPlaneMachineSet>,
+    pub operators: Store<ClusterOperator>,
+    pub nodes: Store<Node>,
+    /// Only the cluster-version-operator Deployment.
+    pub cvo: Store<Deployment>,
+    /// Pods by namespace, each watch scoped to the labels the restarts select
+    /// (see [`pod_watch_selector`]).
+    pub pods: BTreeMap<&'static str, Store<Pod>>,
+}
+
+/// The cached objects once the store has its first full list; `None` before
+/// (or if its watch ended), so that the caller reads the API instead.
+pub fn ready<K>(store: &Store<K>) -> Option<Vec<Arc<K>>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    match store.wait_until_ready().now_or_never() {
+        Some(Ok(())) => Some(store.state()),
+        _ => None,
+    }
+}
+
+/// Owned copies of a store's objects, sorted by name as a LIST returns them.
+pub fn objects<K>(store: &Store<K>) -> Option<Vec<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut v: Vec<K> = ready(store)?.iter().map(|o| K::clone(o)).collect();
+    v.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    Some(v)
+}
+
+/// The label selector of the pod watch of `namespace`: the restart groups of
+/// that namespace (`pods::VSPHERE_PODS`) as one set-based selector when they
+/// all select on one label key (`app in (a,b)`), otherwise none (the whole,
+/// small, operator namespace).
+pub fn pod_watch_selector(groups: &[crate::openshift::pods::PodGroup]) -> Option<String> {
+    let mut key: Option<&str> = None;
+    let mut values = vec![];
+    for g in groups {
+        let (k, v) = g.selector?.split_once('=')?;
+        if key.is_some_and(|key| key != k) {
+            return None;
+        }
+        key = Some(k);
+        values.push(v);
+    }
+    match (key, values.as_slice()) {
+        (Some(k), [v]) => Some(format!("{k}={v}")),
+        (Some(k), vs) => Some(format!("{k} in ({})", vs.join(","))),
+        (None, _) => None,
+    }
+}
+
+/// The namespaces the restarts wait on, each with its restart groups.
+pub fn pod_namespaces() -> BTreeMap<&'static str, Vec<crate::openshift::pods::PodGroup>> {
+    let mut out: BTreeMap<&'static str, Vec<_>> = BTreeMap::new();
+    for g in crate::openshift::pods::VSPHERE_PODS {
+        out.entry(g.namespace).or_default().push(*g);
+    }
+    out
+}
+
+/// Whether `labels` satisfy an equality selector `key=value`.
+pub fn matches_label(labels: Option<&BTreeMap<String, String>>, selector: &str) -> bool {
+    match selector.split_once('=') {
+        Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|x| x == v),
+        None => false,
+    }
+}
+
+/// Reads of the watched kinds: from the stores when the controller runs with
+/// them and they are synced, else from the API (`vcfm plan`, start-up).
+impl crate::context::PhaseCtx {
+    fn cached<K>(&self, pick: impl Fn(&Caches) -> &Store<K>) -> Option<Vec<K>>
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        objects(pick(self.caches()?))
+    }
+
+    /// The Machines of openshift-machine-api.
+    pub async fn machines(&self) -> Result<Vec<Machine>, PhaseError> {
+        match self.cached(|c| &c.machines) {
+            Some(v) => Ok(v),
+            None => machines::list_machines(self.client()).await,
+        }
+    }
+
+    /// The MachineSets of openshift-machine-api.
+    pub async fn machine_sets(&self) -> Result<Vec<MachineSet>, PhaseError> {
+        match self.cached(|c| &c.machine_sets) {
+            Some(v) => Ok(v),
+            None => machines::list_machinesets(self.client()).await,
+        }
+    }
+
+    /// The ControlPlaneMachineSets of openshift-machine-api (none where the CRD is absent).
+    pub async fn control_plane_machine_sets(
+        &self,
+    ) -> Result<Vec<ControlPlaneMachineSet>, PhaseError> {
+        match self.cached(|c| &c.cpms) {
+            Some(v) => Ok(v),
+            None => {
+                crate::openshift::list_optional(Api::<ControlPlaneMachineSet>::namespaced(
+                    self.client(),
+                    MACHINE_API_NAMESPACE,
+                ))
+                .await
+            }
+        }
+    }
+
+    /// Every Node, by name.
+    pub async fn nodes_by_name(&self) -> Result<BTreeMap<String, Node>, PhaseError> {
+        match self.cached(|c| &c.nodes) {
+            Some(v) => Ok(v
+                .into_iter()
+                .filter_map(|n| Some((n.metadata.name.clone()?, n)))
+                .collect()),
+            None => machines::nodes_by_name(self.client()).await,
+        }
+    }
+
+    /// Every ClusterOperator.
+    pub async fn cluster_operators(&self) -> Result<Vec<ClusterOperator>, PhaseError> {
+        match self.cached(|c| &c.operators) {
+            Some(v) => Ok(v),
+            None => Ok(Api::<ClusterOperator>::all(self.client())
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| PhaseError::from(e).context("listing ClusterOperators"))?
+                .items),
+        }
+    }
+
+    /// The cluster-version-operator Deployment.
+    pub async fn cvo_deployment(&self) -> Result<Deployment, PhaseError> {
+        if let Some(v) = self.cached(|c| &c.cvo) {
+            return v.into_iter().next().ok_or_else(|| {
+                PhaseError::transient(format!(
+                    "deployment {}/{} not found",
+                    cvo::NAMESPACE,
+                    cvo::NAME
+                ))
+            });
+        }
+        Api::<Deployment>::namespaced(self.client(), cvo::NAMESPACE)
+            .get(cvo::NAME)
+            .await
+            .map_err(|e| {
+                PhaseError::from(e).context("reading the cluster-version-operator Deployment")
+            })
+    }
+
+    /// The pods of a restart group, from the namespace's pod watch when there is one.
+    pub async fn pods_of(&self, g: &PodGroup) -> Result<Vec<Pod>, PhaseError> {
+        let cached = self
+            .caches()
+            .and_then(|c| c.pods.get(g.namespace))
+            .and_then(objects);
+        let items = match cached {
+            Some(v) => v
+                .into_iter()
+                .filter(|p| {
+                    g.selector
+                        .is_none_or(|s| matches_label(p.metadata.labels.as_ref(), s))
+                })
+                .collect(),
+            None => {
+                let api = Api::<Pod>::namespaced(self.client(), g.namespace);
+                let lp = match g.selector {
+                    Some(s) => ListParams::default().labels(s),
+                    None => ListParams::default(),
+                };
+                match api.list(&lp).await {
+                    Ok(l) => l.items,
+                    // A namespace this cluster does not have means the group is absent.
+                    Err(e) if crate::error::is_not_found(&e) => vec![],
+                    Err(e) => {
+                        return Err(
+                            PhaseError::from(e).context(&format!("listing {}", g.describe()))
+                        );
+                    }
+                }
+            }
+        };
+        Ok(items
+            .into_iter()
+            .filter(|p| {
+                g.name_prefix
+                    .is_none_or(|pre| p.metadata.name.as_deref().unwrap_or("").starts_with(pre))
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_watches_select_only_the_restarted_pods_where_one_label_key_suffices() {
+        let ns = pod_namespaces();
+        let sel = |n: &str| pod_watch_selector(&ns[n]);
+        assert_eq!(
+            sel("openshift-cluster-csi-drivers").as_deref(),
+            Some(
+                "app in (vmware-vsphere-csi-driver-controller,vsphere-csi-driver-controller,vmware-vsphere-csi-driver-node,vsphere-csi-driver-node)"
+            )
+        );
+        assert_eq!(
+            sel("openshift-machine-api").as_deref(),
+            Some("api=clusterapi")
+        );
+        // Two label keys: the namespace, unfiltered.
+        assert_eq!(sel("openshift-cloud-controller-manager"), None);
+        // A name prefix, no label: likewise.
+        assert_eq!(sel("openshift-machine-config-operator"), None);
+        let mut l = BTreeMap::new();
+        l.insert("app".to_string(), "x".to_string());
+        assert!(matches_label(Some(&l), "app=x"));
+        assert!(!matches_label(Some(&l), "app=y"));
+        assert!(!matches_label(None, "app=x"));
+    }
+}
