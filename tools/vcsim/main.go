@@ -371,6 +371,9 @@ func (b *faultBursts) read(r io.Reader) {
 		b.left[method] += n
 		b.mu.Unlock()
 		log.Printf("armed %d SystemError fault(s) for %s", n, method)
+		// The test waits for this line before the call it means to fault: the
+		// command is read here, concurrently with the calls.
+		fmt.Printf("VCSIM_ARMED %s %d\n", method, n)
 	}
 }
 

@@ -18,6 +18,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 use vcfm_api::{ApprovalMode, MigrationStatus, PhaseName, VmwareCloudFoundationMigration};
 
 /// Everything a reconcile needs.
@@ -49,7 +50,10 @@ const NEXT_STEP: Duration = Duration::from_millis(200);
 const HOLD_RECHECK: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(obj: Arc<Vcfm>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = read_and_step(obj.clone(), &ctx).await;
+    // Every line logged while reconciling (phases, vSphere calls) carries the
+    // migration it is for; `phase` spans below add the phase.
+    let span = tracing::info_span!("reconcile", migration = %key(&obj));
+    let result = read_and_step(obj.clone(), &ctx).instrument(span).await;
     // Counted here only (not again in error_policy), with what went wrong.
     match &result {
         Ok(_) => {
@@ -296,7 +300,11 @@ async fn step_decision(
             }
             Ok(Action::await_change())
         }
-        Decision::Execute(phase) => execute(api, m, ctx, phase, now).await,
+        Decision::Execute(phase) => {
+            execute(api, m, ctx, phase, now)
+                .instrument(tracing::info_span!("phase", phase = ?phase))
+                .await
+        }
         Decision::TimedOut { phase, after } => {
             let last = status
                 .current_phase_state
@@ -327,12 +335,20 @@ async fn step_decision(
                 .await;
             Ok(Action::requeue(NEXT_STEP))
         }
-        Decision::RollBack(phase) => rollback(api, m, ctx, phase, None, now).await,
+        Decision::RollBack(phase) => {
+            rollback(api, m, ctx, phase, None, now)
+                .instrument(tracing::info_span!("rollback", phase = ?phase))
+                .await
+        }
         Decision::StalledRollBack {
             phase,
             waited,
             limit,
-        } => rollback(api, m, ctx, phase, Some((waited, limit)), now).await,
+        } => {
+            rollback(api, m, ctx, phase, Some((waited, limit)), now)
+                .instrument(tracing::info_span!("rollback", phase = ?phase))
+                .await
+        }
         Decision::ReleaseDeletion { reason } => release(m, ctx, api, &reason, status).await,
         // Unwrapped by `step`; `decide` never nests one.
         Decision::HoldDeletion { .. } => Ok(Action::requeue(HOLD_RECHECK)),

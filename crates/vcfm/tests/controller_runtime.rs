@@ -113,24 +113,27 @@ async fn health_readiness_and_metrics_are_served_on_the_listen_port() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Three failing reads of the migration fail three reconciles, then a
-    // status write that conflicts on all its attempts fails a fourth: each
-    // is counted once, with its class, and retried (with backoff) until one
-    // gets through. Nothing else reads the migration meanwhile: the
-    // approval below is a patch and progress is watched through /metrics.
+    // A status write that fails with 500 on all its attempts fails one
+    // reconcile, then one that conflicts on all its attempts fails the next:
+    // each is counted once, with its class, and retried (with backoff) until
+    // one gets through. Both rules match every status write and each write
+    // consumes one occurrence of both, the first rule's answer winning, so
+    // the first eight writes get 500 and the next eight 409. Nothing else
+    // writes the migration's status meanwhile: the approval below is a patch
+    // of the spec and progress is watched through /metrics.
     let faults = env.sim.faults();
     faults.inject(
         kube_sim::FaultRule::new(kube_sim::FaultAction::Error { code: 500 })
-            .verb("get")
-            .resource("vmwarecloudfoundationmigrations")
+            .verb("update")
+            .resource("vmwarecloudfoundationmigrations/status")
             .name("metered")
-            .times(3),
+            .times(8),
     );
     faults.inject(
         kube_sim::FaultRule::new(kube_sim::FaultAction::Conflict)
             .verb("update")
             .resource("vmwarecloudfoundationmigrations/status")
-            .times(8),
+            .times(16),
     );
     env.api()
         .patch(
@@ -143,7 +146,7 @@ async fn health_readiness_and_metrics_are_served_on_the_listen_port() {
         .await
         .unwrap();
     let failed = [
-        "vcfm_reconciles_total{outcome=\"error\",error_class=\"kube_transient\"} 3\n",
+        "vcfm_reconciles_total{outcome=\"error\",error_class=\"kube_transient\"} 1\n",
         "vcfm_reconciles_total{outcome=\"error\",error_class=\"status_conflict\"} 1\n",
     ];
     let start = Instant::now();
@@ -157,7 +160,7 @@ async fn health_readiness_and_metrics_are_served_on_the_listen_port() {
         }
         assert!(
             start.elapsed() < Duration::from_secs(45),
-            "Backup did not complete after the failed reads:\n{metrics}"
+            "Backup did not complete after the failed writes:\n{metrics}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

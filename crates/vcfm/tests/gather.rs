@@ -270,6 +270,13 @@ async fn gather_after_a_migration_has_everything_support_needs_and_no_secret() {
         logs.contains("vSphere call"),
         "the controller's log lacks its vSphere calls"
     );
+    // Every line logged while reconciling names the migration and the phase (spans).
+    assert!(
+        logs.lines().any(|l| l.contains("vSphere call")
+            && l.contains(&format!("\"migration\":\"{NS}/move\""))
+            && l.contains("\"phase\":\"CreateTags\"")),
+        "no vSphere call logged with its migration and phase"
+    );
     let calls = read("controller/vsphere-calls.log");
     assert!(calls.contains("RetrievePropertiesEx"), "{calls}");
     assert!(

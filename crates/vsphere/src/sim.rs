@@ -164,6 +164,10 @@ pub struct Vcsim {
     ready: Ready,
     child: Option<(Child, ChildStdin)>,
     stderr: Arc<Mutex<String>>,
+    /// Acknowledgements of armed fault bursts (`VCSIM_ARMED` lines): the
+    /// helper reads its commands on its own goroutine, so a test waits for
+    /// the acknowledgement before making the call it meant to fault.
+    armed: Option<Mutex<mpsc::Receiver<String>>>,
 }
 
 impl std::fmt::Debug for Vcsim {
@@ -237,6 +241,7 @@ impl Vcsim {
                 ready: placeholder(),
                 child: None,
                 stderr: Arc::default(),
+                armed: None,
             };
             match sim.spawn() {
                 Ok(()) => return Ok(sim),
@@ -339,6 +344,7 @@ impl Vcsim {
             std::thread::spawn(move || drain_stderr(stderr, &tail));
         }
         let (tx, rx) = mpsc::channel();
+        let (armed_tx, armed_rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
@@ -346,6 +352,8 @@ impl Vcsim {
                 if !sent && let Some(json) = line.strip_prefix("VCSIM_READY ") {
                     let _ = tx.send(json.to_string());
                     sent = true;
+                } else if let Some(ack) = line.strip_prefix("VCSIM_ARMED ") {
+                    let _ = armed_tx.send(ack.to_string());
                 }
             }
         });
@@ -381,6 +389,7 @@ impl Vcsim {
         };
         self.stderr = tail;
         self.child = Some((child, stdin));
+        self.armed = Some(Mutex::new(armed_rx));
         Ok(())
     }
 
@@ -416,7 +425,29 @@ impl Vcsim {
         };
         writeln!(stdin, "system-error {method} {count}")?;
         stdin.flush()?;
-        Ok(())
+        // Armed only once the helper says so; bounded, so a helper built
+        // before acknowledgements existed fails the test instead of hanging.
+        let want = format!("{method} {count}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let rx = self
+            .armed
+            .as_ref()
+            .ok_or_else(|| SimError::Io(std::io::Error::other("vcsim is not running")))?;
+        let rx = rx
+            .lock()
+            .map_err(|_| SimError::Io(std::io::Error::other("vcsim ack channel poisoned")))?;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(ack) if ack == want => return Ok(()),
+                Ok(_) => continue,
+                Err(_) => {
+                    return Err(SimError::Io(std::io::Error::other(format!(
+                        "vcsim did not acknowledge arming {want} within 10 s (rebuild it: tools/vcsim/build.sh)"
+                    ))));
+                }
+            }
+        }
     }
 
     /// Stops the process now (the fixture can be restarted with [`Vcsim::restart`]).
