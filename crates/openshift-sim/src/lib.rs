@@ -739,6 +739,15 @@ impl SimCluster {
         }
     }
 
+    /// A bearer token for service account `ns/name` on either tier (TokenRequest on the
+    /// real apiserver; the account is created when missing).
+    pub async fn service_account_token(&self, ns: &str, name: &str) -> Result<String, Error> {
+        match self.api_server() {
+            ApiServer::Sim(k) => Ok(k.mint_service_account_token(ns, name)),
+            ApiServer::Real(cp) => Ok(cp.service_account_token(ns, name).await?),
+        }
+    }
+
     /// The cluster's infraID (`<cluster_name>-xxxxx`).
     pub fn infra_id(&self) -> &str {
         &self.infra_id

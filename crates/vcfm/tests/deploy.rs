@@ -583,13 +583,31 @@ async fn migrate(docs_text: &str, docs: &[Value], fail_workers: bool) -> Run {
     };
     let (code, _) = scrape(None).await;
     assert_eq!(code, 401, "an anonymous scrape was not refused");
+    // The cluster monitoring stack's namespace, as an OpenShift cluster has it (the
+    // real tier's bare control plane does not).
+    let monitoring = k8s_openapi::api::core::v1::Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some("openshift-monitoring".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &monitoring)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating openshift-monitoring: {e}"),
+    }
     let prometheus = sim
-        .kube()
-        .mint_service_account_token("openshift-monitoring", "prometheus-k8s");
+        .service_account_token("openshift-monitoring", "prometheus-k8s")
+        .await
+        .unwrap();
     let (code, body) = scrape(Some(prometheus)).await;
     assert_eq!(code, 200, "{body}\n{}", leader.logs());
     assert!(body.contains("vcfm_reconciles_total{"), "{body}");
-    let stranger = sim.kube().mint_service_account_token(NS, "someone-else");
+    let stranger = sim.service_account_token(NS, "someone-else").await.unwrap();
     let (code, _) = scrape(Some(stranger)).await;
     assert_eq!(code, 403, "an unbound service account read the metrics");
     let wall_s = start.elapsed().as_secs_f64();
