@@ -29,9 +29,9 @@ fi
 
 echo "test: real tier"
 # Each real-tier scenario starts its own etcd, apiserver, controller-manager, machine API
-# and CPMS operators and vcsims on free loopback ports, so three run at once
+# and CPMS operators and vcsims on free loopback ports, so two run at once
 # (VCFM_REAL_TEST_THREADS); most of their time is spent waiting on those processes.
-REAL_THREADS="${VCFM_REAL_TEST_THREADS:-3}"
+REAL_THREADS="${VCFM_REAL_TEST_THREADS:-2}"
 status=0
 # real_tier <cargo selection...> -- <test name filters...>
 real_tier() {
