@@ -10,12 +10,10 @@
 mod common_e2e;
 
 use common_e2e::*;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
 use openshift_sim::{Scenario, Site, Tier};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vcfm_api::MigrationPhase;
 
 const WORKERS: u32 = 2;
@@ -170,36 +168,15 @@ async fn expect_refused(env: &mut Env, must_mention: &[&str]) {
     for s in must_mention {
         assert!(msg.contains(s), "the message must mention {s:?}: {msg}");
     }
-    let events = Api::<Event>::namespaced(env.client.clone(), NS);
-    let start = Instant::now();
-    loop {
-        let notes: Vec<String> = events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("zonal"))
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default()
-                )
-            })
-            .collect();
-        if notes
-            .iter()
-            .any(|n| n.starts_with("PhaseFailed") && must_mention.iter().all(|s| n.contains(s)))
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no PhaseFailed Event naming the problem: {notes:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testbed::wait_event_naming(
+        &env.client,
+        NS,
+        Some("zonal"),
+        "PhaseFailed",
+        must_mention,
+        Duration::from_secs(10),
+    )
+    .await;
     env.stop_controller().await;
     assert_same_state(
         &before,

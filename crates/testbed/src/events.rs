@@ -35,18 +35,30 @@ pub async fn wait_event(
     reason: &str,
     timeout: Duration,
 ) -> String {
+    wait_event_naming(client, ns, about, reason, &[], timeout).await
+}
+
+/// [`wait_event`] for an Event whose note names every one of `mentions`.
+pub async fn wait_event_naming(
+    client: &kube::Client,
+    ns: &str,
+    about: Option<&str>,
+    reason: &str,
+    mentions: &[&str],
+    timeout: Duration,
+) -> String {
     let start = Instant::now();
     loop {
         let notes = event_notes(client, ns, about).await;
-        if let Some(e) = notes
-            .iter()
-            .find(|n| n.split_once(' ').map_or(n.as_str(), |(r, _)| r) == reason)
-        {
+        if let Some(e) = notes.iter().find(|n| {
+            n.split_once(' ').map_or(n.as_str(), |(r, _)| r) == reason
+                && mentions.iter().all(|m| n.contains(m))
+        }) {
             return e.clone();
         }
         assert!(
             start.elapsed() < timeout,
-            "no {reason} Event about {about:?}: {notes:#?}"
+            "no {reason} Event about {about:?} naming {mentions:?}: {notes:#?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -8,10 +8,10 @@
 
 mod support;
 
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use openshift_sim::{Scenario, SimCluster, Site};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::{all_objects, vcenter_state};
 use testbed::{Binary, failure_domain_spec, wait_for_migration};
 use vcfm_api::{MigrationPhase, VmwareCloudFoundationMigration};
@@ -99,36 +99,15 @@ impl Harness {
             );
         }
         assert!(st.source_vcenter.is_none() && st.backup_manifests.is_empty());
-        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS);
-        let start = Instant::now();
-        loop {
-            let notes: Vec<String> = events
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-                .map(|e| {
-                    format!(
-                        "{} {}",
-                        e.reason.unwrap_or_default(),
-                        e.note.unwrap_or_default()
-                    )
-                })
-                .collect();
-            if notes
-                .iter()
-                .any(|n| n.starts_with("PhaseFailed") && must_mention.iter().all(|s| n.contains(s)))
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{name}: no PhaseFailed Event naming the problem: {notes:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        testbed::wait_event_naming(
+            &client,
+            NS,
+            Some(name),
+            "PhaseFailed",
+            must_mention,
+            Duration::from_secs(10),
+        )
+        .await;
         assert_eq!(
             before,
             all_objects(&["Lease", "VmwareCloudFoundationMigration"], &client).await,
