@@ -13,42 +13,9 @@ root="$(cd "$here/../.." && pwd)"
 out="${VCSIM_OUT:-$root/target/vcsim/vcsim}"
 export GOTOOLCHAIN=local CGO_ENABLED=0
 
-version=v0.56.0
-versions="$root/tools/real/versions.env"
-if [ -f "$versions" ]; then
-  v="$(sed -n 's/^GOVMOMI_VERSION=\([^[:space:]#]*\).*/\1/p' "$versions" | tail -n1)"
-  [ -n "$v" ] && version="$v"
-fi
-
-if ! command -v go >/dev/null 2>&1; then
-  bash "$root/tools/ci/deps.sh" >&2
-fi
-# go.mod's go line is the oldest toolchain that can build it (GOTOOLCHAIN=local: no download).
-need="$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$here/go.mod")"
-have="$(go env GOVERSION | sed 's/^go//; s/[^0-9.].*//')"
-if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
-  echo "vcsim: Go $have is older than the $need that tools/vcsim/go.mod needs; install Go >= $need" >&2
-  exit 1
-fi
-
-current="$(sed -n 's#^[[:space:]]*github.com/vmware/govmomi \(v[^[:space:]]*\).*#\1#p; s#^require github.com/vmware/govmomi \(v[^[:space:]]*\).*#\1#p' "$here/go.mod" | head -n1)"
-if [ "$current" != "$version" ]; then
-  echo "vcsim: go.mod requires govmomi $current, versions.env says $version: updating go.mod and go.sum" >&2
-  (cd "$here" && go get "github.com/vmware/govmomi@$version" && go mod tidy)
-fi
-
-fresh=1
-for f in main.go go.mod go.sum build.sh; do
-  [ -x "$out" ] && [ "$out" -nt "$here/$f" ] || fresh=0
-done
-if [ "$fresh" = 1 ]; then
-  echo "$out"
-  exit 0
-fi
-
-mkdir -p "$(dirname "$out")"
-echo "vcsim: building $out (govmomi $version)" >&2
-tmp="$out.tmp.$$"
-(cd "$here" && go build -trimpath -buildvcs=false -ldflags='-s -w' -o "$tmp" .) || { rm -f "$tmp"; exit 1; }
-mv -f "$tmp" "$out"
-echo "$out"
+# shellcheck source=../ci/gomod.sh
+source "$root/tools/ci/gomod.sh"
+version="$(versions_env_value vcsim GOVMOMI_VERSION v0.56.0)"
+require_go vcsim "$here"
+pin_module vcsim "$here" github.com/vmware/govmomi "$version"
+build_if_stale vcsim "$here" "$out" "$here/main.go" "$here/go.mod" "$here/go.sum" "$here/build.sh"

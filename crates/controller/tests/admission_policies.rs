@@ -204,15 +204,7 @@ async fn with_the_policies_a_rollback_after_create_workers_restores_the_source()
             .any(|m| m.server().as_deref() == Some(tgt.as_str())),
         "target workers exist"
     );
-    env.set_state("m", "Rollback").await;
-    let m = env
-        .wait("m", "the rollback", Duration::from_secs(240), |m| {
-            m.status
-                .as_ref()
-                .and_then(|s| s.rollback.as_ref())
-                .is_some_and(|r| r.completion_time.is_some())
-        })
-        .await;
+    let m = env.roll_back("m", Duration::from_secs(240)).await;
     assert_eq!(
         phase_of(&m),
         Some(MigrationPhase::RollbackCompleted),
@@ -297,14 +289,7 @@ async fn with_the_policies_a_rollback_waits_for_a_machine_on_the_target_it_did_n
     api.delete("hand-made-target", &Default::default())
         .await
         .unwrap();
-    let m = env
-        .wait("m", "the rollback", Duration::from_secs(180), |m| {
-            m.status
-                .as_ref()
-                .and_then(|s| s.rollback.as_ref())
-                .is_some_and(|r| r.completion_time.is_some())
-        })
-        .await;
+    let m = env.wait_rollback_end("m", Duration::from_secs(180)).await;
     assert_eq!(
         phase_of(&m),
         Some(MigrationPhase::RollbackCompleted),

@@ -45,15 +45,7 @@ async fn roll_back_and_check(env: &Env, name: &str, before: &Observed) {
 /// `foreign_child`, something not made by the migration sits in the cluster
 /// folder, which must then be kept (and said so).
 async fn roll_back(env: &Env, name: &str, before: &Observed, foreign_child: bool) {
-    env.patch_spec(name, json!({"state": "Rollback"})).await;
-    let m = env
-        .wait(name, "rollback completed", Duration::from_secs(90), |m| {
-            m.status
-                .as_ref()
-                .and_then(|s| s.rollback.as_ref())
-                .is_some_and(|r| r.completion_time.is_some())
-        })
-        .await;
+    let m = env.roll_back(name, Duration::from_secs(90)).await;
     eprintln!("{}", summary(&m));
     let st = m.status.as_ref().unwrap();
     assert_eq!(

@@ -102,20 +102,7 @@ async fn others_edits_survive(format: ConfigFormat) {
         .await
         .unwrap();
 
-    env.set_state("undo", "Rollback").await;
-    let m = env
-        .wait(
-            "undo",
-            "the rollback to end",
-            Duration::from_secs(120),
-            |m| {
-                m.status
-                    .as_ref()
-                    .and_then(|s| s.rollback.as_ref())
-                    .is_some_and(|r| r.completion_time.is_some())
-            },
-        )
-        .await;
+    let m = env.roll_back("undo", Duration::from_secs(120)).await;
     let st = m.status.as_ref().unwrap();
     assert_eq!(
         st.phase,

@@ -26,20 +26,7 @@ async fn a_second_migration_after_a_rollback_creates_its_workers() {
     env.spawn_controller();
     env.migrate_through("first", 1, PhaseName::CreateWorkers, json!({}))
         .await;
-    env.set_state("first", "Rollback").await;
-    let m = env
-        .wait(
-            "first",
-            "the rollback to end",
-            Duration::from_secs(600),
-            |m| {
-                m.status
-                    .as_ref()
-                    .and_then(|s| s.rollback.as_ref())
-                    .is_some_and(|r| r.completion_time.is_some())
-            },
-        )
-        .await;
+    let m = env.roll_back("first", Duration::from_secs(600)).await;
     assert_eq!(
         phase_of(&m),
         Some(MigrationPhase::RollbackCompleted),

@@ -159,15 +159,7 @@ async fn rollback_removes_only_the_source_tags_vcfm_made() {
         attached(&env, "openshift-zone", &cluster, false).await,
         [zone]
     );
-    env.set_state("m", "Rollback").await;
-    let m = env
-        .wait("m", "the rollback", Duration::from_secs(180), |m| {
-            m.status
-                .as_ref()
-                .and_then(|s| s.rollback.as_ref())
-                .is_some_and(|r| r.completion_time.is_some())
-        })
-        .await;
+    let m = env.roll_back("m", Duration::from_secs(180)).await;
     assert_eq!(
         phase_of(&m),
         Some(MigrationPhase::RollbackCompleted),

@@ -240,6 +240,24 @@ impl Env {
         .await
     }
 
+    /// Asks for a rollback of `name` and waits until it has ended (however it ended:
+    /// callers assert the outcome they expect).
+    pub async fn roll_back(&self, name: &str, timeout: Duration) -> Vcfm {
+        self.set_state(name, "Rollback").await;
+        self.wait_rollback_end(name, timeout).await
+    }
+
+    /// Waits until the rollback of `name` has ended.
+    pub async fn wait_rollback_end(&self, name: &str, timeout: Duration) -> Vcfm {
+        self.wait(name, "the rollback to end", timeout, |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.rollback.as_ref())
+                .is_some_and(|r| r.completion_time.is_some())
+        })
+        .await
+    }
+
     pub async fn wait_terminal(&self, name: &str, timeout: Duration) -> Vcfm {
         self.wait(name, "a terminal phase", timeout, |m| {
             m.status
