@@ -62,8 +62,19 @@ async fn masters(env: &Env) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_as_the_4_20_installer_leaves_it_moves_whole_to_the_target() {
+    migrate_420(false).await;
+}
+
+/// The same with the `VSphereMultiVCenterDay2` gate (CustomNoUpgrade, its CRD set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_as_the_4_20_installer_leaves_it_moves_whole_with_the_day2_gate() {
+    migrate_420(true).await;
+}
+
+async fn migrate_420(day2_gate: bool) {
     let mut env = Env::start(Scenario {
         workers: WORKERS,
+        multi_vcenter_day2_gate: day2_gate,
         ..Scenario::installed_by(InstallerRelease::V4_20)
     })
     .await;
