@@ -245,3 +245,47 @@ async fn a_cluster_as_the_4_16_installer_leaves_it_is_refused_and_left_as_instal
     );
     env.shutdown().await;
 }
+
+/// Rolled back at the last reversible point (every phase up to CreateWorkers done), the
+/// 4.20-installed cluster is again exactly as the installer left it: its YAML cloud config
+/// byte for byte, its Infrastructure, credentials, Active CPMS, MachineSet and Machines, and
+/// nothing of the migration on either vCenter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_as_the_4_20_installer_leaves_it_rolls_back_to_exactly_that() {
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        ..Scenario::installed_by(InstallerRelease::V4_20)
+    })
+    .await;
+    let seeded = env.snapshot().await;
+    env.spawn_controller();
+    env.migrate_through("undo", 1, PhaseName::CreateWorkers, json!({}))
+        .await;
+    let midway = env.snapshot().await;
+    assert!(
+        midway.cloud_config.contains(&env.sim.target().server),
+        "UpdateConfig taught the target: {}",
+        midway.cloud_config
+    );
+    env.set_state("undo", "Rollback").await;
+    let deadline = match Tier::from_env() {
+        Tier::Sim => Duration::from_secs(240),
+        Tier::Real => Duration::from_secs(900),
+    };
+    let m = env
+        .wait("undo", "the rollback to end", deadline, |m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.rollback.as_ref())
+                .is_some_and(|r| r.completion_time.is_some())
+        })
+        .await;
+    assert_eq!(
+        phase_of(&m),
+        Some(MigrationPhase::RollbackCompleted),
+        "{}",
+        summary(&m)
+    );
+    assert_same_state(&seeded, &env.snapshot().await, "after the rollback");
+    env.shutdown().await;
+}
