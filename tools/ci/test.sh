@@ -54,7 +54,7 @@ real_tier -p vcfm-controller \
   --test phases_5_10 --test phases_5_10_faults --test differential --test migration_roles \
   --test rollback_undo --test vcenter_transient --test leader_election --test migration_deletion \
   --test source_topology --test admission_policies --test zone_affinity --test combined_proof \
-  --test second_migration \
+  --test second_migration --test installer_seeds \
   -- \
   automatic_migration_ \
   manual_migration_runs_each_phase_only_after_its_approval \
@@ -82,6 +82,7 @@ real_tier -p vcfm-controller \
   preflight_refuses_a_zone_ \
   an_installer_shaped_cluster_with_every_role_moves_and_leaves_nothing_on_the_source \
   a_second_migration_after_a_rollback_creates_its_workers \
+  a_cluster_as_the_4_ \
   "$DIFFERENTIAL"
 
 # The vcfm binary on the real tier: installed by `kubectl apply -k deploy/` and run as the

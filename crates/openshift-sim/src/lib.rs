@@ -47,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+mod installer;
 mod kapi;
 pub mod mapi_vaps;
 mod ops;
@@ -71,8 +72,8 @@ use vcfm_vsphere::{CategorySpec, CloneSpec, MoRef};
 
 pub use ops::cvo::vcenter_rules;
 pub use scenario::{
-    ConfigFormat, Delays, Faults, SOURCE_LIMITED_MISSING, SOURCE_LIMITED_USER, Scenario, Site,
-    Tier, VcsimRestart, WrongCredentials,
+    ConfigFormat, Delays, Faults, InstallerRelease, SOURCE_LIMITED_MISSING, SOURCE_LIMITED_USER,
+    Scenario, Site, Tier, VcsimRestart, WrongCredentials,
 };
 pub use seed::failure_domain as failure_domain_json;
 pub use vcenter::VcenterInfo;
@@ -505,7 +506,7 @@ impl SimCluster {
                     message,
                 })?;
         }
-        let mut groups = seed::pod_groups(scenario.config_format);
+        let mut groups = seed::pod_groups(scenario.config_format, scenario.installer.is_some());
         if scenario.infra_machineset {
             groups.push(seed::router_group());
             kapi::create(&client, &seed::router_pdb())
@@ -935,7 +936,10 @@ async fn seed_machines(
     };
 
     let mut nodes = Vec::new();
-    let master_spec = seed::provider_spec("master", src);
+    let master_spec = match s.installer {
+        Some(_) => installer::provider("master", src),
+        None => seed::provider_spec("master", src),
+    };
     for i in 0..s.masters {
         let name = format!("{}-master-{i}", ctx.infra_id);
         seeder
@@ -956,6 +960,10 @@ async fn seed_machines(
     }
     for (role, replicas) in sets {
         let mut ms = seed::machineset(&ctx.infra_id, role, replicas, src);
+        if s.installer.is_some() {
+            ms["spec"]["template"]["spec"]["providerSpec"]["value"] =
+                installer::provider(role, src);
+        }
         if role == "worker"
             && let Some(group) = &s.worker_vm_group
         {
@@ -993,13 +1001,16 @@ async fn seed_machines(
             nodes.push(name);
         }
     }
-    let cpms = seed::cpms(
-        &ctx.infra_id,
-        s.masters,
-        master_spec,
-        &[seed::INSTALL_FAILURE_DOMAIN.to_string()],
-        s.pre_416_cpms,
-    );
+    let cpms = match s.installer {
+        Some(_) => installer::cpms(&ctx.infra_id, s.masters, &master_spec),
+        None => seed::cpms(
+            &ctx.infra_id,
+            s.masters,
+            master_spec,
+            &[seed::INSTALL_FAILURE_DOMAIN.to_string()],
+            s.pre_416_cpms,
+        ),
+    };
     kapi::create(&ctx.client, &cpms)
         .await
         .map_err(seed_err("ControlPlaneMachineSet"))?;

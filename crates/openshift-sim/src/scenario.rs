@@ -12,6 +12,47 @@ pub enum ConfigFormat {
     Ini,
 }
 
+/// The `openshift-install` release whose objects a seeded cluster carries
+/// ([`Scenario::installer`]; read from openshift/installer, see `installer.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallerRelease {
+    /// 4.16: an Active ControlPlaneMachineSet on `generated-failure-domain`, the INI cloud
+    /// config, an Infrastructure whose schema takes one vCenter (CRD set `4.16`).
+    V4_16,
+    /// 4.20: the same CPMS, the YAML cloud config, the VIPs among the machine networks and
+    /// `nodeNetworking` filled in (CRD set `default`, see [`InstallerRelease::crd_set`]).
+    V4_20,
+}
+
+impl InstallerRelease {
+    /// The release ClusterVersion and FeatureGate report.
+    pub fn version(self) -> &'static str {
+        match self {
+            InstallerRelease::V4_16 => "4.16.8",
+            InstallerRelease::V4_20 => "4.20.8",
+        }
+    }
+
+    /// The CRD set under `../shared/openshift-crds/` to serve (`None`: the one the feature
+    /// gate picks). There is no 4.20 set: 4.20 runs on `default` (openshift/api main, March
+    /// 2026), whose Infrastructure has the vCenter rules of 4.18 and later (up to three
+    /// vCenters, none added or removed without the day-2 gate) that a migration meets.
+    pub fn crd_set(self) -> Option<&'static str> {
+        match self {
+            InstallerRelease::V4_16 => Some("4.16"),
+            InstallerRelease::V4_20 => None,
+        }
+    }
+
+    /// The cloud-provider config format the installer writes.
+    pub fn config_format(self) -> ConfigFormat {
+        match self {
+            InstallerRelease::V4_16 => ConfigFormat::Ini,
+            InstallerRelease::V4_20 => ConfigFormat::Yaml,
+        }
+    }
+}
+
 /// Which of the two simulated vCenters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Site {
@@ -232,6 +273,11 @@ pub struct Scenario {
     /// datastore, folder and pool, network names, template path) next to its failure
     /// domains, which the CPMS webhook now refuses on any update that keeps them.
     pub pre_416_cpms: bool,
+    /// Seed the objects this installer release writes (ControlPlaneMachineSet, Machines,
+    /// MachineSets, Infrastructure, cloud config, CSI driver pod labels) instead of the
+    /// generic shapes; `None` keeps them (a CPMS in the shape the operator's generator
+    /// writes, Inactive). Set with [`Scenario::installed_by`].
+    pub installer: Option<InstallerRelease>,
     /// Enable the `VSphereHostVMGroupZonal` feature gate (through CustomNoUpgrade), which
     /// vm-host zones (`zoneAffinity`, `workspace.vmGroup`) need on a real cluster.
     pub host_vm_group_zonal_gate: bool,
@@ -274,6 +320,7 @@ impl Default for Scenario {
             worker_vm_group: None,
             host_vm_group_zonal_gate: false,
             pre_416_cpms: false,
+            installer: None,
             target_vcsim: None,
             autoscaling: false,
             user_machine_health_check: false,
@@ -281,6 +328,20 @@ impl Default for Scenario {
             tier: Tier::from_env(),
             real_operators: Tier::from_env() == Tier::Real
                 && std::env::var("VCFM_REAL_OPERATORS").as_deref() != Ok("0"),
+        }
+    }
+}
+
+impl Scenario {
+    /// A cluster as `release`'s installer leaves it: its objects, version, CRD set and
+    /// cloud-config format; everything else as [`Scenario::default`].
+    pub fn installed_by(release: InstallerRelease) -> Self {
+        Self {
+            installer: Some(release),
+            version: release.version().into(),
+            crd_set: release.crd_set().map(Into::into),
+            config_format: release.config_format(),
+            ..Self::default()
         }
     }
 }

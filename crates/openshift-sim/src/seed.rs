@@ -685,10 +685,14 @@ pub(crate) fn router_pdb() -> Value {
 }
 
 /// The vSphere-related workloads whose pods a migration restarts, plus a few it must not.
-pub(crate) fn pod_groups(format: ConfigFormat) -> Vec<PodGroup> {
+pub(crate) fn pod_groups(format: ConfigFormat, installer_shaped: bool) -> Vec<PodGroup> {
     use PodKind::{DaemonSet, Deployment, Mirror};
-    // Older clusters (INI config) run the older CSI label set.
+    // Older clusters (INI config) run the older CSI label set. Installer-shaped seeds carry
+    // what the CSI driver operator's assets say on every release from 4.16 to main
+    // (openshift/vmware-vsphere-csi-driver-operator `assets/controller.yaml`,
+    // `assets/node.yaml`: `app: vmware-vsphere-csi-driver-controller` / `-node`).
     let csi = match format {
+        _ if installer_shaped => "vmware-vsphere-csi-driver",
         ConfigFormat::Ini => "vmware-vsphere-csi-driver",
         ConfigFormat::Yaml => "vsphere-csi-driver",
     };
@@ -855,6 +859,10 @@ pub(crate) fn base_objects(
     ));
     let mut cm = cloud_provider_config(s.config_format, src);
     let mut infra = infrastructure(infra_id, src);
+    if let Some(release) = s.installer {
+        cm["data"]["config"] = json!(crate::installer::cloud_config(release, infra_id, src));
+        infra["spec"]["platformSpec"]["vsphere"] = crate::installer::platform_spec(release, src);
+    }
     if let Some(key) = &s.cloud_config_key {
         // Consumers read the key Infrastructure spec.cloudConfig names (openshift/api
         // `ConfigMapFileReference`), whatever it is.
@@ -867,6 +875,9 @@ pub(crate) fn base_objects(
     let mut fg = feature_gate(&s.version, s.multi_vcenter_day2_gate);
     if s.host_vm_group_zonal_gate {
         enable_custom_gate(&mut fg, "VSphereHostVMGroupZonal");
+    }
+    if s.installer == Some(crate::scenario::InstallerRelease::V4_20) {
+        crate::installer::default_gates_420(&mut fg);
     }
     out.push(fg);
     for co in CLUSTER_OPERATORS {

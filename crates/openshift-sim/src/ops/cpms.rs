@@ -87,9 +87,14 @@ pub(crate) fn inject(mut value: Value, fd: &VSphereFailureDomain, infra_id: &str
             .clone()
             .unwrap_or_else(|| format!("/{dc}/vm/{infra_id}"))
     );
+    // The template's last path element: the real operator injects the bare name
+    // (cluster-control-plane-machine-set-operator `pkg/machineproviders/providers/openshift/
+    // machine/v1beta1/providerconfig/vsphere.go`, `InjectFailureDomain`), as the installer
+    // writes it into the masters (installer `pkg/asset/machines/vsphere/machines.go`).
     value["template"] = json!(
         t.template
-            .clone()
+            .as_deref()
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
             .unwrap_or_else(|| format!("{infra_id}-rhcos-{}-{}", fd.region, fd.zone))
     );
     let devices: Vec<Value> = t
@@ -102,6 +107,18 @@ pub(crate) fn inject(mut value: Value, fd: &VSphereFailureDomain, infra_id: &str
     }
     value["network"]["devices"] = json!(devices);
     value
+}
+
+/// A provider spec whose template is reduced to its name: the real operator takes a path
+/// and a bare name of the same template as equal (`providerconfig/vsphere.go`, `Diff`,
+/// `getTemplateName`), so an installer's master is not replaced for it.
+fn template_by_name(value: &Value) -> Value {
+    let mut v = value.clone();
+    if let Some(t) = v.get("template").and_then(Value::as_str) {
+        let name = t.rsplit('/').next().unwrap_or(t).to_string();
+        v["template"] = json!(name);
+    }
+    v
 }
 
 fn condition(t: &str, s: &str, reason: &str, message: &str) -> Value {
@@ -253,7 +270,9 @@ async fn reconcile(
     let desired_for =
         |idx: usize| inject(template_value.clone(), &fds[idx % fds.len()], &ctx.infra_id);
     let is_updated = |m: &Machine| {
-        index_of(&m.name_any()).is_some_and(|i| provider_value(m) == Some(&desired_for(i)))
+        index_of(&m.name_any()).is_some_and(|i| {
+            provider_value(m).map(template_by_name) == Some(template_by_name(&desired_for(i)))
+        })
     };
     let updated_ready = live.iter().filter(|m| is_ready(m) && is_updated(m)).count();
 
