@@ -506,7 +506,7 @@ impl SimCluster {
                     message,
                 })?;
         }
-        let mut groups = seed::pod_groups(scenario.config_format, scenario.installer.is_some());
+        let mut groups = seed::pod_groups();
         if scenario.infra_machineset {
             groups.push(seed::router_group());
             kapi::create(&client, &seed::router_pdb())

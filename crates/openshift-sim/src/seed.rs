@@ -685,19 +685,15 @@ pub(crate) fn router_pdb() -> Value {
 }
 
 /// The vSphere-related workloads whose pods a migration restarts, plus a few it must not.
-pub(crate) fn pod_groups(format: ConfigFormat, installer_shaped: bool) -> Vec<PodGroup> {
+pub(crate) fn pod_groups() -> Vec<PodGroup> {
     use PodKind::{DaemonSet, Deployment, Mirror};
-    // Older clusters (INI config) run the older CSI label set. Installer-shaped seeds carry
-    // what the CSI driver operator's assets say on every release from 4.16 to main
+    // The CSI driver operator labels its pods the same on every release from 4.16 to main
     // (openshift/vmware-vsphere-csi-driver-operator `assets/controller.yaml`,
-    // `assets/node.yaml`: `app: vmware-vsphere-csi-driver-controller` / `-node`).
-    let csi = match format {
-        _ if installer_shaped => "vmware-vsphere-csi-driver",
-        ConfigFormat::Ini => "vmware-vsphere-csi-driver",
-        ConfigFormat::Yaml => "vsphere-csi-driver",
-    };
-    let csi_controller = format!("{csi}-controller");
-    let csi_node = format!("{csi}-node");
+    // `assets/node.yaml`: `app: vmware-vsphere-csi-driver-controller` / `-node`), whatever
+    // the cloud config's format. vcfm also restarts a `vsphere-csi-driver-*` label set that
+    // no release here carries; no seed invents pods for it.
+    let csi_controller = "vmware-vsphere-csi-driver-controller";
+    let csi_node = "vmware-vsphere-csi-driver-node";
     vec![
         PodGroup::new(
             "openshift-cloud-controller-manager",
@@ -743,13 +739,13 @@ pub(crate) fn pod_groups(format: ConfigFormat, installer_shaped: bool) -> Vec<Po
         PodGroup::new(
             "openshift-cluster-csi-drivers",
             "vmware-vsphere-csi-driver-controller",
-            &[("app", csi_controller.as_str())],
+            &[("app", csi_controller)],
             Deployment(2),
         ),
         PodGroup::new(
             "openshift-cluster-csi-drivers",
             "vmware-vsphere-csi-driver-node",
-            &[("app", csi_node.as_str())],
+            &[("app", csi_node)],
             DaemonSet,
         ),
         PodGroup::new(

@@ -309,7 +309,7 @@ async fn migrate(day2: bool) {
     eventually("node-bound pods on the new nodes", DEADLINE, || async {
         let mut csi = on_nodes(
             "openshift-cluster-csi-drivers",
-            "app=vsphere-csi-driver-node",
+            "app=vmware-vsphere-csi-driver-node",
         )
         .await?;
         csi.sort();
