@@ -1,7 +1,7 @@
 //! The reconcile function: read the migration, ask the state machine what to
-//! do, run at most one phase step, write the status the pure
-//! [`transition`](crate::transition) computes from that once, and requeue. It
-//! never sleeps waiting for the cluster: waiting is a requeue or a watch event.
+//! do, run at most one phase step, write once the status that the pure
+//! [`transition`] computes from that, and requeue. It never sleeps waiting
+//! for the cluster: waiting is a requeue or a watch event.
 
 use crate::context::{PhaseCtx, Shared};
 use crate::deletion;

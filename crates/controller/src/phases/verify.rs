@@ -6,12 +6,11 @@
 //! here fails outright.
 
 use super::disable_cvo::restore_cvo;
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{RollbackOutcome, Steps};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::health;
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use kube::api::Api;
 use std::time::Duration;
 use vcfm_api::openshift::{CLUSTER, Infrastructure};
@@ -20,21 +19,9 @@ pub struct Verify;
 
 const RECHECK: Duration = Duration::from_secs(5);
 
-impl Phase for Verify {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::Verify
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(30 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Impossible("the cluster already runs on the target vCenter only")
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
+impl Steps for Verify {
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 }
 
