@@ -75,8 +75,7 @@ pub enum RollbackSupport {
 }
 
 /// One migration phase's steps, as the reconciler calls them. Most phases
-/// write them as async fns ([`Steps`]); a phase whose step is one boxed async
-/// block implements this directly.
+/// write them as async fns ([`Steps`]); the others implement this directly.
 pub trait Phase: Send + Sync {
     /// Cheap checks of the inputs the phase needs, run before each execute step.
     fn validate<'a>(&'a self, _ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {

@@ -6,11 +6,12 @@
 //! here fails outright.
 
 use super::disable_cvo::restore_cvo;
-use super::{RollbackOutcome, Steps};
+use super::{Phase, RollbackOutcome};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::health;
 use crate::state::Outcome;
+use futures::future::BoxFuture;
 use kube::api::Api;
 use std::time::Duration;
 use vcfm_api::openshift::{CLUSTER, Infrastructure};
@@ -19,9 +20,9 @@ pub struct Verify;
 
 const RECHECK: Duration = Duration::from_secs(5);
 
-impl Steps for Verify {
-    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
-        execute(ctx).await
+impl Phase for Verify {
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(execute(ctx))
     }
 }
 
