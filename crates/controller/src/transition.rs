@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use std::time::Duration;
 use vcfm_api::{
     ApprovalMode, LogEntry, MigrationPhase, MigrationSpec, MigrationStatus, PhaseName, PhaseStatus,
-    VmwareCloudFoundationMigration,
+    RollbackTrigger, VmwareCloudFoundationMigration,
 };
 
 type Vcfm = VmwareCloudFoundationMigration;
@@ -225,98 +225,22 @@ impl Step<'_> {
             Decision::AwaitApproval(phase) => self.await_approval(*phase),
             Decision::Paused { at } => self.paused(*at),
             Decision::Execute(phase) => self.execute(*phase, ran),
-            Decision::TimedOut { phase, after } => {
-                let last = self
-                    .st
-                    .current_phase_state
-                    .as_ref()
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
-                let outcome = Outcome::Failed {
-                    message: format!(
-                        "did not finish within its deadline of {}s of active time, pauses excluded (spec.phaseTimeouts.{phase} to change it); last state: {last}",
-                        after.as_secs()
-                    ),
-                };
-                self.finish(*phase, &outcome, &Recorded::default())
-            }
-            Decision::StartRollback { trigger, reason } => {
-                state::start_rollback(&mut self.st, *trigger, reason, self.g, self.now);
-                let msg = format!("rolling back: {reason}");
-                self.publish(true, "RollbackStarted", "Rollback", msg);
-                Next::After(NEXT_STEP)
-            }
+            Decision::TimedOut { phase, after } => self.timed_out(*phase, *after),
+            Decision::RetryFailedPhase(phase) => self.retry(*phase),
+            Decision::Complete => self.complete(),
+            Decision::StartRollback { trigger, reason } => self.start_rollback(*trigger, reason),
             Decision::RollBack(phase) => self.rollback(*phase, None, ran),
             Decision::StalledRollBack {
                 phase,
                 waited,
                 limit,
             } => self.rollback(*phase, Some((*waited, *limit)), ran),
-            Decision::ReleaseDeletion { reason } => {
-                // The reconciler lets go of the finalizer after publishing.
-                let forced = outcome_of(self.m, &self.st) == backup::OUTCOME_FORCE_DELETED;
-                let msg = format!("migration released for deletion: {reason}");
-                self.publish(forced, "DeletionReleased", "Delete", msg);
-                Next::AwaitChange
-            }
+            Decision::FinishRollback => self.finish_rollback(),
+            Decision::RefuseRollback { reason } => self.refuse_rollback(reason),
             Decision::HoldDeletion { reason, meanwhile } => {
-                self.hold_deletion(reason);
-                let next = self.decided(meanwhile, ran);
-                // Where the migration would wait for a spec change, it looks
-                // again for the force annotation instead (annotations do not
-                // change the generation the watch filters on).
-                let waits_for_change = matches!(
-                    **meanwhile,
-                    Decision::Idle { .. }
-                        | Decision::AwaitApproval(_)
-                        | Decision::Paused { .. }
-                        | Decision::RefuseRollback { .. }
-                );
-                if waits_for_change {
-                    Next::After(HOLD_RECHECK)
-                } else {
-                    next
-                }
+                self.hold_deletion(reason, meanwhile, ran)
             }
-            Decision::FinishRollback => {
-                state::finish_rollback(&mut self.st, self.g, self.now);
-                let rb = conditions::find(&self.st.conditions, ConditionType::RolledBack);
-                let ok = rb.is_some_and(|c| c.status == "True");
-                let msg = rb.map(|c| c.message.clone()).unwrap_or_default();
-                self.publish(!ok, "RollbackCompleted", "Rollback", msg);
-                // Next: let go of the finalizer (and of a deleted migration).
-                Next::After(NEXT_STEP)
-            }
-            Decision::RefuseRollback { reason } => {
-                if self.set(
-                    ConditionType::RollbackRefused,
-                    true,
-                    "PointOfNoReturn",
-                    reason,
-                ) {
-                    self.publish(true, "RollbackRefused", "Rollback", reason.clone());
-                }
-                Next::AwaitChange
-            }
-            Decision::Complete => {
-                self.st.phase = Some(MigrationPhase::Completed);
-                self.st.completion_time.get_or_insert(Time(self.now));
-                self.set(
-                    ConditionType::Completed,
-                    true,
-                    "AllPhasesCompleted",
-                    "the cluster now runs on the target vCenter",
-                );
-                Next::After(NEXT_STEP)
-            }
-            Decision::RetryFailedPhase(phase) => {
-                state::reset_for_retry(&mut self.st, *phase, &self.m.spec, self.g, self.now);
-                let msg = format!(
-                    "retry requested (spec.retryToken) after {phase} failed: running it again"
-                );
-                self.publish(false, "PhaseRetry", phase.as_str(), msg);
-                Next::After(NEXT_STEP)
-            }
+            Decision::ReleaseDeletion { reason } => self.release_deletion(reason),
         }
     }
 
@@ -430,6 +354,42 @@ impl Step<'_> {
         Next::After(Duration::ZERO)
     }
 
+    fn timed_out(&mut self, phase: PhaseName, after: Duration) -> Next {
+        let last = self
+            .st
+            .current_phase_state
+            .as_ref()
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        let outcome = Outcome::Failed {
+            message: format!(
+                "did not finish within its deadline of {}s of active time, pauses excluded (spec.phaseTimeouts.{phase} to change it); last state: {last}",
+                after.as_secs()
+            ),
+        };
+        self.finish(phase, &outcome, &Recorded::default())
+    }
+
+    fn retry(&mut self, phase: PhaseName) -> Next {
+        state::reset_for_retry(&mut self.st, phase, &self.m.spec, self.g, self.now);
+        let msg =
+            format!("retry requested (spec.retryToken) after {phase} failed: running it again");
+        self.publish(false, "PhaseRetry", phase.as_str(), msg);
+        Next::After(NEXT_STEP)
+    }
+
+    fn complete(&mut self) -> Next {
+        self.st.phase = Some(MigrationPhase::Completed);
+        self.st.completion_time.get_or_insert(Time(self.now));
+        self.set(
+            ConditionType::Completed,
+            true,
+            "AllPhasesCompleted",
+            "the cluster now runs on the target vCenter",
+        );
+        Next::After(NEXT_STEP)
+    }
+
     fn publish_started(&mut self, phase: PhaseName) {
         let msg = format!("phase {} ({phase}) started", phase.number());
         self.publish(false, "PhaseStarted", phase.as_str(), msg);
@@ -495,6 +455,31 @@ impl Step<'_> {
                 Next::After(NEXT_STEP)
             }
         }
+    }
+
+    fn start_rollback(&mut self, trigger: RollbackTrigger, reason: &str) -> Next {
+        state::start_rollback(&mut self.st, trigger, reason, self.g, self.now);
+        let msg = format!("rolling back: {reason}");
+        self.publish(true, "RollbackStarted", "Rollback", msg);
+        Next::After(NEXT_STEP)
+    }
+
+    fn finish_rollback(&mut self) -> Next {
+        state::finish_rollback(&mut self.st, self.g, self.now);
+        let rb = conditions::find(&self.st.conditions, ConditionType::RolledBack);
+        let ok = rb.is_some_and(|c| c.status == "True");
+        let msg = rb.map(|c| c.message.clone()).unwrap_or_default();
+        self.publish(!ok, "RollbackCompleted", "Rollback", msg);
+        // Next: let go of the finalizer (and of a deleted migration).
+        Next::After(NEXT_STEP)
+    }
+
+    fn refuse_rollback(&mut self, reason: &str) -> Next {
+        let t = ConditionType::RollbackRefused;
+        if self.set(t, true, "PointOfNoReturn", reason) {
+            self.publish(true, "RollbackRefused", "Rollback", reason.to_string());
+        }
+        Next::AwaitChange
     }
 
     /// Records one step undoing `phase`. Every path records the step's start
@@ -567,8 +552,9 @@ impl Step<'_> {
         }
     }
 
-    /// Shows why a deletion is held and how to force it (an Event once).
-    fn hold_deletion(&mut self, reason: &str) {
+    /// Shows why a deletion is held and how to force it (an Event once),
+    /// and goes on with what the migration does meanwhile.
+    fn hold_deletion(&mut self, reason: &str, meanwhile: &Decision, ran: &Ran) -> Next {
         let msg = format!(
             "{reason}. To delete it now, leaving the cluster as it is (the backup Secret {} stays for manual recovery): `{}`",
             backup::secret_name(&self.m.name_any()),
@@ -582,6 +568,31 @@ impl Step<'_> {
         ) {
             self.publish(true, "DeletionBlocked", "Delete", msg);
         }
+        let next = self.decided(meanwhile, ran);
+        // Where the migration would wait for a spec change, it looks again
+        // for the force annotation instead (annotations do not change the
+        // generation the watch filters on).
+        let waits_for_change = matches!(
+            meanwhile,
+            Decision::Idle { .. }
+                | Decision::AwaitApproval(_)
+                | Decision::Paused { .. }
+                | Decision::RefuseRollback { .. }
+        );
+        if waits_for_change {
+            Next::After(HOLD_RECHECK)
+        } else {
+            next
+        }
+    }
+
+    /// Says how the migration ended; the reconciler lets go of the finalizer
+    /// after publishing.
+    fn release_deletion(&mut self, reason: &str) -> Next {
+        let forced = outcome_of(self.m, &self.st) == backup::OUTCOME_FORCE_DELETED;
+        let msg = format!("migration released for deletion: {reason}");
+        self.publish(forced, "DeletionReleased", "Delete", msg);
+        Next::AwaitChange
     }
 }
 
