@@ -3,7 +3,8 @@
 //! phases with approvals, pause/resume, backups and a rollback that runs at
 //! most once and never past the point of no return.
 //!
-//! Layout: [`state`] decides (pure), [`reconciler`] acts one step at a time,
+//! Layout: [`state`] decides (pure), [`reconciler`] acts one step at a time
+//! and writes what [`transition`] computes (pure),
 //! [`phases`] hold the per-phase work, [`backup`] keeps what rollback needs,
 //! [`runtime`] wires watches, leader election and the metrics endpoint.
 
@@ -22,6 +23,7 @@ pub mod runtime;
 pub mod secure_metrics;
 pub mod state;
 pub mod status;
+pub mod transition;
 pub mod undo;
 pub mod wake;
 pub mod written;

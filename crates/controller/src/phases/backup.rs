@@ -2,7 +2,7 @@
 //! backup Secret (not owned by it, so it outlives a forced deletion), before
 //! anything is changed.
 
-use super::{Phase, RollbackSupport};
+use super::Phase;
 use crate::backup::{BackupStore, clean_for_backup};
 use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
@@ -13,7 +13,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
-use std::time::Duration;
 use vcfm_api::LogLevel;
 use vcfm_api::openshift::{
     CLUSTER, CPMS_NAME, ControlPlaneMachineSet, Infrastructure, MACHINE_API_NAMESPACE, MachineSet,
@@ -44,19 +43,6 @@ fn to_value<T: serde::Serialize>(t: &T) -> Result<serde_json::Value, PhaseError>
 }
 
 impl Phase for Backup {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::Backup
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(10 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        // The backup Secret is kept for manual recovery, even after the migration is deleted.
-        RollbackSupport::NothingToUndo
-    }
-
     fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
         Box::pin(async move {
             let client = ctx.client();

@@ -8,13 +8,12 @@
 //! Every step checks before it writes, so a retry after a partial failure
 //! redoes only what is missing and can never touch a target entry.
 
-use super::{Phase, RollbackSupport};
+use super::Steps;
 use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
 use crate::openshift::creds;
 use crate::openshift::{cloud_config, fd_refs, infra, machines, mcp, pods};
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -38,31 +37,15 @@ pub fn metadata_secret_name(migration: &str) -> String {
     format!("{migration}-installer-metadata")
 }
 
-impl Phase for Cleanup {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::Cleanup
+impl Steps for Cleanup {
+    async fn validate(&self, ctx: &PhaseCtx) -> Result<(), PhaseError> {
+        source_to_remove(ctx)?;
+        ctx.recorded_cluster()?;
+        Ok(())
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(30 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Impossible(
-            "past the point of no return: the cluster runs on the target and the source vCenter is being forgotten",
-        )
-    }
-
-    fn validate<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
-        Box::pin(async move {
-            source_to_remove(ctx)?;
-            ctx.recorded_cluster()?;
-            Ok(())
-        })
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 }
 

@@ -6,13 +6,12 @@
 //! recorded (and persisted) before it is created: a crash in between leaves a
 //! record of at most a folder that does not exist, never an unrecorded one.
 
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{RollbackOutcome, Steps};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::infra::folder_path;
 use crate::openshift::tags::{self, Attach, KIND_FOLDER};
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use std::time::Duration;
 use vcfm_api::{LogLevel, PhaseName};
 use vcfm_vsphere::MoRef;
@@ -129,38 +128,19 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     })
 }
 
-impl Phase for CreateFolder {
-    fn name(&self) -> PhaseName {
-        PHASE
+impl Steps for CreateFolder {
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(10 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Supported
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
-    }
-
-    fn rollback<'a>(
-        &'a self,
-        ctx: &'a PhaseCtx,
-    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
-        Box::pin(async move {
-            let notes = tags::undo_created(ctx, PHASE).await?;
-            for n in &notes {
-                ctx.log(LogLevel::Info, "folder", n.clone());
-            }
-            Ok(RollbackOutcome::Done(if notes.is_empty() {
-                "no folders created by this migration remain".into()
-            } else {
-                notes.join("; ")
-            }))
-        })
+    async fn rollback(&self, ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+        super::undo_created_objects(
+            ctx,
+            PHASE,
+            "folder",
+            "no folders created by this migration remain",
+        )
+        .await
     }
 }
 

@@ -8,14 +8,13 @@
 //! and reused. A datacenter or cluster that already carries a different
 //! region or zone is a conflict, reported before anything is created.
 
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{RollbackOutcome, Steps};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::infra::datacenter_name;
 use crate::openshift::source_topology;
 use crate::openshift::tags::{self, Attach, REGION_CATEGORY, ZONE_CATEGORY};
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vcfm_api::{FailureDomain, LogLevel, PhaseName};
@@ -212,38 +211,19 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     })
 }
 
-impl Phase for CreateTags {
-    fn name(&self) -> PhaseName {
-        PHASE
+impl Steps for CreateTags {
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(10 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Supported
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
-    }
-
-    fn rollback<'a>(
-        &'a self,
-        ctx: &'a PhaseCtx,
-    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
-        Box::pin(async move {
-            let notes = tags::undo_created(ctx, PHASE).await?;
-            for n in &notes {
-                ctx.log(LogLevel::Info, "tags", n.clone());
-            }
-            Ok(RollbackOutcome::Done(if notes.is_empty() {
-                "no tags or categories created by this migration remain".into()
-            } else {
-                notes.join("; ")
-            }))
-        })
+    async fn rollback(&self, ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+        super::undo_created_objects(
+            ctx,
+            PHASE,
+            "tags",
+            "no tags or categories created by this migration remain",
+        )
+        .await
     }
 }
 

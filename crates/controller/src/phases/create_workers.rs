@@ -6,7 +6,7 @@
 //! Rollback scales the sets it created to zero, waits for their Machines (and
 //! so their VMs) to go, and deletes them.
 
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{RollbackOutcome, Steps};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::machines::{
@@ -15,7 +15,6 @@ use crate::openshift::machines::{
 };
 use crate::openshift::{machineset_plan, mcp};
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use kube::api::{Api, PostParams};
 use std::time::Duration;
 use vcfm_api::LogLevel;
@@ -25,41 +24,24 @@ pub struct CreateWorkers;
 
 const RECHECK: Duration = Duration::from_secs(5);
 
-impl Phase for CreateWorkers {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::CreateWorkers
+impl Steps for CreateWorkers {
+    async fn validate(&self, ctx: &PhaseCtx) -> Result<(), PhaseError> {
+        ctx.recorded_cluster()?;
+        ctx.recorded_source()?;
+        if ctx.migration.worker_failure_domains().is_empty() {
+            return Err(PhaseError::fatal(
+                "no target failure domain receives workers: check machineSetConfig.failureDomain",
+            ));
+        }
+        Ok(())
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(60 * 60)
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Supported
-    }
-
-    fn validate<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
-        Box::pin(async move {
-            ctx.recorded_cluster()?;
-            ctx.recorded_source()?;
-            if ctx.migration.worker_failure_domains().is_empty() {
-                return Err(PhaseError::fatal(
-                    "no target failure domain receives workers: check machineSetConfig.failureDomain",
-                ));
-            }
-            Ok(())
-        })
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
-    }
-
-    fn rollback<'a>(
-        &'a self,
-        ctx: &'a PhaseCtx,
-    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
-        Box::pin(rollback(ctx))
+    async fn rollback(&self, ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+        rollback(ctx).await
     }
 }
 

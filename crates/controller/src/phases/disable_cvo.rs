@@ -2,7 +2,7 @@
 //! Infrastructure CRD while its vcenters rule is lifted. Skipped when the
 //! `VSphereMultiVCenterDay2` gate makes that edit unnecessary.
 
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{Phase, RollbackOutcome};
 use crate::backup::{BackupStore, manifest};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
@@ -65,18 +65,6 @@ pub async fn restore_cvo(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> 
 }
 
 impl Phase for DisableCvo {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::DisableCvo
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(10 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Supported
-    }
-
     fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
         Box::pin(async move {
             if ctx.recorded_cluster()?.multi_vcenter_day2 {

@@ -1,4 +1,5 @@
-//! The phases, one file each, behind one small trait.
+//! The phases, one file each: a row of `PHASES` says what the reconciler
+//! needs to know of each, and its steps sit behind one small trait.
 //!
 //! A phase's `execute` is called on every reconcile until it returns a final
 //! outcome, so it must be idempotent and re-entrant: after a crash it finds its
@@ -27,6 +28,7 @@ mod verify;
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::state::Outcome;
+use RollbackSupport::{Impossible, NothingToUndo, Supported};
 use futures::future::BoxFuture;
 use std::time::Duration;
 use vcfm_api::PhaseName;
@@ -72,15 +74,9 @@ pub enum RollbackSupport {
     Impossible(&'static str),
 }
 
-/// One migration phase.
+/// One migration phase's steps, as the reconciler calls them. Most phases
+/// write them as async fns ([`Steps`]); the others implement this directly.
 pub trait Phase: Send + Sync {
-    fn name(&self) -> PhaseName;
-
-    /// Deadline for the whole phase, unless `spec.phaseTimeouts` overrides it.
-    fn default_timeout(&self) -> Duration;
-
-    fn rollback_support(&self) -> RollbackSupport;
-
     /// Cheap checks of the inputs the phase needs, run before each execute step.
     fn validate<'a>(&'a self, _ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
         Box::pin(async { Ok(()) })
@@ -94,37 +90,230 @@ pub trait Phase: Send + Sync {
         &'a self,
         _ctx: &'a PhaseCtx,
     ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
-        let support = self.rollback_support();
-        Box::pin(async move {
-            Ok(RollbackOutcome::Done(match support {
-                RollbackSupport::Impossible(why) => {
-                    format!("cannot be undone automatically: {why}")
-                }
-                _ => "nothing to undo".to_string(),
-            }))
-        })
+        Box::pin(async { Ok(RollbackOutcome::Done("nothing to undo".to_string())) })
     }
 }
 
-/// The implementation of a phase.
-pub fn phase(name: PhaseName) -> &'static dyn Phase {
-    match name {
-        PhaseName::Preflight => &preflight::Preflight,
-        PhaseName::Backup => &backup::Backup,
-        PhaseName::DisableCvo => &disable_cvo::DisableCvo,
-        PhaseName::UpdateSecrets => &update_secrets::UpdateSecrets,
-        PhaseName::CreateTags => &create_tags::CreateTags,
-        PhaseName::CreateFolder => &create_folder::CreateFolder,
-        PhaseName::UpdateInfrastructure => &update_infrastructure::UpdateInfrastructure,
-        PhaseName::UpdateConfig => &update_config::UpdateConfig,
-        PhaseName::RestartPods => &restart_pods::RestartPods,
-        PhaseName::MonitorHealth => &monitor_health::MonitorHealth,
-        PhaseName::CreateWorkers => &create_workers::CreateWorkers,
-        PhaseName::RecreateCpms => &recreate_cpms::RecreateCpms,
-        PhaseName::ScaleOldMachines => &scale_old_machines::ScaleOldMachines,
-        PhaseName::Cleanup => &cleanup::Cleanup,
-        PhaseName::Verify => &verify::Verify,
+/// The steps of [`Phase`] written as async fns: [`Phase`] comes with it,
+/// boxing their futures, so a phase file holds only what the phase does.
+pub trait Steps: Send + Sync {
+    fn validate(&self, _ctx: &PhaseCtx) -> impl Future<Output = Result<(), PhaseError>> + Send {
+        async { Ok(()) }
     }
+
+    fn execute(&self, ctx: &PhaseCtx) -> impl Future<Output = Result<Outcome, PhaseError>> + Send;
+
+    fn rollback(
+        &self,
+        _ctx: &PhaseCtx,
+    ) -> impl Future<Output = Result<RollbackOutcome, PhaseError>> + Send {
+        async { Ok(RollbackOutcome::Done("nothing to undo".to_string())) }
+    }
+}
+
+impl<T: Steps> Phase for T {
+    fn validate<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
+        Box::pin(Steps::validate(self, ctx))
+    }
+
+    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        Box::pin(Steps::execute(self, ctx))
+    }
+
+    fn rollback<'a>(
+        &'a self,
+        ctx: &'a PhaseCtx,
+    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
+        Box::pin(Steps::rollback(self, ctx))
+    }
+}
+
+/// A phase: what the reconciler needs to know of it (one row of
+/// `PHASES`), and its steps.
+pub struct PhaseDef {
+    name: PhaseName,
+    default_timeout: Duration,
+    rollback: RollbackSupport,
+    steps: &'static dyn Phase,
+}
+
+const fn def(
+    name: PhaseName,
+    minutes: u64,
+    rollback: RollbackSupport,
+    steps: &'static dyn Phase,
+) -> PhaseDef {
+    PhaseDef {
+        name,
+        default_timeout: Duration::from_secs(minutes * 60),
+        rollback,
+        steps,
+    }
+}
+
+/// Every phase in the order of [`PhaseName::ALL`], with its default deadline
+/// in minutes and whether it can be undone.
+static PHASES: [PhaseDef; 15] = [
+    def(
+        PhaseName::Preflight,
+        15,
+        NothingToUndo,
+        &preflight::Preflight,
+    ),
+    // The backup Secret is kept for manual recovery, even after the migration is deleted.
+    def(PhaseName::Backup, 10, NothingToUndo, &backup::Backup),
+    def(
+        PhaseName::DisableCvo,
+        10,
+        Supported,
+        &disable_cvo::DisableCvo,
+    ),
+    def(
+        PhaseName::UpdateSecrets,
+        10,
+        Supported,
+        &update_secrets::UpdateSecrets,
+    ),
+    def(
+        PhaseName::CreateTags,
+        10,
+        Supported,
+        &create_tags::CreateTags,
+    ),
+    def(
+        PhaseName::CreateFolder,
+        10,
+        Supported,
+        &create_folder::CreateFolder,
+    ),
+    def(
+        PhaseName::UpdateInfrastructure,
+        10,
+        Supported,
+        &update_infrastructure::UpdateInfrastructure,
+    ),
+    def(
+        PhaseName::UpdateConfig,
+        15,
+        Supported,
+        &update_config::UpdateConfig,
+    ),
+    // Its rollback step says why there is nothing to undo in it.
+    def(
+        PhaseName::RestartPods,
+        20,
+        NothingToUndo,
+        &restart_pods::RestartPods,
+    ),
+    def(
+        PhaseName::MonitorHealth,
+        30,
+        NothingToUndo,
+        &monitor_health::MonitorHealth,
+    ),
+    def(
+        PhaseName::CreateWorkers,
+        60,
+        Supported,
+        &create_workers::CreateWorkers,
+    ),
+    def(
+        PhaseName::RecreateCpms,
+        120,
+        Impossible(
+            "the control plane is being moved to the target vCenter; restoring the source configuration would strand the new masters",
+        ),
+        &recreate_cpms::RecreateCpms,
+    ),
+    def(
+        PhaseName::ScaleOldMachines,
+        60,
+        Impossible(
+            "past the point of no return: the old machines are gone and the control plane runs on the target",
+        ),
+        &scale_old_machines::ScaleOldMachines,
+    ),
+    def(
+        PhaseName::Cleanup,
+        30,
+        Impossible(
+            "past the point of no return: the cluster runs on the target and the source vCenter is being forgotten",
+        ),
+        &cleanup::Cleanup,
+    ),
+    def(
+        PhaseName::Verify,
+        30,
+        Impossible("the cluster already runs on the target vCenter only"),
+        &verify::Verify,
+    ),
+];
+
+impl PhaseDef {
+    pub fn name(&self) -> PhaseName {
+        self.name
+    }
+
+    /// Deadline for the whole phase, unless `spec.phaseTimeouts` overrides it.
+    pub fn default_timeout(&self) -> Duration {
+        self.default_timeout
+    }
+
+    pub fn rollback_support(&self) -> RollbackSupport {
+        self.rollback
+    }
+
+    /// Cheap checks of the inputs the phase needs, run before each execute step.
+    pub fn validate<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
+        self.steps.validate(ctx)
+    }
+
+    /// One idempotent step towards the phase's goal.
+    pub fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
+        self.steps.execute(ctx)
+    }
+
+    /// One idempotent step towards undoing the phase; a phase that cannot be
+    /// undone says why instead.
+    pub fn rollback<'a>(
+        &'a self,
+        ctx: &'a PhaseCtx,
+    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
+        match self.rollback {
+            Impossible(why) => Box::pin(async move {
+                Ok(RollbackOutcome::Done(format!(
+                    "cannot be undone automatically: {why}"
+                )))
+            }),
+            Supported | NothingToUndo => self.steps.rollback(ctx),
+        }
+    }
+}
+
+/// The phase called `name`.
+pub fn phase(name: PhaseName) -> &'static PhaseDef {
+    // PHASES follows PhaseName::ALL, which `index` positions in (both checked by tests).
+    &PHASES[name.index()]
+}
+
+/// The rollback step of a phase whose undo is removing what it recorded
+/// creating on the vCenters (tags, categories, folders): one log line per
+/// object, and `none_left` when nothing remains.
+pub(crate) async fn undo_created_objects(
+    ctx: &PhaseCtx,
+    phase: PhaseName,
+    component: &str,
+    none_left: &str,
+) -> Result<RollbackOutcome, PhaseError> {
+    let notes = crate::openshift::tags::undo_created(ctx, phase).await?;
+    for n in &notes {
+        ctx.log(vcfm_api::LogLevel::Info, component, n.clone());
+    }
+    Ok(RollbackOutcome::Done(if notes.is_empty() {
+        none_left.into()
+    } else {
+        notes.join("; ")
+    }))
 }
 
 /// The deadline for a phase: the spec's override, else the phase's default.

@@ -4,19 +4,15 @@
 //! and every node Ready. The status names what it waits for; an operator
 //! that never recovers ends the phase at its deadline, named in the message.
 
+use super::Steps;
 use super::update_config::phase_start;
-use super::{Phase, RollbackSupport};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::{health, infra};
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use std::time::Duration;
-use vcfm_api::PhaseName;
 
 pub struct MonitorHealth;
-
-const PHASE: PhaseName = PhaseName::MonitorHealth;
 
 /// Operators left out of the gate while the Infrastructure lists more than one vCenter.
 pub fn excluded_operators(vcenters: usize) -> &'static [&'static str] {
@@ -96,21 +92,9 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     })
 }
 
-impl Phase for MonitorHealth {
-    fn name(&self) -> PhaseName {
-        PHASE
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(30 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::NothingToUndo
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
+impl Steps for MonitorHealth {
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 }
 

@@ -4,7 +4,7 @@
 //! Every problem found is collected, so the administrator fixes them all in one
 //! round; nothing is written anywhere but the migration's status.
 
-use super::{Phase, RollbackSupport, preflight_consumers};
+use super::{Phase, preflight_consumers};
 use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
 use crate::openshift::{self, creds, health};
@@ -13,7 +13,6 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{PersistentVolume, Secret};
 use kube::api::{Api, ListParams};
 use std::collections::BTreeSet;
-use std::time::Duration;
 use vcfm_api::openshift::{
     CLUSTER, ClusterCSIDriver, ClusterVersion, FeatureGate, Infrastructure,
     MULTI_VCENTER_DAY2_GATE, VERSION_NAME, VSPHERE_CSI_DRIVER,
@@ -129,18 +128,6 @@ fn standing_warnings(targets: &[&str]) -> Vec<String> {
 }
 
 impl Phase for Preflight {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::Preflight
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(15 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::NothingToUndo
-    }
-
     fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
         Box::pin(async move {
             let report = run(ctx).await?;

@@ -8,12 +8,11 @@
 //! from counters the operator reported for the current generation plus the
 //! masters themselves.
 
-use super::{Phase, RollbackSupport};
+use super::Steps;
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::machines::{MachineProgress, cpms_patch, machine_progress};
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use kube::api::{Api, Patch, PatchParams};
 use std::time::Duration;
 use vcfm_api::LogLevel;
@@ -25,23 +24,9 @@ pub struct RecreateCpms;
 
 const RECHECK: Duration = Duration::from_secs(5);
 
-impl Phase for RecreateCpms {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::RecreateCpms
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(2 * 60 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Impossible(
-            "the control plane is being moved to the target vCenter; restoring the source configuration would strand the new masters",
-        )
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
+impl Steps for RecreateCpms {
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 }
 

@@ -3,18 +3,15 @@
 //! still terminating) are Ready in every group this cluster has.
 
 use super::update_config::phase_start;
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{RollbackOutcome, Steps};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::pods;
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use std::time::Duration;
-use vcfm_api::{LogLevel, PhaseName};
+use vcfm_api::LogLevel;
 
 pub struct RestartPods;
-
-const PHASE: PhaseName = PhaseName::RestartPods;
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let st = pods::restart_step(ctx, pods::VSPHERE_PODS, phase_start(ctx)).await?;
@@ -53,31 +50,14 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     })
 }
 
-impl Phase for RestartPods {
-    fn name(&self) -> PhaseName {
-        PHASE
+impl Steps for RestartPods {
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(20 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::NothingToUndo
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
-    }
-
-    fn rollback<'a>(
-        &'a self,
-        _ctx: &'a PhaseCtx,
-    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
-        Box::pin(async {
-            Ok(RollbackOutcome::Done(
-                "nothing to undo here: the pods are restarted once more after the configuration is restored (rollback of UpdateInfrastructure)".into(),
-            ))
-        })
+    async fn rollback(&self, _ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+        Ok(RollbackOutcome::Done(
+            "nothing to undo here: the pods are restarted once more after the configuration is restored (rollback of UpdateInfrastructure)".into(),
+        ))
     }
 }

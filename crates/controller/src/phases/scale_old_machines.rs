@@ -3,13 +3,12 @@
 //! Nodes to go, then delete the empty sets. A set is never deleted while it
 //! asks for replicas, and an empty recorded server selects nothing.
 
-use super::{Phase, RollbackSupport};
+use super::Steps;
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::fd_refs;
 use crate::openshift::machines::{self, machines_of, source_machinesets};
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use vcfm_api::LogLevel;
@@ -18,40 +17,24 @@ pub struct ScaleOldMachines;
 
 const RECHECK: Duration = Duration::from_secs(5);
 
-impl Phase for ScaleOldMachines {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::ScaleOldMachines
+impl Steps for ScaleOldMachines {
+    async fn validate(&self, ctx: &PhaseCtx) -> Result<(), PhaseError> {
+        let source = &ctx.recorded_source()?.server;
+        if source.trim().is_empty() {
+            return Err(PhaseError::fatal(
+                "status.sourceVCenter.server is empty: refusing to select MachineSets without a source server",
+            ));
+        }
+        if ctx.migration.target_servers().contains(&source.as_str()) {
+            return Err(PhaseError::fatal(format!(
+                "the recorded source vCenter {source} is also a target: refusing to scale down its machines"
+            )));
+        }
+        Ok(())
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(60 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Impossible(
-            "past the point of no return: the old machines are gone and the control plane runs on the target",
-        )
-    }
-
-    fn validate<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<(), PhaseError>> {
-        Box::pin(async move {
-            let source = &ctx.recorded_source()?.server;
-            if source.trim().is_empty() {
-                return Err(PhaseError::fatal(
-                    "status.sourceVCenter.server is empty: refusing to select MachineSets without a source server",
-                ));
-            }
-            if ctx.migration.target_servers().contains(&source.as_str()) {
-                return Err(PhaseError::fatal(format!(
-                    "the recorded source vCenter {source} is also a target: refusing to scale down its machines"
-                )));
-            }
-            Ok(())
-        })
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 }
 

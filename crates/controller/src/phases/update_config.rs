@@ -3,7 +3,7 @@
 //! restart the machine-config-operator pods so the ControllerConfig resyncs, and
 //! wait until every MachineConfigPool has rolled its nodes to the new config.
 
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{RollbackOutcome, Steps};
 use crate::backup::{BackupStore, manifest};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
@@ -13,13 +13,10 @@ use crate::openshift::{mcp, pods};
 use crate::phases::backup::keys;
 use crate::state::Outcome;
 use crate::undo;
-use futures::future::BoxFuture;
 use std::time::Duration;
-use vcfm_api::{LogLevel, PhaseName};
+use vcfm_api::LogLevel;
 
 pub struct UpdateConfig;
-
-const PHASE: PhaseName = PhaseName::UpdateConfig;
 
 /// One entry per target vCenter with the datacenters of its failure domains.
 pub fn target_entries(ctx: &PhaseCtx) -> Vec<VcenterEntry> {
@@ -198,27 +195,12 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     Ok(super::undo_outcome(ctx, &loc.describe(), &plan))
 }
 
-impl Phase for UpdateConfig {
-    fn name(&self) -> PhaseName {
-        PHASE
+impl Steps for UpdateConfig {
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(15 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Supported
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
-    }
-
-    fn rollback<'a>(
-        &'a self,
-        ctx: &'a PhaseCtx,
-    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
-        Box::pin(async move { rollback(ctx).await })
+    async fn rollback(&self, ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+        rollback(ctx).await
     }
 }

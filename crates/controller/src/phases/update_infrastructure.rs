@@ -6,18 +6,15 @@
 //! on a fresh read; a crash in between is repaired by the next step, which
 //! finds the Infrastructure already updated and restores the rule.
 
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{RollbackOutcome, Steps};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::{fd_refs, infra, pods};
 use crate::state::Outcome;
-use futures::future::BoxFuture;
 use std::time::Duration;
-use vcfm_api::{LogLevel, PhaseName};
+use vcfm_api::LogLevel;
 
 pub struct UpdateInfrastructure;
-
-const PHASE: PhaseName = PhaseName::UpdateInfrastructure;
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let facts = ctx.recorded_cluster()?.clone();
@@ -152,27 +149,12 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     )
 }
 
-impl Phase for UpdateInfrastructure {
-    fn name(&self) -> PhaseName {
-        PHASE
+impl Steps for UpdateInfrastructure {
+    async fn execute(&self, ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
+        execute(ctx).await
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(10 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Supported
-    }
-
-    fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
-        Box::pin(execute(ctx))
-    }
-
-    fn rollback<'a>(
-        &'a self,
-        ctx: &'a PhaseCtx,
-    ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
-        Box::pin(rollback(ctx))
+    async fn rollback(&self, ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
+        rollback(ctx).await
     }
 }

@@ -2,7 +2,7 @@
 //! from where the cloud-credential operator hands them to the components.
 //! An existing pair is never overwritten.
 
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{Phase, RollbackOutcome};
 use crate::backup::{BackupStore, manifest, undo_object};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
@@ -16,24 +16,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::Duration;
 use vcfm_api::LogLevel;
 
 pub struct UpdateSecrets;
 
 impl Phase for UpdateSecrets {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::UpdateSecrets
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(10 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Supported
-    }
-
     fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
         Box::pin(async move {
             let target = ctx.target_secret().await?;

@@ -6,7 +6,7 @@
 //! here fails outright.
 
 use super::disable_cvo::restore_cvo;
-use super::{Phase, RollbackOutcome, RollbackSupport};
+use super::{Phase, RollbackOutcome};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::health;
@@ -21,18 +21,6 @@ pub struct Verify;
 const RECHECK: Duration = Duration::from_secs(5);
 
 impl Phase for Verify {
-    fn name(&self) -> vcfm_api::PhaseName {
-        vcfm_api::PhaseName::Verify
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(30 * 60)
-    }
-
-    fn rollback_support(&self) -> RollbackSupport {
-        RollbackSupport::Impossible("the cluster already runs on the target vCenter only")
-    }
-
     fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
         Box::pin(execute(ctx))
     }
