@@ -278,7 +278,9 @@ impl Step<'_> {
             "WaitingForApproval",
             &msg,
         );
-        if changed {
+        // `set_waiting` already raised the condition when the wait is new, so `changed`
+        // alone would miss the first wait of a Manual migration.
+        if changed || !showing {
             self.publish_approval_required(phase);
         }
         Next::AwaitChange

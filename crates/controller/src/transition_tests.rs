@@ -306,6 +306,8 @@ fn each_decision_publishes_its_events_and_says_when_to_look_again() {
     let cases: Vec<Case> = vec![
         ("idle", &auto, MigrationStatus::default(), Decision::Idle { reason: "spec.state is Pending".into() }, Ran::Nothing,
             vec![], Next::AwaitChange),
+        ("first approval", &manual, MigrationStatus::default(), Decision::AwaitApproval(PhaseName::Preflight), Ran::Nothing,
+            vec![("ApprovalRequired", false)], Next::AwaitChange),
         ("approval", &manual, preflight_done(&manual.spec).0, Decision::AwaitApproval(PhaseName::Backup), Ran::Nothing,
             vec![], Next::AwaitChange),
         ("pause", &auto, running(PhaseName::RestartPods), Decision::Paused { at: Some(PhaseName::RestartPods) }, Ran::Nothing,
