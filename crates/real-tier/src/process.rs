@@ -28,11 +28,13 @@ impl std::fmt::Debug for Proc {
 
 /// `sh` runs the component in the background and polls the test process every
 /// 0.5 s; when it is gone the component gets SIGTERM, then SIGKILL. SIGTERM to the
-/// watchdog is passed on; SIGUSR1 kills the component at once ([`Proc::kill_now`]).
+/// watchdog is passed on, then SIGKILL 5 s later (an apiserver whose etcd went first
+/// never finished its graceful shutdown and outlived its test by hours); SIGUSR1 kills
+/// the component at once ([`Proc::kill_now`]).
 const WATCHDOG: &str = r#"parent=$1; shift
 "$@" &
 child=$!
-trap 'kill -TERM $child 2>/dev/null; wait $child; exit' TERM INT
+trap 'kill -TERM $child 2>/dev/null; (sleep 5; kill -KILL $child 2>/dev/null) & wait $child; exit' TERM INT
 trap 'kill -KILL $child 2>/dev/null; wait $child; exit' USR1
 while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
 if kill -0 "$child" 2>/dev/null; then kill -TERM "$child"; sleep 2; kill -KILL "$child" 2>/dev/null; fi
