@@ -291,6 +291,41 @@ async fn settle_cpms(client: &kube::Client) -> Result<(), Error> {
     })
 }
 
+/// How long each step of [`SimCluster::start`] took (logged when the cluster is ready:
+/// start-up is most of a short real-tier test).
+struct StartSteps {
+    start: std::time::Instant,
+    last: std::time::Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl StartSteps {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            start: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for StartSteps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1?} in all:", self.start.elapsed())?;
+        for (step, d) in &self.steps {
+            write!(f, " {step} {d:.1?};")?;
+        }
+        Ok(())
+    }
+}
+
 /// A fault the scenario asks for that its tier cannot inject: kube-sim's API faults do not
 /// exist on the real apiserver, and machine faults are the simulated machine controller's,
 /// which the real tier does not run. Refused, so that a test never passes without its fault.
@@ -380,13 +415,16 @@ impl SimCluster {
                 .collect(),
             ..VcsimOptions::default()
         };
-        let (src, tgt) = tokio::join!(
+        let mut steps = StartSteps::new();
+        // The API server boots (seconds on the real tier) while the vcsims start.
+        let (src, tgt, api) = tokio::join!(
             Vcsim::start_async(src_opts),
-            Vcsim::start_async(scenario.target_vcsim.clone().unwrap_or_default())
+            Vcsim::start_async(scenario.target_vcsim.clone().unwrap_or_default()),
+            ApiServer::start(&scenario)
         );
-        let (src, tgt) = (src?, tgt?);
-        let api = ApiServer::start(&scenario).await?;
+        let (src, tgt, api) = (src?, tgt?, api?);
         let client = api.admin_client().await?;
+        steps.mark("vcsims and API server");
         api.apply_dir(&client, &crd_dir).await?;
         for crd in EXTRA_CRDS {
             api.apply_yaml(&client, crd).await?;
@@ -406,6 +444,7 @@ impl SimCluster {
                 "spec": {"baseDomain": format!("{}.vcfm.example", scenario.cluster_name)}});
             real_tier::apply_object(&client, &dns).await?;
         }
+        steps.mark("CRDs");
 
         let infra_id = format!("{}-{}", scenario.cluster_name, kapi::suffix(5));
         let source = VcenterInfo::from_sim(&src, &infra_id);
@@ -453,6 +492,7 @@ impl SimCluster {
                 ApiServer::Real(_) => None,
             },
             outage_fired: Arc::new(AtomicBool::new(false)),
+            real_operators,
             infra_crd: Arc::new(infra_crd),
             cancel: cancel.clone(),
             synced: synced_tx,
@@ -492,7 +532,9 @@ impl SimCluster {
             );
             kapi::create(&client, &obj).await.map_err(seed_err(what))?;
         }
+        steps.mark("base objects");
         let nodes = seed_machines(&ctx, &scenario, &source).await?;
+        steps.mark("machines and VMs");
         for obj in seed::blockers(&scenario, &infra_id) {
             let what = obj["kind"].as_str().unwrap_or_default().to_string();
             kapi::create(&client, &obj).await.map_err(seed_err(what))?;
@@ -542,6 +584,7 @@ impl SimCluster {
         ops::mcp::seed(&client)
             .await
             .map_err(seed_err("MachineConfigPools"))?;
+        steps.mark("pods and pools");
         let mut sims = HashMap::new();
         sims.insert("source", Arc::new(Mutex::new(src)));
         sims.insert("target", Arc::new(Mutex::new(tgt)));
@@ -577,6 +620,7 @@ impl SimCluster {
         if synced.is_err() {
             tracing::warn!("not every simulated operator finished its first pass within 30 s");
         }
+        steps.mark("simulated operators synced");
         let files = tempfile::Builder::new()
             .prefix("openshift-sim-")
             .tempdir()
@@ -597,7 +641,9 @@ impl SimCluster {
                     machine_api_feature_gates: machine_api_gates(&client).await?,
                 };
                 let ops = real_tier::Operators::start(cp, opts).await?;
+                steps.mark("real operators");
                 settle_cpms(&client).await?;
+                steps.mark("CPMS settled");
                 Some(ops)
             }
             _ => None,
@@ -622,7 +668,8 @@ impl SimCluster {
                 }
             }));
         }
-        tracing::info!(%infra_id, source = %source.server, target = %target.server, "simulated cluster ready");
+        tracing::info!(%infra_id, source = %source.server, target = %target.server,
+            steps = %steps, "simulated cluster ready");
         Ok(Self {
             api: Some(api),
             operators,
@@ -848,6 +895,7 @@ impl SimCluster {
 
     /// Stops the operators, logs out of the vCenters, stops kube-sim and both vcsims.
     pub async fn shutdown(mut self) {
+        let mut steps = StartSteps::new();
         self.cancel.cancel();
         for t in std::mem::take(&mut self.tasks) {
             let abort = t.abort_handle();
@@ -858,15 +906,28 @@ impl SimCluster {
                 abort.abort();
             }
         }
+        steps.mark("simulated operators");
         self.vc.logout_all().await;
-        if let Some(ops) = self.operators.take() {
-            ops.shutdown().await;
-        }
-        if let Some(api) = self.api.take() {
-            api.shutdown().await;
-        }
+        steps.mark("logouts");
+        // Both at once: what either writes on its way down is thrown away with it.
+        let (ops, api) = (self.operators.take(), self.api.take());
+        tokio::join!(
+            async {
+                if let Some(ops) = ops {
+                    ops.shutdown().await;
+                }
+            },
+            async {
+                if let Some(api) = api {
+                    api.shutdown().await;
+                }
+            }
+        );
+        steps.mark("API server and operators");
         let sims: Vec<_> = self.sims.drain().map(|(_, s)| s).collect();
         let _ = tokio::task::spawn_blocking(move || drop(sims)).await;
+        steps.mark("vcsims");
+        tracing::info!(%steps, "simulated cluster stopped");
     }
 }
 

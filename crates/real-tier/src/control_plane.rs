@@ -336,7 +336,7 @@ impl ControlPlane {
         crate::process::logs_of(&self.procs, n)
     }
 
-    /// Stops the controller-manager, the apiserver and etcd, in that order.
+    /// Kills the controller-manager, the apiserver and etcd (their data goes with the test).
     pub async fn shutdown(mut self) {
         crate::process::stop_all(&mut self.procs).await;
     }

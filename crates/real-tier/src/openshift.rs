@@ -277,7 +277,7 @@ impl Operators {
         crate::process::logs_of(&self.procs, n)
     }
 
-    /// Stops every operator.
+    /// Kills every operator (what they hold goes with the test).
     pub async fn shutdown(mut self) {
         crate::process::stop_all(&mut self.procs).await;
     }

@@ -259,13 +259,17 @@ impl Env {
     }
 
     pub async fn wait_terminal(&self, name: &str, timeout: Duration) -> Vcfm {
-        self.wait(name, "a terminal phase", timeout, |m| {
-            m.status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(|p| p.is_terminal())
-        })
-        .await
+        let m = self
+            .wait(name, "a terminal phase", timeout, |m| {
+                m.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p.is_terminal())
+            })
+            .await;
+        // Where a scenario's time went (RUST_LOG=testbed=info).
+        tracing::info!(migration = name, phases = %crate::status::durations(&m), "migration ended");
+        m
     }
 }
 

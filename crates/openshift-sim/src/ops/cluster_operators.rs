@@ -2,7 +2,7 @@
 //! Progressing `operator_notice` after each change, for `operator_progressing`; etcd, kube-apiserver and
 //! control-plane-machine-set are Progressing while masters are replaced; `machine-config`
 //! is Degraded while the Infrastructure lists more than one vCenter; a faulted operator
-//! stays Degraded.
+//! stays Degraded. Where the real CPMS operator runs, its ClusterOperator is left to it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,14 @@ const CLOUD_CONFIG_WATCHERS: &[&str] = &[
     "machine-config",
 ];
 /// Operators that report the control-plane rollout.
-const CONTROL_PLANE_WATCHERS: &[&str] = &["control-plane-machine-set", "etcd", "kube-apiserver"];
+const CONTROL_PLANE_WATCHERS: &[&str] = &[CPMS_OPERATOR, "etcd", "kube-apiserver"];
+/// The ClusterOperator the real CPMS operator writes itself where it runs (the real tier):
+/// it copies its CPMS's Available/Degraded/Progressing conditions there on every reconcile
+/// and rewrites any other content (cluster-control-plane-machine-set-operator
+/// `pkg/controllers/controlplanemachineset/cluster_operator.go`), and it reconciles on every
+/// change of that ClusterOperator (`controller.go` watches it), so a second writer makes
+/// the two rewrite it in turn for as long as the cluster runs.
+const CPMS_OPERATOR: &str = "control-plane-machine-set";
 
 #[derive(Default)]
 struct State {
@@ -144,6 +151,9 @@ async fn reconcile(
     let list = call(cos.list(&ListParams::default())).await.map_err(e)?;
     for co in list {
         let name = co.name_any();
+        if ctx.real_operators && name == CPMS_OPERATOR {
+            continue;
+        }
         let progressing = (active.contains_key(name.as_str())
             || (rolling && CONTROL_PLANE_WATCHERS.contains(&name.as_str())))
         .then(|| progressing_message(&name, &ctx.version));

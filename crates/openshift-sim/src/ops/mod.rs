@@ -45,6 +45,9 @@ pub(crate) struct Ctx {
     /// kube-sim's fault handle (the CPMS rollout outage); none on the real tier.
     pub api_faults: Option<kube_sim::Faults>,
     pub outage_fired: Arc<AtomicBool>,
+    /// The real machine API and CPMS operators run (real tier): what they own is theirs
+    /// to write, not the simulated operators'.
+    pub real_operators: bool,
     /// The Infrastructure CRD as seeded (the CVO restores its rule).
     pub infra_crd: Arc<Value>,
     pub cancel: CancellationToken,
