@@ -70,10 +70,12 @@ pub async fn ensure_finalizer(api: &Api<Vcfm>, m: &Vcfm) -> Result<Option<Vcfm>,
     set_finalizers(api, m, list).await.map(Some)
 }
 
-/// Removes the finalizer; the API server then deletes the migration.
-pub async fn remove_finalizer(api: &Api<Vcfm>, m: &Vcfm) -> Result<(), Error> {
+/// Removes the finalizer; the API server then deletes a migration being
+/// deleted. Returns the migration as written (`None`: it had no finalizer, or
+/// it is gone).
+pub async fn remove_finalizer(api: &Api<Vcfm>, m: &Vcfm) -> Result<Option<Vcfm>, Error> {
     if !has_finalizer(m) {
-        return Ok(());
+        return Ok(None);
     }
     let list = m
         .finalizers()
@@ -82,7 +84,7 @@ pub async fn remove_finalizer(api: &Api<Vcfm>, m: &Vcfm) -> Result<(), Error> {
         .cloned()
         .collect();
     match set_finalizers(api, m, list).await {
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Ok(()),
-        r => r.map(|_| ()),
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Ok(None),
+        r => r.map(Some),
     }
 }

@@ -144,6 +144,46 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
     act(api, m, ctx, &plan, now).instrument(span).await
 }
 
+/// A migration this step finishes has nothing left to undo: its outcome goes on
+/// the backup Secret and the finalizer comes off before Completed (or
+/// RollbackCompleted) is written, so that whoever sees it finished can delete
+/// it or uninstall vcfm at once. A crash in between re-runs the last step,
+/// which puts the finalizer back and comes here again.
+async fn let_go_if_finishing(
+    api: &Api<Vcfm>,
+    ctx: &Context,
+    m: Vcfm,
+    plan: &Plan,
+    ran: &Ran,
+    now: Timestamp,
+) -> Result<Vcfm, Error> {
+    if m.metadata.deletion_timestamp.is_some() || !deletion::has_finalizer(&m) {
+        return Ok(m);
+    }
+    let before = m.status.clone().unwrap_or_default();
+    let g = m.metadata.generation;
+    let (after, _) = transition::transition(&m, before, plan, ran, g, now);
+    if !matches!(
+        after.phase,
+        Some(vcfm_api::MigrationPhase::Completed | vcfm_api::MigrationPhase::RollbackCompleted)
+    ) {
+        return Ok(m);
+    }
+    crate::backup::mark_outcome(
+        ctx.shared.client.clone(),
+        &m,
+        transition::outcome_of(&m, &after),
+    )
+    .await?;
+    Ok(match deletion::remove_finalizer(api, &m).await? {
+        Some(released) => {
+            ctx.written.record(released.clone());
+            released
+        }
+        None => m,
+    })
+}
+
 /// Runs the one phase step of `plan`, writes the transition once, publishes
 /// its Events and says when to look again.
 async fn act(
@@ -154,6 +194,7 @@ async fn act(
     now: Timestamp,
 ) -> Result<Action, Error> {
     let (m, ran) = run(api, m, ctx, plan, now).await?;
+    let m = let_go_if_finishing(api, ctx, m, plan, &ran, now).await?;
     let mut t = Transition::default();
     let done = write(api, ctx, &m, |st, g| {
         let (new, out) = transition::transition(&m, std::mem::take(st), plan, &ran, g, now);

@@ -6,8 +6,11 @@
 mod common_e2e;
 
 use common_e2e::*;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
+use kube::runtime::watcher;
 use openshift_sim::{Scenario, Tier};
 use std::time::{Duration, Instant};
 use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
@@ -26,10 +29,40 @@ async fn automatic(gate: bool) {
     })
     .await;
     env.spawn_controller();
+    // Every version of the migration the API server writes, from a watch started before
+    // it exists.
+    let api = env.api();
+    let first_finished = tokio::spawn(async move {
+        let cfg = watcher::Config::default().fields("metadata.name=move");
+        let mut held = false;
+        let mut events = std::pin::pin!(watcher(api, cfg));
+        while let Some(e) = events.next().await {
+            if let Ok(watcher::Event::Apply(m) | watcher::Event::InitApply(m)) = e {
+                held |= !m.finalizers().is_empty();
+                if phase_of(&m).is_some_and(|p| p.is_terminal()) {
+                    return (held, m);
+                }
+            }
+        }
+        panic!("the watch ended");
+    });
     let start = Instant::now();
     env.create_migration("move", env.spec(FD, WORKERS, false))
         .await;
     let m = env.wait_terminal("move", Duration::from_secs(240)).await;
+    // The finalizer came off before Completed was written: whoever sees it finished may
+    // delete it, or uninstall vcfm, at once (a finalizer held by a controller whose RBAC
+    // is already gone would hang the deletion).
+    let (held, first) = tokio::time::timeout(Duration::from_secs(30), first_finished)
+        .await
+        .expect("the watch saw the migration finish")
+        .unwrap();
+    assert!(held, "the migration held its finalizer while it ran");
+    assert!(
+        first.finalizers().is_empty(),
+        "the first finished version still holds {:?}",
+        first.finalizers()
+    );
     assert_eq!(
         phase_of(&m),
         Some(MigrationPhase::Completed),
