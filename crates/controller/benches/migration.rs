@@ -405,6 +405,14 @@ async fn run(masters: u32, workers: u32) {
         (_, Some(mut child)) => {
             let pid = child.id();
             let figures = (proc_cpu_seconds(pid), proc_status_kb(pid, "VmHWM:"));
+            // What the resident memory is made of at the end (heap and
+            // stacks, or the binary's pages), and the threads it runs.
+            println!(
+                "controller at the end: RssAnon {} KiB, RssFile {} KiB, {} threads",
+                proc_status_kb(pid, "RssAnon:"),
+                proc_status_kb(pid, "RssFile:"),
+                proc_status_kb(pid, "Threads:")
+            );
             let _ = child.kill();
             let _ = child.wait();
             figures
