@@ -19,14 +19,18 @@
 //! (needs `target/vcsim/vcsim`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::watcher;
 use openshift_sim::{Delays, Scenario};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testbed::e2e::*;
 use testbed::*;
 use tokio_util::sync::CancellationToken;
-use vcfm_api::MigrationPhase;
+use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
 use vcfm_controller::RunOptions;
 
 fn zero_delays() -> Delays {
@@ -165,6 +169,139 @@ fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// When the bench last saw a change to any cluster object a phase waits on.
+type LastChange = Arc<Mutex<Option<Instant>>>;
+
+/// Notes the arrival of every change to the objects of `api` in `last`.
+fn probe<K>(api: Api<K>, last: LastChange, stop: CancellationToken)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                        *last.lock().unwrap() = Some(Instant::now());
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// The added latency of each wait: for every phase that ended by seeing the
+/// cluster reach a state (a pod Ready, a node Ready, a pool rolled, ...),
+/// the time from the last change to an object of the kinds the phases wait
+/// on to the status write that ended the phase, both as this bench's own
+/// watches deliver them. An upper bound of the controller's reaction time
+/// (a later, unrelated change only shortens it; a change that did not end
+/// the wait, made before the one that did, cannot lengthen it).
+fn latency_probe(env: &Env, stop: CancellationToken) -> Arc<Mutex<Vec<(PhaseName, Duration)>>> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use vcfm_api::openshift::{ClusterOperator, ControlPlaneMachineSet, Machine, MachineSet};
+    let last: LastChange = Arc::default();
+    let c = env.client.clone();
+    probe(Api::<Pod>::all(c.clone()), last.clone(), stop.clone());
+    probe(Api::<Node>::all(c.clone()), last.clone(), stop.clone());
+    probe(
+        Api::<ClusterOperator>::all(c.clone()),
+        last.clone(),
+        stop.clone(),
+    );
+    probe(Api::<Machine>::all(c.clone()), last.clone(), stop.clone());
+    probe(
+        Api::<MachineSet>::all(c.clone()),
+        last.clone(),
+        stop.clone(),
+    );
+    probe(
+        Api::<ControlPlaneMachineSet>::all(c.clone()),
+        last.clone(),
+        stop.clone(),
+    );
+    probe(
+        Api::<Deployment>::all(c.clone()),
+        last.clone(),
+        stop.clone(),
+    );
+    let mcp = kube::core::ApiResource {
+        group: "machineconfiguration.openshift.io".into(),
+        version: "v1".into(),
+        api_version: "machineconfiguration.openshift.io/v1".into(),
+        kind: "MachineConfigPool".into(),
+        plural: "machineconfigpools".into(),
+    };
+    let pools = Api::<DynamicObject>::all_with(c.clone(), &mcp);
+    let (l, st) = (last.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(pools, watcher::Config::default()));
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                        *l.lock().unwrap() = Some(Instant::now());
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = st.cancelled() => return,
+            }
+        }
+    });
+    let out: Arc<Mutex<Vec<(PhaseName, Duration)>>> = Arc::default();
+    let (o, migrations) = (out.clone(), env.api());
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(migrations, watcher::Config::default()));
+        let mut ended: std::collections::BTreeSet<PhaseName> = Default::default();
+        loop {
+            let ev = tokio::select! {
+                ev = events.next() => ev,
+                _ = stop.cancelled() => return,
+            };
+            let Some(Ok(watcher::Event::Apply(m))) = ev else {
+                if ev.is_none() {
+                    return;
+                }
+                continue;
+            };
+            let now = Instant::now();
+            for (p, st) in history(&m) {
+                let done = matches!(st, PhaseStatus::Completed);
+                if done
+                    && WAITS.contains(&p)
+                    && ended.insert(p)
+                    && let Some(t) = *last.lock().unwrap()
+                {
+                    o.lock()
+                        .unwrap()
+                        .push((p, now.saturating_duration_since(t)));
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The phases that end by seeing the cluster reach a state (MonitorHealth
+/// ends by a timer, its settle window, and is left out).
+const WAITS: [PhaseName; 8] = [
+    PhaseName::DisableCvo,
+    PhaseName::UpdateConfig,
+    PhaseName::RestartPods,
+    PhaseName::CreateWorkers,
+    PhaseName::RecreateCpms,
+    PhaseName::ScaleOldMachines,
+    PhaseName::Cleanup,
+    PhaseName::Verify,
+];
+
 /// The controller on its own thread and runtime; returns its CPU seconds when stopped.
 fn spawn_controller(
     client: kube::Client,
@@ -246,6 +383,8 @@ async fn run(masters: u32, workers: u32) {
             None,
         ),
     };
+    let probes = CancellationToken::new();
+    let latencies = latency_probe(&env, probes.clone());
     let start = Instant::now();
     env.create_migration("bench", env.spec(FD, workers, false))
         .await;
@@ -258,10 +397,22 @@ async fn run(masters: u32, workers: u32) {
         summary(&m)
     );
     let metrics = scrape(addr);
+    // The last status write reaches the probe's watch a moment after the wait above.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    probes.cancel();
+    let latencies = std::mem::take(&mut *latencies.lock().unwrap());
     let (controller_cpu, controller_hwm) = match (controller, child) {
         (_, Some(mut child)) => {
             let pid = child.id();
             let figures = (proc_cpu_seconds(pid), proc_status_kb(pid, "VmHWM:"));
+            // What the resident memory is made of at the end (heap and
+            // stacks, or the binary's pages), and the threads it runs.
+            println!(
+                "controller at the end: RssAnon {} KiB, RssFile {} KiB, {} threads",
+                proc_status_kb(pid, "RssAnon:"),
+                proc_status_kb(pid, "RssFile:"),
+                proc_status_kb(pid, "Threads:")
+            );
             let _ = child.kill();
             let _ = child.wait();
             figures
@@ -343,6 +494,21 @@ async fn run(masters: u32, workers: u32) {
         }
     );
     println!("controller reconciles {reconciles}");
+    if !latencies.is_empty() {
+        let mut ms: Vec<u128> = latencies.iter().map(|(_, d)| d.as_millis()).collect();
+        ms.sort_unstable();
+        println!(
+            "added latency per wait  max {} ms, median {} ms over {} waits ({})",
+            ms[ms.len() - 1],
+            ms[ms.len() / 2],
+            ms.len(),
+            latencies
+                .iter()
+                .map(|(p, d)| format!("{p} {} ms", d.as_millis()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if binary.is_some() {
         println!("controller CPU       {controller_cpu:.2} s (the vcfm controller process)");
         println!(

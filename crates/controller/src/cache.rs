@@ -14,13 +14,14 @@ use crate::openshift::pods::PodGroup;
 use crate::openshift::{cvo, machines};
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::reflector::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use vcfm_api::openshift::{
-    ClusterOperator, ControlPlaneMachineSet, MACHINE_API_NAMESPACE, Machine, MachineSet,
+    ClusterOperator, ControlPlaneMachineSet, Infrastructure, MACHINE_API_NAMESPACE, Machine,
+    MachineSet,
 };
 
 /// The stores the controller's watches fill.
@@ -39,6 +40,22 @@ pub struct Caches {
     /// Pods by namespace, each watch scoped to the labels the restarts select
     /// (see [`pod_watch_selector`]).
     pub pods: BTreeMap<&'static str, Store<Pod>>,
+    /// Only Infrastructure `cluster`.
+    pub infrastructure: Store<Infrastructure>,
+    /// The MachineConfigPools.
+    pub pools: Store<DynamicObject>,
+    /// The Secrets the phases read, each watched by name once first read
+    /// (never a namespace's or the cluster's Secrets).
+    pub secrets: Arc<crate::named::Named<Secret>>,
+    /// The ConfigMaps the phases read (the cloud-provider configuration), likewise.
+    pub config_maps: Arc<crate::named::Named<ConfigMap>>,
+}
+
+/// What the watches of the controller keep of an object: everything but
+/// `metadata.managedFields`, which no phase reads and which is often the
+/// largest part of an object.
+pub fn trim<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
 }
 
 /// The cached objects once the store has its first full list; `None` before
@@ -187,6 +204,87 @@ impl crate::context::PhaseCtx {
             .map_err(|e| {
                 PhaseError::from(e).context("reading the cluster-version-operator Deployment")
             })
+    }
+
+    /// Infrastructure `cluster`, `None` where it does not exist.
+    pub async fn infrastructure(&self) -> Result<Option<Infrastructure>, PhaseError> {
+        match self.cached(|c| &c.infrastructure) {
+            Some(v) => Ok(v.into_iter().next()),
+            None => crate::openshift::infra::get(self.client()).await,
+        }
+    }
+
+    /// Every MachineConfigPool as JSON, sorted by name (none where the CRD is absent).
+    pub async fn machine_config_pools(&self) -> Result<Vec<serde_json::Value>, PhaseError> {
+        match self.cached(|c| &c.pools) {
+            Some(v) => Ok(v
+                .into_iter()
+                .filter_map(|p| serde_json::to_value(p).ok())
+                .collect()),
+            None => crate::openshift::mcp::list(self.client()).await,
+        }
+    }
+
+    /// The Secret `namespace/name`, `None` where it does not exist: from its
+    /// named watch once that has synced (see [`crate::named`]).
+    pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, PhaseError> {
+        if let Some(v) = self
+            .caches()
+            .and_then(|c| c.secrets.cached(namespace, name))
+        {
+            return Ok(v);
+        }
+        match Api::<Secret>::namespaced(self.client(), namespace)
+            .get(name)
+            .await
+        {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if crate::error::is_not_found(&e) => Ok(None),
+            Err(e) => {
+                Err(PhaseError::from(e).context(&format!("reading Secret {namespace}/{name}")))
+            }
+        }
+    }
+
+    /// The ConfigMap `namespace/name`, `None` where it does not exist (as [`Self::secret`]).
+    pub async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, PhaseError> {
+        if let Some(v) = self
+            .caches()
+            .and_then(|c| c.config_maps.cached(namespace, name))
+        {
+            return Ok(v);
+        }
+        match Api::<ConfigMap>::namespaced(self.client(), namespace)
+            .get(name)
+            .await
+        {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if crate::error::is_not_found(&e) => Ok(None),
+            Err(e) => {
+                Err(PhaseError::from(e).context(&format!("reading ConfigMap {namespace}/{name}")))
+            }
+        }
+    }
+
+    /// The cloud provider configuration: where it is (Infrastructure
+    /// `spec.cloudConfig`), its ConfigMap and its text.
+    pub async fn cloud_config(
+        &self,
+    ) -> Result<(crate::openshift::cloud_config::Location, ConfigMap, String), PhaseError> {
+        use crate::openshift::cloud_config::{Location, NAMESPACE, text_of};
+        let loc = Location::of(self.infrastructure().await?.as_ref());
+        let cm = self.config_map(NAMESPACE, &loc.name).await?.ok_or_else(|| {
+            PhaseError::fatal(format!(
+                "reading {NAMESPACE}/{}: it does not exist (Infrastructure spec.cloudConfig names it)",
+                loc.name
+            ))
+        })?;
+        let text = text_of(&cm, &loc)?;
+        Ok((loc, cm, text))
     }
 
     /// The pods of a restart group, from the namespace's pod watch when there is one.

@@ -5,7 +5,7 @@ use crate::openshift::creds;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Api, Client};
+use kube::Client;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -255,10 +255,13 @@ impl PhaseCtx {
 
     /// A client for the source vCenter recorded by Preflight, with the cluster's own credentials.
     pub async fn source_vcenter(&self, server: &str) -> Result<vcfm_vsphere::Client, PhaseError> {
-        let secret = Api::<Secret>::namespaced(self.client(), creds::CREDS_NAMESPACE)
-            .get(creds::CREDS_NAME)
+        let secret = self
+            .secret(creds::CREDS_NAMESPACE, creds::CREDS_NAME)
             .await
-            .map_err(|e| PhaseError::from(e).context("reading kube-system/vsphere-creds"))?;
+            .map_err(|e| e.context("reading kube-system/vsphere-creds"))?
+            .ok_or_else(|| {
+                PhaseError::fatal("reading kube-system/vsphere-creds: it does not exist")
+            })?;
         let creds = creds::credentials_for(&secret, server).map_err(PhaseError::Fatal)?;
         self.vcenter(server, creds)
     }
@@ -271,16 +274,15 @@ impl PhaseCtx {
             .target_secret_namespace()
             .unwrap_or("default")
             .to_string();
-        Api::<Secret>::namespaced(self.client(), &ns).get(&r.name).await.map_err(|e| {
-            if crate::error::is_not_found(&e) {
+        self.secret(&ns, &r.name)
+            .await
+            .map_err(|e| e.context("reading the target credentials Secret"))?
+            .ok_or_else(|| {
                 PhaseError::Fatal(format!(
                     "target credentials Secret {ns}/{} not found: create it with keys <server>.username and <server>.password for every target vCenter",
                     r.name
                 ))
-            } else {
-                PhaseError::from(e).context("reading the target credentials Secret")
-            }
-        })
+            })
     }
 
     /// The source vCenter recorded by Preflight; later phases must never guess it.

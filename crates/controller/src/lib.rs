@@ -16,6 +16,7 @@ pub mod deletion;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod named;
 pub mod openshift;
 pub mod phases;
 pub mod reconciler;

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
@@ -22,7 +22,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use vcfm_api::VmwareCloudFoundationMigration;
 use vcfm_api::openshift::{
-    ClusterOperator, ControlPlaneMachineSet, MACHINE_API_NAMESPACE, Machine, MachineSet,
+    CLUSTER, ClusterOperator, ControlPlaneMachineSet, Infrastructure, MACHINE_API_NAMESPACE,
+    Machine, MachineSet,
 };
 use vcfm_vsphere::SessionCache;
 
@@ -149,6 +150,12 @@ pub async fn run_with_metrics(
         pods.insert(*ns, r);
         pod_writers.push((*ns, crate::cache::pod_watch_selector(groups), w));
     }
+    let (infrastructure, infrastructure_w) = reflector::store();
+    // The named watches the phases start end with the controller.
+    let named_stop = stop.child_token();
+    let pools_w =
+        reflector::store::Writer::<DynamicObject>::new(crate::openshift::mcp::api_resource());
+    let pools = pools_w.as_reader();
     let caches = crate::cache::Caches {
         machines,
         machine_sets,
@@ -157,6 +164,10 @@ pub async fn run_with_metrics(
         nodes,
         cvo,
         pods,
+        infrastructure,
+        pools,
+        secrets: Arc::new(crate::named::Named::new(client.clone(), named_stop.clone())),
+        config_maps: Arc::new(crate::named::Named::new(client.clone(), named_stop.clone())),
     };
     let ctx = Arc::new(Context {
         shared: shared.clone(),
@@ -173,6 +184,7 @@ pub async fn run_with_metrics(
     let written = ctx.clone();
     let main = watcher(migrations, watcher::Config::default())
         .default_backoff()
+        .modify(crate::cache::trim)
         .reflect(writer)
         // Forgets our own writes once the cache holds them (see `reconciler::Written`).
         .map(move |ev| {
@@ -230,6 +242,30 @@ pub async fn run_with_metrics(
                 cvo_w,
             ),
             mapper(&reader),
+        )
+        .watches_stream(
+            cached(
+                Api::<Infrastructure>::all(client.clone()),
+                wc().fields(&format!("metadata.name={CLUSTER}")),
+                infrastructure_w,
+            ),
+            // Read by the phases, waited on by none: no reconcile to wake.
+            |_: Infrastructure| None::<ObjectRef<VmwareCloudFoundationMigration>>,
+        )
+        .watches_stream_with(
+            watcher(
+                Api::<DynamicObject>::all_with(
+                    client.clone(),
+                    &crate::openshift::mcp::api_resource(),
+                ),
+                wc(),
+            )
+            .default_backoff()
+            .modify(crate::cache::trim)
+            .reflect(pools_w)
+            .touched_objects(),
+            waiting_mapper(&reader, Watched::MachineConfigPools),
+            crate::openshift::mcp::api_resource(),
         );
     // Pods only in the namespaces the restarts wait on, and there only those
     // the restarts select where a label selector can say so.
@@ -253,6 +289,7 @@ pub async fn run_with_metrics(
             }
         })
         .await;
+    named_stop.cancel();
     ready.store(false, Ordering::SeqCst);
     shared.sessions.logout_all().await;
     if let Some(t) = lease_task {
@@ -288,6 +325,7 @@ where
 {
     watcher(api, cfg)
         .default_backoff()
+        .modify(crate::cache::trim)
         .reflect(store)
         .touched_objects()
 }

@@ -1,4 +1,5 @@
-//! Which migrations a change to a watched Pod, Node or ClusterOperator wakes.
+//! Which migrations a change to a watched Pod, Node, ClusterOperator or
+//! MachineConfigPool wakes.
 //!
 //! Pods churn all the time in a cluster; waking every unfinished migration on
 //! each change would run their reconciles (and API reads) for nothing. A
@@ -14,6 +15,7 @@ pub enum Watched {
     Pods,
     Nodes,
     ClusterOperators,
+    MachineConfigPools,
 }
 
 /// The kinds a phase waits on while it runs (the objects its `execute`
@@ -22,9 +24,10 @@ pub fn waits_on(phase: PhaseName) -> &'static [Watched] {
     use PhaseName::*;
     use Watched::*;
     match phase {
-        UpdateConfig | RestartPods | Cleanup => &[Pods],
+        UpdateConfig | Cleanup => &[Pods, MachineConfigPools],
+        RestartPods => &[Pods],
         MonitorHealth | Verify => &[Nodes, ClusterOperators],
-        CreateWorkers | RecreateCpms | ScaleOldMachines => &[Nodes],
+        CreateWorkers | RecreateCpms | ScaleOldMachines => &[Nodes, MachineConfigPools],
         _ => &[],
     }
 }

@@ -49,7 +49,8 @@ impl Location {
     }
 }
 
-/// Where this cluster keeps its cloud provider configuration.
+/// Where this cluster keeps its cloud provider configuration, from the API
+/// (`vcfm plan`; the phases pass the Infrastructure they read to [`Location::of`]).
 pub async fn location(client: kube::Client) -> Result<Location, PhaseError> {
     let infra = crate::openshift::infra::get(client).await?;
     Ok(Location::of(infra.as_ref()))
@@ -663,19 +664,22 @@ fn yaml_remove_text(text: &str, server: &str) -> Option<String> {
 
 // ------------------------------------------------------------ ConfigMap I/O
 
-/// Reads the cloud provider configuration where the Infrastructure says it is.
+/// Reads the cloud provider configuration where the Infrastructure says it
+/// is, from the API (`vcfm plan`; the phases read it from the controller's
+/// watches, `PhaseCtx::cloud_config`).
 pub async fn read(client: kube::Client) -> Result<(ConfigMap, String), PhaseError> {
     let loc = location(client.clone()).await?;
-    read_at(client, &loc).await
-}
-
-async fn read_at(client: kube::Client, loc: &Location) -> Result<(ConfigMap, String), PhaseError> {
     let cm = Api::<ConfigMap>::namespaced(client, NAMESPACE)
         .get(&loc.name)
         .await
         .map_err(|e| PhaseError::from(e).context(&format!("reading {NAMESPACE}/{}", loc.name)))?;
-    let text = cm
-        .data
+    let text = text_of(&cm, &loc)?;
+    Ok((cm, text))
+}
+
+/// The configuration text in `cm` under the key `loc` names.
+pub fn text_of(cm: &ConfigMap, loc: &Location) -> Result<String, PhaseError> {
+    cm.data
         .as_ref()
         .and_then(|d| d.get(&loc.key))
         .cloned()
@@ -684,42 +688,42 @@ async fn read_at(client: kube::Client, loc: &Location) -> Result<(ConfigMap, Str
                 "{NAMESPACE}/{} has no `{}` key, which Infrastructure spec.cloudConfig names",
                 loc.name, loc.key
             ))
-        })?;
-    Ok((cm, text))
+        })
 }
 
-/// Applies `edit` to the configuration, writing with the resourceVersion just
-/// read (a conflict is transient: the next step reads again). Returns whether
-/// the ConfigMap changed.
+/// Applies `edit` to `text` (the configuration in `cm`, read at `loc`) and
+/// writes the result with the resourceVersion of `cm` (a conflict is
+/// transient: the next step reads again). Returns whether the ConfigMap changed.
 pub async fn edit(
     client: kube::Client,
+    loc: &Location,
+    cm: ConfigMap,
+    text: &str,
     edit: impl FnOnce(&str) -> Result<Option<String>, CloudConfigError>,
 ) -> Result<bool, PhaseError> {
-    let (cm, text) = read(client.clone()).await?;
-    let Some(new) = edit(&text).map_err(|e| PhaseError::fatal(e.to_string()))? else {
+    let Some(new) = edit(text).map_err(|e| PhaseError::fatal(e.to_string()))? else {
         return Ok(false);
     };
-    write(client, cm, new).await?;
+    write(client, loc, cm, new).await?;
     Ok(true)
 }
 
-/// Writes `text` where the Infrastructure says the configuration is, into
-/// `cm` as read (its resourceVersion guards against lost updates; a conflict
-/// is transient).
+/// Writes `text` at `loc` into `cm` as read (its resourceVersion guards
+/// against lost updates; a conflict is transient). Returns what the API
+/// server stored.
 pub async fn write(
     client: kube::Client,
+    loc: &Location,
     mut cm: ConfigMap,
     text: String,
-) -> Result<(), PhaseError> {
-    let loc = location(client.clone()).await?;
+) -> Result<ConfigMap, PhaseError> {
     cm.data
         .get_or_insert_with(Default::default)
         .insert(loc.key.clone(), text);
     Api::<ConfigMap>::namespaced(client, NAMESPACE)
         .replace(&loc.name, &PostParams::default(), &cm)
         .await
-        .map_err(|e| PhaseError::from(e).context(&format!("writing {NAMESPACE}/{}", loc.name)))?;
-    Ok(())
+        .map_err(|e| PhaseError::from(e).context(&format!("writing {NAMESPACE}/{}", loc.name)))
 }
 
 #[cfg(test)]

@@ -1,14 +1,10 @@
 //! Cluster health gates: operators stable by the explicit rule, nodes Ready.
 
-use crate::context::PhaseCtx;
-use crate::error::PhaseError;
+use k8s_openapi::api::core::v1::Node;
+use vcfm_api::openshift::ClusterOperator;
 
-/// Operators that are not stable, with the reasons, skipping `exclude`.
-pub async fn unstable_operators(
-    ctx: &PhaseCtx,
-    exclude: &[&str],
-) -> Result<Vec<String>, PhaseError> {
-    let list = ctx.cluster_operators().await?;
+/// Operators of `list` that are not stable, with the reasons, skipping `exclude`.
+pub fn unstable_operators(list: &[ClusterOperator], exclude: &[&str]) -> Vec<String> {
     let mut out = vec![];
     for co in list {
         let name = co.metadata.name.clone().unwrap_or_default();
@@ -21,14 +17,13 @@ pub async fn unstable_operators(
         }
     }
     out.sort();
-    Ok(out)
+    out
 }
 
-/// Nodes whose Ready condition is not True.
-pub async fn unready_nodes(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
-    let list = ctx.nodes_by_name().await?;
+/// Nodes of `list` whose Ready condition is not True.
+pub fn unready_nodes<'a>(list: impl IntoIterator<Item = &'a Node>) -> Vec<String> {
     let mut out = vec![];
-    for n in list.into_values() {
+    for n in list {
         let ready = n
             .status
             .as_ref()
@@ -38,11 +33,11 @@ pub async fn unready_nodes(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
         if ready != Some("True") {
             out.push(format!(
                 "node/{}: Ready={}",
-                n.metadata.name.unwrap_or_default(),
+                n.metadata.name.as_deref().unwrap_or_default(),
                 ready.unwrap_or("unknown")
             ));
         }
     }
     out.sort();
-    Ok(out)
+    out
 }

@@ -486,10 +486,12 @@ async fn edit_infrastructure(
     let client = ctx.client();
     let gate = ctx.recorded_cluster()?.multi_vcenter_day2;
     let api = Api::<Infrastructure>::all(client.clone());
-    let live = api
-        .get(CLUSTER)
-        .await
-        .map_err(|e| PhaseError::from(e).context("reading Infrastructure cluster"))?;
+    // From the watch cache: the write below carries this resourceVersion, so
+    // a cache behind the API server is a 409 and a fresh read next step.
+    let live = ctx
+        .infrastructure()
+        .await?
+        .ok_or_else(|| PhaseError::fatal("reading Infrastructure cluster: it does not exist"))?;
     let mut edited = live.clone();
     let changed = edit(&mut edited).map_err(|e| PhaseError::fatal(e.to_string()))?;
     if record {

@@ -28,6 +28,17 @@ const VERSION: &str = "v1";
 const KIND: &str = "MachineConfigPool";
 const PLURAL: &str = "machineconfigpools";
 
+/// The MachineConfigPool kind, for a dynamic (untyped) API.
+pub fn api_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource {
+        group: GROUP.into(),
+        version: VERSION.into(),
+        api_version: format!("{GROUP}/{VERSION}"),
+        kind: KIND.into(),
+        plural: PLURAL.into(),
+    }
+}
+
 /// How often a phase waiting for pools looks again.
 pub const RECHECK: Duration = Duration::from_secs(5);
 
@@ -179,7 +190,9 @@ pub fn rolled_since(pool: &Value, since: Timestamp) -> bool {
     at.as_second() + 60 >= since.as_second()
 }
 
-/// Every MachineConfigPool as JSON, sorted by name (none where the CRD is absent).
+/// Every MachineConfigPool as JSON, sorted by name (none where the CRD is
+/// absent), from the API (the phases read them from the controller's watch,
+/// `PhaseCtx::machine_config_pools`).
 pub async fn list(client: kube::Client) -> Result<Vec<Value>, PhaseError> {
     let pools = super::list_dynamic(client, GROUP, VERSION, KIND, PLURAL)
         .await
@@ -250,21 +263,17 @@ fn judge(
     })
 }
 
-/// The wait every machine phase begins with: a pool rolling its nodes means
-/// reboots in progress, so no machine rollout starts or continues beside it.
-pub async fn gate(
-    client: kube::Client,
-    progress: i32,
-    phase: &str,
-) -> Result<Option<Outcome>, PhaseError> {
-    let pools = list(client).await?;
-    Ok(judge(
-        &pools,
+/// The wait every machine phase begins with: a pool (of `pools`) rolling its
+/// nodes means reboots in progress, so no machine rollout starts or
+/// continues beside it.
+pub fn gate(pools: &[Value], progress: i32, phase: &str) -> Option<Outcome> {
+    judge(
+        pools,
         rollout_state,
         None,
         progress,
         &format!("{phase} holds its machine rollout while a node configuration rollout runs"),
-    ))
+    )
 }
 
 #[cfg(test)]

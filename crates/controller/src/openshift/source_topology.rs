@@ -23,7 +23,6 @@
 
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
-use crate::openshift::infra;
 use crate::openshift::tags::{self, Attach, REGION_CATEGORY, ZONE_CATEGORY};
 use vcfm_api::openshift::VSphereFailureDomain;
 use vcfm_api::{LogLevel, PhaseName};
@@ -47,7 +46,8 @@ async fn source_domains_of(
     ctx: &PhaseCtx,
     source: &str,
 ) -> Result<Vec<VSphereFailureDomain>, PhaseError> {
-    let live = infra::get(ctx.client())
+    let live = ctx
+        .infrastructure()
         .await?
         .ok_or_else(|| PhaseError::fatal("Infrastructure cluster not found"))?;
     Ok(live

@@ -10,7 +10,7 @@
 
 use super::Steps;
 use crate::context::PhaseCtx;
-use crate::error::{PhaseError, is_not_found};
+use crate::error::PhaseError;
 use crate::openshift::creds;
 use crate::openshift::{cloud_config, fd_refs, infra, machines, mcp, pods};
 use crate::state::Outcome;
@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vcfm_api::LogLevel;
-use vcfm_api::openshift::{CLUSTER, ClusterVersion, Infrastructure, VERSION_NAME};
+use vcfm_api::openshift::{ClusterVersion, VERSION_NAME};
 
 pub struct Cleanup;
 
@@ -109,7 +109,8 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         .ok_or_else(|| PhaseError::fatal("spec.failureDomains is empty"))?;
     let infra_id = ctx.recorded_cluster()?.infra_id.clone();
     let src = source.clone();
-    let changed = cloud_config::edit(client.clone(), |text| {
+    let (loc, cm, text) = ctx.cloud_config().await?;
+    let changed = cloud_config::edit(client.clone(), &loc, cm, &text, |text| {
         let mut text = text.to_string();
         let mut changed = false;
         // INI: the [Workspace] must name a vCenter that stays.
@@ -136,7 +137,11 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     }
 
     // 3. vsphere-creds: drop the source pair (values never read here).
-    if remove_creds(client.clone(), &source).await? {
+    let live_creds = ctx
+        .secret(creds::CREDS_NAMESPACE, creds::CREDS_NAME)
+        .await?
+        .ok_or_else(|| PhaseError::fatal("reading kube-system/vsphere-creds: it does not exist"))?;
+    if remove_creds(client.clone(), &live_creds, &source).await? {
         ctx.log(
             LogLevel::Info,
             "secrets",
@@ -168,7 +173,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         // The source vCenter leaves the nodes' cloud config through a pool rollout.
         None => {
             if let Some(wait) = mcp::verdict(
-                &mcp::list(client.clone()).await?,
+                &ctx.machine_config_pools().await?,
                 Some(since),
                 85,
                 &format!("source vCenter {source} removed; vSphere pods restarted"),
@@ -206,7 +211,7 @@ async fn source_references(
     source: &str,
 ) -> Result<Option<Vec<String>>, PhaseError> {
     let client = ctx.client();
-    let Some(live) = infra::get(client.clone()).await? else {
+    let Some(live) = ctx.infrastructure().await? else {
         return Ok(None);
     };
     if !live.failure_domains().iter().any(|f| f.server == source) {
@@ -308,20 +313,22 @@ fn ini_workspace(fd: &vcfm_api::FailureDomain, infra_id: &str) -> cloud_config::
     }
 }
 
-/// Removes `<source>.username` / `<source>.password`; true when it changed anything.
-async fn remove_creds(client: kube::Client, source: &str) -> Result<bool, PhaseError> {
+/// Removes `<source>.username` / `<source>.password` from `live` (the
+/// Secret as read; its resourceVersion guards the write); true when it
+/// changed anything.
+async fn remove_creds(
+    client: kube::Client,
+    live: &Secret,
+    source: &str,
+) -> Result<bool, PhaseError> {
     let api = Api::<Secret>::namespaced(client, creds::CREDS_NAMESPACE);
-    let live = api
-        .get(creds::CREDS_NAME)
-        .await
-        .map_err(|e| PhaseError::from(e).context("reading kube-system/vsphere-creds"))?;
     let keys = [creds::username_key(source), creds::password_key(source)];
     let data = live.data.clone().unwrap_or_default();
     let present: Vec<&String> = keys.iter().filter(|k| data.contains_key(*k)).collect();
     if present.is_empty() {
         return Ok(false);
     }
-    let remaining = creds::servers(&live)
+    let remaining = creds::servers(live)
         .into_iter()
         .filter(|s| s != source)
         .count();
@@ -415,10 +422,10 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 async fn write_metadata(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
     let client = ctx.client();
     let infra_id = ctx.recorded_cluster()?.infra_id.clone();
-    let infra = Api::<Infrastructure>::all(client.clone())
-        .get(CLUSTER)
-        .await
-        .map_err(|e| PhaseError::from(e).context("reading the Infrastructure"))?;
+    let infra = ctx
+        .infrastructure()
+        .await?
+        .ok_or_else(|| PhaseError::fatal("Infrastructure cluster does not exist"))?;
     let infra_v = serde_json::to_value(&infra).map_err(|e| PhaseError::fatal(e.to_string()))?;
     let api_url = infra_v
         .pointer("/status/apiServerURL")
@@ -457,8 +464,8 @@ async fn write_metadata(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
     let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| PhaseError::fatal(e.to_string()))?;
     let name = metadata_secret_name(ctx.name());
     let api = Api::<Secret>::namespaced(client, ctx.namespace());
-    match api.get(&name).await {
-        Ok(s) => {
+    match ctx.secret(ctx.namespace(), &name).await? {
+        Some(s) => {
             let same = s
                 .data
                 .as_ref()
@@ -475,7 +482,7 @@ async fn write_metadata(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
                 })?;
             Ok(true)
         }
-        Err(e) if is_not_found(&e) => {
+        None => {
             // Not owned by the migration: it must outlive it (cluster destroy needs it).
             let s = Secret {
                 metadata: ObjectMeta {
@@ -501,7 +508,6 @@ async fn write_metadata(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
                 }
             }
         }
-        Err(e) => Err(PhaseError::from(e).context("reading the installer metadata Secret")),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::state::Outcome;
 use kube::api::{Api, PostParams};
 use std::time::Duration;
 use vcfm_api::LogLevel;
-use vcfm_api::openshift::{CLUSTER, Infrastructure, MACHINE_API_NAMESPACE, MachineSet};
+use vcfm_api::openshift::{MACHINE_API_NAMESPACE, MachineSet};
 
 pub struct CreateWorkers;
 
@@ -47,7 +47,7 @@ impl Steps for CreateWorkers {
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let client = ctx.client();
-    if let Some(wait) = mcp::gate(client.clone(), 5, "CreateWorkers").await? {
+    if let Some(wait) = mcp::gate(&ctx.machine_config_pools().await?, 5, "CreateWorkers") {
         return Ok(wait);
     }
     let infra_id = ctx.recorded_cluster()?.infra_id.clone();
@@ -106,10 +106,10 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
 
     let all_machines = ctx.machines().await?;
     let nodes = ctx.nodes_by_name().await?;
-    let infra = Api::<Infrastructure>::all(client.clone())
-        .get(CLUSTER)
-        .await
-        .map_err(|e| PhaseError::from(e).context("reading the Infrastructure"))?;
+    let infra = ctx
+        .infrastructure()
+        .await?
+        .ok_or_else(|| PhaseError::fatal("Infrastructure cluster does not exist"))?;
     let nets = machines::machine_networks(
         &serde_json::to_value(&infra).map_err(|e| PhaseError::fatal(e.to_string()))?,
     );

@@ -8,7 +8,7 @@ use super::Steps;
 use super::update_config::phase_start;
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
-use crate::openshift::{health, infra};
+use crate::openshift::health;
 use crate::state::Outcome;
 use std::time::Duration;
 
@@ -24,14 +24,14 @@ pub fn excluded_operators(vcenters: usize) -> &'static [&'static str] {
 }
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
-    let client = ctx.client();
-    let vcenters = infra::get(client.clone())
+    let vcenters = ctx
+        .infrastructure()
         .await?
         .map(|i| i.vcenters().len())
         .unwrap_or(0);
     let exclude = excluded_operators(vcenters);
-    let operators = health::unstable_operators(ctx, exclude).await?;
-    let nodes = health::unready_nodes(ctx).await?;
+    let operators = health::unstable_operators(&ctx.cluster_operators().await?, exclude);
+    let nodes = health::unready_nodes(ctx.nodes_by_name().await?.values());
     let elapsed = ctx.now.duration_since(phase_start(ctx)).unsigned_abs();
     // Operators notice a change only after a while: stability counts once the
     // phase has watched this long (ControllerConfig::health_settle).

@@ -328,10 +328,10 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     }
 
     // Health.
-    for u in health::unstable_operators(ctx, &[]).await? {
+    for u in health::unstable_operators(&ctx.cluster_operators().await?, &[]) {
         r.problems.push(format!("{u}: wait until every cluster operator is Available and neither Progressing nor Degraded"));
     }
-    for n in health::unready_nodes(ctx).await? {
+    for n in health::unready_nodes(ctx.nodes_by_name().await?.values()) {
         r.problems.push(format!(
             "{n}: every node must be Ready before machines are replaced"
         ));

@@ -16,9 +16,7 @@ use crate::state::Outcome;
 use kube::api::{Api, Patch, PatchParams};
 use std::time::Duration;
 use vcfm_api::LogLevel;
-use vcfm_api::openshift::{
-    CLUSTER, CPMS_NAME, ControlPlaneMachineSet, Infrastructure, MACHINE_API_NAMESPACE, Machine,
-};
+use vcfm_api::openshift::{CPMS_NAME, ControlPlaneMachineSet, MACHINE_API_NAMESPACE, Machine};
 
 pub struct RecreateCpms;
 
@@ -55,7 +53,9 @@ fn masters<'a>(cpms: &ControlPlaneMachineSet, all: &'a [Machine]) -> Vec<&'a Mac
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let client = ctx.client();
-    if let Some(wait) = crate::openshift::mcp::gate(client.clone(), 5, "RecreateCPMS").await? {
+    if let Some(wait) =
+        crate::openshift::mcp::gate(&ctx.machine_config_pools().await?, 5, "RecreateCPMS")
+    {
         return Ok(wait);
     }
     let fds = ctx.migration.control_plane_failure_domains();
@@ -68,10 +68,10 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     }
 
     // The operator resolves names through the Infrastructure: they must be there first.
-    let infra = Api::<Infrastructure>::all(client.clone())
-        .get(CLUSTER)
-        .await
-        .map_err(|e| PhaseError::from(e).context("reading the Infrastructure"))?;
+    let infra = ctx
+        .infrastructure()
+        .await?
+        .ok_or_else(|| PhaseError::fatal("Infrastructure cluster does not exist"))?;
     let missing: Vec<&str> = fds
         .iter()
         .filter(|fd| {

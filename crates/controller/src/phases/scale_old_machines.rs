@@ -40,7 +40,9 @@ impl Steps for ScaleOldMachines {
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let client = ctx.client();
-    if let Some(wait) = crate::openshift::mcp::gate(client.clone(), 5, "ScaleOldMachines").await? {
+    if let Some(wait) =
+        crate::openshift::mcp::gate(&ctx.machine_config_pools().await?, 5, "ScaleOldMachines")
+    {
         return Ok(wait);
     }
     let source = ctx.recorded_source()?.server.clone();

@@ -48,8 +48,7 @@ pub fn phase_start(ctx: &PhaseCtx) -> jiff::Timestamp {
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let entries = target_entries(ctx);
-    let loc = cloud_config::location(ctx.client()).await?;
-    let (cm, before) = cloud_config::read(ctx.client()).await?;
+    let (loc, cm, before) = ctx.cloud_config().await?;
     let fatal = |e: cloud_config::CloudConfigError| PhaseError::fatal(e.to_string());
     let mut cur: Option<String> = None;
     for e in &entries {
@@ -82,10 +81,13 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         ctx.record(|u| u.backups.push(m));
     }
     let changed = cur.is_some();
-    if let Some(after) = cur {
-        cloud_config::write(ctx.client(), cm, after).await?;
-    }
-    let (_, text) = cloud_config::read(ctx.client()).await?;
+    let text = match cur {
+        Some(after) => cloud_config::text_of(
+            &cloud_config::write(ctx.client(), &loc, cm, after).await?,
+            &loc,
+        )?,
+        None => before,
+    };
     let format = cloud_config::detect(&text);
     let listed = cloud_config::vcenters(&text).map_err(|e| PhaseError::fatal(e.to_string()))?;
     if changed {
@@ -118,7 +120,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     }
     // The new cloud config reaches every node through the machine-config operator,
     // which rolls each pool node by node with reboots: wait for it (see `mcp`).
-    let pools = mcp::list(ctx.client()).await?;
+    let pools = ctx.machine_config_pools().await?;
     if let Some(wait) = mcp::verdict(
         &pools,
         Some(phase_start(ctx)),
@@ -146,7 +148,7 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
         .load(manifest(ctx.backups(), keys::CLOUD_PROVIDER_CONFIG)?)
         .await?;
     // The key the backup was taken of (Infrastructure spec.cloudConfig).
-    let loc = cloud_config::location(ctx.client()).await?;
+    let (loc, cm, text) = ctx.cloud_config().await?;
     let original_text = backup
         .pointer(&format!(
             "/data/{}",
@@ -159,7 +161,6 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     let recorded = store
         .load_changes(ctx.backups(), keys::CLOUD_PROVIDER_CONFIG_CHANGES)
         .await?;
-    let (cm, text) = cloud_config::read(ctx.client()).await?;
     let live = cloud_config::as_units(&text).map_err(fatal)?;
     // Backups from before change records: target entries the original lacked.
     let record = recorded.unwrap_or_else(|| {
@@ -190,7 +191,7 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
         }
     }
     if out != text {
-        cloud_config::write(ctx.client(), cm, out).await?;
+        cloud_config::write(ctx.client(), &loc, cm, out).await?;
     }
     Ok(super::undo_outcome(ctx, &loc.describe(), &plan))
 }

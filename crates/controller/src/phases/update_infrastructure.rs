@@ -29,9 +29,13 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         infra::add_vcenters(i, &vcenters, &domains)
     })
     .await?;
-    let live = infra::get(ctx.client())
-        .await?
-        .ok_or_else(|| PhaseError::fatal("Infrastructure cluster disappeared"))?;
+    // Just written: read back from the API (the watch may not have it yet).
+    let live = if res.changed {
+        infra::get(ctx.client()).await?
+    } else {
+        ctx.infrastructure().await?
+    }
+    .ok_or_else(|| PhaseError::fatal("Infrastructure cluster disappeared"))?;
     if !infra::has_vcenter(&live, &source) {
         return Ok(Outcome::Failed {
             message: format!(

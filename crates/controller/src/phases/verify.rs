@@ -12,9 +12,7 @@ use crate::error::PhaseError;
 use crate::openshift::health;
 use crate::state::Outcome;
 use futures::future::BoxFuture;
-use kube::api::Api;
 use std::time::Duration;
-use vcfm_api::openshift::{CLUSTER, Infrastructure};
 
 pub struct Verify;
 
@@ -28,13 +26,12 @@ impl Phase for Verify {
 
 /// What still stands between the cluster and "migrated", empty when nothing.
 pub async fn remaining(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
-    let client = ctx.client();
     let targets = ctx.migration.target_servers();
-    let mut waiting = health::unstable_operators(ctx, &[]).await?;
-    let infra = Api::<Infrastructure>::all(client.clone())
-        .get(CLUSTER)
-        .await
-        .map_err(|e| PhaseError::from(e).context("reading the Infrastructure"))?;
+    let mut waiting = health::unstable_operators(&ctx.cluster_operators().await?, &[]);
+    let infra = ctx
+        .infrastructure()
+        .await?
+        .ok_or_else(|| PhaseError::fatal("Infrastructure cluster does not exist"))?;
     for v in infra.vcenters() {
         if !targets.contains(&v.server.as_str()) {
             waiting.push(format!(
@@ -65,7 +62,7 @@ pub async fn remaining(ctx: &PhaseCtx) -> Result<Vec<String>, PhaseError> {
             ));
         }
     }
-    waiting.extend(health::unready_nodes(ctx).await?);
+    waiting.extend(health::unready_nodes(ctx.nodes_by_name().await?.values()));
     Ok(waiting)
 }
 
