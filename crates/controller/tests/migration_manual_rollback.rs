@@ -8,7 +8,7 @@ mod common_e2e;
 
 use common_e2e::*;
 use kube_sim::{FaultAction, FaultRule};
-use openshift_sim::{Faults, Scenario};
+use openshift_sim::{Faults, Scenario, Site};
 use std::time::Duration;
 use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
 
@@ -67,6 +67,11 @@ enum Inject {
     },
     /// A deadline the phase cannot meet (`spec.phaseTimeouts`).
     Deadline,
+    /// The target vCenter answers SystemError to the SOAP method the phase needs first
+    /// (retried as transient) until the phase's one-second deadline passes. The phases
+    /// that only talk to vCenter read their Kubernetes inputs from watch caches, so an
+    /// API-server fault no longer reaches them.
+    TargetVcenterFailing(&'static str),
     /// The migration puts its workers in a failure domain whose machines fail to provision.
     DoomedFailureDomain,
     /// The target credentials Secret does not exist (Preflight fails; it
@@ -86,6 +91,19 @@ fn forbidden(
         name,
         namespace,
     }
+}
+
+/// Uses up the FindByInventoryPath faults the phase's retries left armed, so that they
+/// fail neither the next migration nor the end-state checks (which look folders up too).
+async fn use_up_target_lookup_faults(env: &Env) {
+    let vc = env.sim.vsphere_client(Site::Target).unwrap();
+    let root = format!("/{}/vm", env.sim.vcenter(Site::Target).datacenter);
+    for _ in 0..8 {
+        if vc.find_folder(&root).await.is_ok() {
+            return;
+        }
+    }
+    panic!("the target vCenter kept failing FindByInventoryPath");
 }
 
 /// Part of the name of the failure domain whose machines fail (see the scenario).
@@ -121,7 +139,7 @@ async fn rollback_cases(cases: Vec<(PhaseName, Inject)>) {
         if matches!(inject, Inject::MissingTargetSecret) {
             spec["targetVCenterCredentialsSecret"] = serde_json::json!({"name": "no-such-secret"});
         }
-        if matches!(inject, Inject::Deadline) {
+        if matches!(inject, Inject::Deadline | Inject::TargetVcenterFailing(_)) {
             spec["phaseTimeouts"] = serde_json::json!({ phase.as_str(): "1s" });
         }
         env.create_migration(&name, spec).await;
@@ -150,6 +168,13 @@ async fn rollback_cases(cases: Vec<(PhaseName, Inject)>) {
                 rule = rule.namespace(n);
             }
             env.sim.kube().faults().inject(rule);
+        }
+        if let Inject::TargetVcenterFailing(method) = inject {
+            // More faults than the retries that fit in the deadline (backoff from 0.5 s);
+            // what is left is retried away by the rollback.
+            env.sim
+                .inject_vcenter_system_errors(Site::Target, method, 4)
+                .unwrap();
         }
         env.approve(&name, &[phase]).await;
         if matches!(inject, Inject::MissingTargetSecret) {
@@ -186,6 +211,9 @@ async fn rollback_cases(cases: Vec<(PhaseName, Inject)>) {
             )
             .await;
         env.sim.kube().faults().clear();
+        if let Inject::TargetVcenterFailing("FindByInventoryPath") = inject {
+            use_up_target_lookup_faults(&env).await;
+        }
         let st = m.status.as_ref().unwrap();
         assert_eq!(
             phase_of(&m),
@@ -275,11 +303,11 @@ async fn failures_in_the_early_phases_roll_back_to_the_seeded_cluster() {
         ),
         (
             PhaseName::CreateTags,
-            forbidden("get", "secrets", Some(TARGET_SECRET), Some(NS)),
+            Inject::TargetVcenterFailing("FindByInventoryPath"),
         ),
         (
             PhaseName::CreateFolder,
-            forbidden("get", "secrets", Some(TARGET_SECRET), Some(NS)),
+            Inject::TargetVcenterFailing("CreateFolder"),
         ),
     ])
     .await;
