@@ -228,22 +228,8 @@ impl crate::context::PhaseCtx {
     /// The Secret `namespace/name`, `None` where it does not exist: from its
     /// named watch once that has synced (see [`crate::named`]).
     pub async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, PhaseError> {
-        if let Some(v) = self
-            .caches()
-            .and_then(|c| c.secrets.cached(namespace, name))
-        {
-            return Ok(v);
-        }
-        match Api::<Secret>::namespaced(self.client(), namespace)
-            .get(name)
-            .await
-        {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if crate::error::is_not_found(&e) => Ok(None),
-            Err(e) => {
-                Err(PhaseError::from(e).context(&format!("reading Secret {namespace}/{name}")))
-            }
-        }
+        let named = self.caches().map(|c| &*c.secrets);
+        read_named(named, self.client(), namespace, name).await
     }
 
     /// The ConfigMap `namespace/name`, `None` where it does not exist (as [`Self::secret`]).
@@ -252,22 +238,8 @@ impl crate::context::PhaseCtx {
         namespace: &str,
         name: &str,
     ) -> Result<Option<ConfigMap>, PhaseError> {
-        if let Some(v) = self
-            .caches()
-            .and_then(|c| c.config_maps.cached(namespace, name))
-        {
-            return Ok(v);
-        }
-        match Api::<ConfigMap>::namespaced(self.client(), namespace)
-            .get(name)
-            .await
-        {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if crate::error::is_not_found(&e) => Ok(None),
-            Err(e) => {
-                Err(PhaseError::from(e).context(&format!("reading ConfigMap {namespace}/{name}")))
-            }
-        }
+        let named = self.caches().map(|c| &*c.config_maps);
+        read_named(named, self.client(), namespace, name).await
     }
 
     /// The cloud provider configuration: where it is (Infrastructure
@@ -326,6 +298,36 @@ impl crate::context::PhaseCtx {
                     .is_none_or(|pre| p.metadata.name.as_deref().unwrap_or("").starts_with(pre))
             })
             .collect())
+    }
+}
+
+/// `namespace/name` from its named watch once synced, else from the API
+/// (`None` where it does not exist).
+async fn read_named<K>(
+    named: Option<&crate::named::Named<K>>,
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<K>, PhaseError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    if let Some(v) = named.and_then(|n| n.cached(namespace, name)) {
+        return Ok(v);
+    }
+    match Api::<K>::namespaced(client, namespace).get(name).await {
+        Ok(o) => Ok(Some(o)),
+        Err(e) if crate::error::is_not_found(&e) => Ok(None),
+        Err(e) => {
+            Err(PhaseError::from(e)
+                .context(&format!("reading {} {namespace}/{name}", K::kind(&()))))
+        }
     }
 }
 

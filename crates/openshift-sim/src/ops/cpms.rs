@@ -94,7 +94,7 @@ pub(crate) fn inject(mut value: Value, fd: &VSphereFailureDomain, infra_id: &str
     value["template"] = json!(
         t.template
             .as_deref()
-            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+            .map(|p| bare_template(p).to_string())
             .unwrap_or_else(|| format!("{infra_id}-rhcos-{}-{}", fd.region, fd.zone))
     );
     let devices: Vec<Value> = t
@@ -115,10 +115,14 @@ pub(crate) fn inject(mut value: Value, fd: &VSphereFailureDomain, infra_id: &str
 fn template_by_name(value: &Value) -> Value {
     let mut v = value.clone();
     if let Some(t) = v.get("template").and_then(Value::as_str) {
-        let name = t.rsplit('/').next().unwrap_or(t).to_string();
-        v["template"] = json!(name);
+        v["template"] = json!(bare_template(t));
     }
     v
+}
+
+/// A template path's last element (a bare name is its own).
+fn bare_template(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 fn condition(t: &str, s: &str, reason: &str, message: &str) -> Value {
