@@ -496,6 +496,7 @@ impl SimCluster {
             infra_crd: Arc::new(infra_crd),
             cancel: cancel.clone(),
             synced: synced_tx,
+            vm_group_edits: Arc::default(),
         };
 
         let mut creds_source = source.clone();

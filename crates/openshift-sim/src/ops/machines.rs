@@ -373,7 +373,7 @@ async fn clone_vm(
         && vm.kind == "VirtualMachine"
     {
         let pool = resolve_pool(&vc, name, dc, &ws).await?;
-        join_vm_group(&vc, name, ps, &pool, &vm).await?;
+        join_vm_group(ctx, &vc, name, ps, &pool, &vm).await?;
         power_on(&vc, name, &vm).await?;
         return vm_uuid(&vc, &vm).await;
     }
@@ -460,7 +460,7 @@ async fn clone_vm(
             )));
         }
     };
-    join_vm_group(&vc, name, ps, &pool, &vm).await?;
+    join_vm_group(ctx, &vc, name, ps, &pool, &vm).await?;
     power_on(&vc, name, &vm).await?;
     // Like machine-api: tag new VMs with the cluster's ownership tag when it exists.
     let category = format!("openshift-{}", ctx.infra_id);
@@ -556,6 +556,7 @@ async fn resolve_pool(
 /// A group that cluster does not have makes the edit fail on every attempt, and the
 /// machine never powers on.
 async fn join_vm_group(
+    ctx: &Ctx,
     vc: &vcfm_vsphere::Client,
     name: &str,
     ps: &VSphereMachineProviderSpec,
@@ -586,6 +587,7 @@ async fn join_vm_group(
             "the owner of resource pool {pool} is not a cluster"
         )));
     };
+    let _turn = ctx.vm_group_edits.lock().await;
     let drs = vc
         .drs_groups(&cluster)
         .await

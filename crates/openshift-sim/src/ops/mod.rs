@@ -55,6 +55,12 @@ pub(crate) struct Ctx {
     /// reconcile, so `SimCluster::start` returns only once every operator has
     /// taken its baseline (a change made right after start is then a change).
     pub synced: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    /// Held across a VM group's read-modify-write. The real machine controller
+    /// reconciles one Machine at a time (machine-api-operator
+    /// `pkg/controller/machine/controller.go` builds it with controller-runtime's
+    /// default of one worker), so two clones never edit a group at once there; our
+    /// provisioning tasks run side by side and must take turns, or one member is lost.
+    pub vm_group_edits: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Ctx {
