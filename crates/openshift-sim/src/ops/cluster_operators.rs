@@ -115,9 +115,16 @@ async fn reconcile(
             .filter(|d| d.status == "True")
             .map(|d| d.message.clone().unwrap_or_default())
     });
-    // Zonal cluster, untagged failure domains (see `zone_tags`).
+    // Zonal cluster, untagged failure domains (see `zone_tags`): vCenter tags, which no
+    // watch reports, so a zonal cluster is checked again every resync (the problem
+    // detector rechecks periodically too).
     let untagged = match &infra {
-        Some(i) => super::zone_tags::untagged_domains(&ctx, i).await,
+        Some(i) => {
+            if i.failure_domains().len() >= 2 {
+                super::due_in(ctx.delays.resync);
+            }
+            super::zone_tags::untagged_domains(&ctx, i).await
+        }
         None => vec![],
     };
     let now = Instant::now();
@@ -142,6 +149,13 @@ async fn reconcile(
         st.infra_spec = infra_spec;
         st.cloud_config = cloud_data;
         st.progressing_until.retain(|_, (_, end)| *end > now);
+        // Back when an operator starts or stops Progressing.
+        for (start, end) in st.progressing_until.values() {
+            if *start > now {
+                super::due_at(*start);
+            }
+            super::due_at(*end);
+        }
         st.progressing_until
             .iter()
             .filter(|(_, (start, _))| *start <= now)

@@ -39,6 +39,9 @@ pub(crate) async fn run(ctx: Ctx) {
         trigger(infra.clone()),
     ];
     run_loop("control-plane-machine-set-operator", &ctx, triggers, || {
+        // Sim tier only (the real tier runs the real component): polls, as it reads
+        // vCenter state no watch reports and keeps timers of its own.
+        super::due_in(ctx.delays.resync);
         reconcile(
             ctx.clone(),
             cpms.clone(),

@@ -9,7 +9,7 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-use super::{Ctx, run_loop, trigger};
+use super::{Ctx, run_loop, trigger, waited};
 use crate::kapi::{self, call};
 use crate::seed::CREDENTIAL_COPIES;
 
@@ -17,7 +17,22 @@ use crate::seed::CREDENTIAL_COPIES;
 pub(crate) async fn run(ctx: Ctx) {
     let source: Api<Secret> = Api::namespaced(ctx.client.clone(), "kube-system");
     let pending: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let triggers = vec![trigger(source.clone())];
+    // What the operator watches (cloud-credential-operator
+    // `pkg/operator/credentialsrequest/credentialsrequest_controller.go`, `add`): the root
+    // secret, the Secrets it wrote (a copy changed or deleted by someone else is put back
+    // at once) and the CloudCredential config (its mode).
+    let mut triggers = vec![
+        trigger(source.clone()),
+        super::mcp::dyn_trigger(kapi::dyn_api(
+            &ctx.client,
+            "operator.openshift.io/v1",
+            "CloudCredential",
+            None,
+        )),
+    ];
+    for (ns, _) in CREDENTIAL_COPIES {
+        triggers.push(trigger(Api::<Secret>::namespaced(ctx.client.clone(), ns)));
+    }
     run_loop("cloud-credential-operator", &ctx, triggers, || {
         reconcile(ctx.clone(), source.clone(), pending.clone())
     })
@@ -76,7 +91,7 @@ async fn reconcile(
         .lock()
         .map_err(|e| e.to_string())?
         .get_or_insert_with(Instant::now);
-    if since.elapsed() < ctx.delays.credentials_sync {
+    if !waited(since, ctx.delays.credentials_sync) {
         return Ok(());
     }
     for (api, ns, name, copy) in stale {

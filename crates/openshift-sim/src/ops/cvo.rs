@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::Value;
 
-use super::{Ctx, run_loop, trigger};
+use super::{Ctx, run_loop, trigger, waited};
 use crate::kapi::{self, call};
 
 /// Name of the CRD the CVO guards.
@@ -89,7 +89,7 @@ async fn reconcile(
                 }
             }
         };
-        if since.elapsed() >= ctx.delays.deployment_ready {
+        if waited(since, ctx.delays.deployment_ready) {
             let status = crate::seed::deployment_status(
                 generation,
                 i64::from(replicas),
@@ -119,7 +119,7 @@ async fn reconcile(
         .map_err(|e| e.to_string())?
         .lifted_since
         .get_or_insert_with(Instant::now);
-    if since.elapsed() < ctx.delays.cvo_restore {
+    if !waited(since, ctx.delays.cvo_restore) {
         return Ok(());
     }
     let mut restored = crd.clone();

@@ -60,10 +60,15 @@ async fn reconcile(ctx: Ctx, machines: Api<Machine>, nodes: Api<Node>) -> Result
             .and_then(|s| s.addresses.as_ref())
             .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
             .map(|a| a.address.clone());
-        if !ready
+        let booting = !ready
             && n.metadata.deletion_timestamp.is_none()
             && n.annotations().contains_key(REGISTERED_BY)
-            && !super::mcp::updating(n)
+            && !super::mcp::updating(n);
+        if booting && age < ctx.delays.node_ready {
+            // The creation time is in whole seconds, so this is at or after the real end.
+            super::due_in(ctx.delays.node_ready - age);
+        }
+        if booting
             && age >= ctx.delays.node_ready
             && let Some(ip) = ip
         {

@@ -29,6 +29,9 @@ pub(crate) async fn run(ctx: Ctx) {
     let api: Api<Machine> = Api::namespaced(ctx.client.clone(), MAPI_NS);
     let triggers = vec![trigger(api.clone())];
     run_loop("machine-zone-labels", &ctx, triggers, || {
+        // Sim tier only (the real tier runs the real component): polls, as it reads
+        // vCenter state no watch reports and keeps timers of its own.
+        super::due_in(ctx.delays.resync);
         reconcile(ctx.clone(), api.clone())
     })
     .await;

@@ -36,6 +36,9 @@ pub(crate) async fn run_machine_controller(ctx: Ctx) {
     let inflight: Inflight = Arc::default();
     let triggers = vec![trigger(machines.clone())];
     run_loop("machine-controller", &ctx, triggers, || {
+        // Sim tier only (the real tier runs the real component): polls, as it reads
+        // vCenter state no watch reports and keeps timers of its own.
+        super::due_in(ctx.delays.resync);
         reconcile_machines(ctx.clone(), machines.clone(), inflight.clone())
     })
     .await;
@@ -761,6 +764,9 @@ pub(crate) async fn run_machineset_controller(ctx: Ctx) {
     let machines: Api<Machine> = Api::namespaced(ctx.client.clone(), MAPI_NS);
     let triggers = vec![trigger(sets.clone()), trigger(machines.clone())];
     run_loop("machineset-controller", &ctx, triggers, || {
+        // Sim tier only (the real tier runs the real component): polls as before; its
+        // pace is the sim tier's, not the real tier's.
+        super::due_in(ctx.delays.resync);
         reconcile_sets(sets.clone(), machines.clone())
     })
     .await;

@@ -280,10 +280,16 @@ pub(crate) async fn run(ctx: Ctx) {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), "openshift-config");
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    // The synced copy too: the cloud-config sync controller watches its own ConfigMap as
+    // well as the source (cluster-cloud-controller-manager-operator
+    // `pkg/controllers/cloud_config_sync_controller.go`, `SetupWithManager`), so a changed
+    // copy is put back at once.
+    let managed: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), "openshift-config-managed");
     let triggers = vec![
         dyn_trigger(pools.clone()),
         trigger(nodes.clone()),
         trigger(cms),
+        trigger(managed),
     ];
     run_loop("machine-config", &ctx, triggers, || {
         reconcile(ctx.clone(), pools.clone(), nodes.clone(), started.clone())
@@ -469,14 +475,13 @@ async fn daemon_step(
         *map.entry(name.clone()).or_insert_with(Instant::now)
     };
     let total = ctx.delays.mcp_node_update;
-    let elapsed = since.elapsed();
-    if elapsed < total / 2 {
+    if !super::waited(since, total / 2) {
         if !cordoned(n) {
             kapi::merge(nodes, &name, json!({"spec": {"unschedulable": true}})).await?;
         }
         return Ok(());
     }
-    if elapsed < total {
+    if !super::waited(since, total) {
         if node_ready(n) {
             // Reboot: the kubelet stops posting Ready; it comes back with a new boot ID.
             kapi::merge_status(

@@ -1,7 +1,11 @@
 //! The simulated OpenShift operators. Each is a tokio task with its own `kube::Client` view
 //! of the API (HTTP only, no store access), level-triggered: it reconciles everything it
-//! owns whenever a watched kind changes, and at least every `Delays::resync`, so it
-//! survives API outages and missed events like the real operators.
+//! owns whenever a watched kind changes, when one of its own simulated delays ends (a
+//! reconcile that waits on one says when it is due, [`waited`]), `Delays::resync` after a
+//! failed pass, and at least every [`SAFETY_RESYNC_FACTOR`] × `Delays::resync`, so it
+//! survives API outages and missed events like the real operators. A reconcile that reads
+//! state no watch reports (vCenter inventory) asks to come back every `Delays::resync`
+//! while that state matters ([`due_in`]), as the real operators poll it.
 
 pub(crate) mod cluster_operators;
 pub(crate) mod cpms;
@@ -16,9 +20,10 @@ pub(crate) mod pdb;
 pub(crate) mod pods;
 pub(crate) mod zone_tags;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -96,8 +101,46 @@ where
         .boxed()
 }
 
-/// Runs `reconcile` now, after every trigger burst and at least every `resync`, until
-/// cancelled. Errors are logged and retried on the next round.
+/// With no watch event and nothing due, a loop still reconciles after this many
+/// `Delays::resync` periods (5 s at the tests' pace): a safety net only, since the
+/// watchers re-list (and so trigger) after every broken watch.
+pub(crate) const SAFETY_RESYNC_FACTOR: u32 = 10;
+
+tokio::task_local! {
+    /// The earliest time the running reconcile asked to be run again (see [`due_at`]).
+    static DUE: Cell<Option<Instant>>;
+}
+
+/// Asks the loop whose reconcile is running to run it again at `at` (the earliest request
+/// of a pass wins). Outside a loop (a spawned task) it does nothing: such a task writes
+/// what it did to the API, and that write triggers the loops watching it.
+pub(crate) fn due_at(at: Instant) {
+    let _ = DUE.try_with(|d| {
+        if d.get().is_none_or(|prev| at < prev) {
+            d.set(Some(at));
+        }
+    });
+}
+
+/// [`due_at`] `d` from now.
+pub(crate) fn due_in(d: Duration) {
+    due_at(Instant::now() + d);
+}
+
+/// True once `delay` has passed since `since`; otherwise false, and the running loop comes
+/// back when it has passed (a simulated delay then ends on time without polling for it).
+pub(crate) fn waited(since: Instant, delay: Duration) -> bool {
+    let at = since + delay;
+    if Instant::now() >= at {
+        return true;
+    }
+    due_at(at);
+    false
+}
+
+/// Runs `reconcile` now, after every trigger burst, when it said something is due
+/// ([`due_at`]), `resync` after an error and at least every [`SAFETY_RESYNC_FACTOR`] ×
+/// `resync`, until cancelled. Errors are logged and retried on the next round.
 pub(crate) async fn run_loop<F, Fut>(
     name: &'static str,
     ctx: &Ctx,
@@ -113,7 +156,21 @@ pub(crate) async fn run_loop<F, Fut>(
         if ctx.cancel.is_cancelled() {
             return;
         }
-        match reconcile().await {
+        let (result, due) = DUE
+            .scope(Cell::new(None), async {
+                let result = reconcile().await;
+                (result, DUE.with(Cell::get))
+            })
+            .await;
+        let now = Instant::now();
+        let wake = match (&result, due) {
+            (Err(_), _) => now + ctx.delays.resync,
+            (Ok(()), due) => {
+                let safety = now + ctx.delays.resync * SAFETY_RESYNC_FACTOR;
+                due.map_or(safety, |at| at.min(safety))
+            }
+        };
+        match result {
             Ok(()) if !synced => {
                 synced = true;
                 let _ = ctx.synced.send(name);
@@ -124,7 +181,7 @@ pub(crate) async fn run_loop<F, Fut>(
         tokio::select! {
             _ = ctx.cancel.cancelled() => return,
             Some(()) = triggers.next() => {}
-            _ = tokio::time::sleep(ctx.delays.resync) => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
         // Coalesce a burst of events into one reconcile.
         tokio::time::sleep(Duration::from_millis(10)).await;

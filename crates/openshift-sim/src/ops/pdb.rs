@@ -125,12 +125,16 @@ async fn reconcile(
             .into_iter()
             .flatten()
         {
-            let fresh = at
+            let age = at
                 .as_str()
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .is_some_and(|t| now.as_second() - t.as_second() < DELETION_TIMEOUT);
+                .map(|t| now.as_second() - t.as_second());
+            let fresh = age.is_some_and(|a| a < DELETION_TIMEOUT);
             if fresh && live(pod) {
                 disrupted.insert(pod.clone(), at.clone());
+                // Back when the entry expires (a second late at most, never early).
+                let left = DELETION_TIMEOUT - age.unwrap_or(0) + 1;
+                super::due_in(std::time::Duration::from_secs(left.unsigned_abs()));
             }
         }
         let healthy = selected

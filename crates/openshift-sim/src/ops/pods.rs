@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use super::{Ctx, run_loop, trigger};
+use super::{Ctx, run_loop, trigger, waited};
 use crate::kapi::{self, call};
 use crate::seed::{POD_FINALIZER, POD_GROUP_ANNOTATION, PodGroup, PodKind};
 
@@ -106,14 +106,14 @@ async fn reconcile(
         for p in &ours {
             if p.metadata.deletion_timestamp.is_some() {
                 let since = *st.terminating.entry(key(p)).or_insert(now);
-                if since.elapsed() >= ctx.delays.pod_terminate {
+                if waited(since, ctx.delays.pod_terminate) {
                     to_release.push(*p);
                 }
             } else if !nodes.contains(node_of(p)) {
                 orphans.push(*p);
             } else if !is_ready(p) {
                 let since = *st.starting.entry(key(p)).or_insert(now);
-                if since.elapsed() >= ctx.delays.pod_ready {
+                if waited(since, ctx.delays.pod_ready) {
                     to_ready.push(*p);
                 }
             }
