@@ -425,24 +425,38 @@ impl SimCluster {
         let (src, tgt, api) = (src?, tgt?, api?);
         let client = api.admin_client().await?;
         steps.mark("vcsims and API server");
-        api.apply_dir(&client, &crd_dir).await?;
-        for crd in EXTRA_CRDS {
-            api.apply_yaml(&client, crd).await?;
-        }
         let vcfm_crd = vcfm_api::crd_yaml().map_err(|e| Error::Seed {
             what: "the vcfm CRD".into(),
             message: e.to_string(),
         })?;
-        api.apply_yaml(&client, &vcfm_crd).await?;
         let real_operators = scenario.real_operators && scenario.tier == Tier::Real;
-        if real_operators {
-            api.apply_dir(&client, &real_tier::crd_dir()).await?;
-            // The installer's cluster DNS config (manifests/cluster-dns-02-config.yml): on
-            // vSphere only the base domain, no zones. The Machine webhook reads it.
-            let dns = json!({"apiVersion": "config.openshift.io/v1", "kind": "DNS",
-                "metadata": {"name": "cluster"},
-                "spec": {"baseDomain": format!("{}.vcfm.example", scenario.cluster_name)}});
-            real_tier::apply_object(&client, &dns).await?;
+        // The installer's cluster DNS config (manifests/cluster-dns-02-config.yml): on
+        // vSphere only the base domain, no zones. The Machine webhook reads it.
+        let dns = json!({"apiVersion": "config.openshift.io/v1", "kind": "DNS",
+            "metadata": {"name": "cluster"},
+            "spec": {"baseDomain": format!("{}.vcfm.example", scenario.cluster_name)}});
+        if let ApiServer::Real(_) = &api {
+            // Every CRD in one set: the real apiserver then makes the harness wait once for
+            // them all to be established and to take creates (see `real_tier::apply_yaml`).
+            if !crd_dir.is_dir() {
+                return Err(Error::SharedDirMissing(crd_dir.clone()));
+            }
+            let mut all = real_tier::read_manifests(&crd_dir)?;
+            for crd in EXTRA_CRDS.iter().chain([&vcfm_crd.as_str()]) {
+                all.push_str(crd);
+                all.push_str("\n---\n");
+            }
+            if real_operators {
+                all.push_str(&real_tier::read_manifests(&real_tier::crd_dir())?);
+                all.push_str(&dns.to_string());
+            }
+            real_tier::apply_yaml(&client, &all).await?;
+        } else {
+            api.apply_dir(&client, &crd_dir).await?;
+            for crd in EXTRA_CRDS {
+                api.apply_yaml(&client, crd).await?;
+            }
+            api.apply_yaml(&client, &vcfm_crd).await?;
         }
         steps.mark("CRDs");
 

@@ -201,7 +201,7 @@ impl ControlPlane {
                     last: format!("{last}\n{log}"),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -15,7 +15,7 @@ mod process;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use apply::{apply_dir, apply_object, apply_yaml, documents};
+pub use apply::{apply_dir, apply_object, apply_yaml, documents, read_manifests};
 pub use control_plane::{ADMIN_USER, ControlPlane, ControlPlaneOptions};
 pub use openshift::{OperatorOptions, Operators};
 pub use process::Proc;

@@ -257,7 +257,7 @@ impl Operators {
                     last: self.logs(15),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
