@@ -524,7 +524,7 @@ async fn edit_infrastructure(
     };
     if changed {
         if original.is_some() {
-            let st = cvo::state(ctx).await?;
+            let st = cvo::state(&ctx.cvo_deployment().await?);
             if st.desired != 0 || st.running != 0 {
                 return Err(PhaseError::fatal(format!(
                     "the cluster-version-operator runs ({} desired, {} running) and would revert the Infrastructure CRD: it must stay scaled to 0 (phase DisableCVO) while vCenters are added or removed",

@@ -241,7 +241,12 @@ async fn source_references(
         .filter(|f| f.server != source)
         .cloned()
         .collect();
-    waiting.extend(fd_refs::live_blockers(ctx, &kept).await?);
+    waiting.extend(fd_refs::blockers(
+        &kept,
+        &ctx.machines().await?,
+        &ctx.machine_sets().await?,
+        &ctx.control_plane_machine_sets().await?,
+    ));
     Ok((!waiting.is_empty()).then_some(waiting))
 }
 

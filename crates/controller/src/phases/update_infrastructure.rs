@@ -107,7 +107,12 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
         .and_then(|p| p.vsphere)
         .and_then(|v| v.failure_domains)
         .unwrap_or_default();
-    let blockers = fd_refs::live_blockers(ctx, &kept).await?;
+    let blockers = fd_refs::blockers(
+        &kept,
+        &ctx.machines().await?,
+        &ctx.machine_sets().await?,
+        &ctx.control_plane_machine_sets().await?,
+    );
     if !blockers.is_empty() {
         return Ok(RollbackOutcome::InProgress {
             message: format!(
