@@ -366,9 +366,13 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
                         e.into(),
                         &format!("source vCenter {server}"),
                     )?;
-                } else if let Err(e) =
-                    crate::openshift::source_topology::preflight(ctx, &vc, server, &mut r.problems)
-                        .await
+                } else if let Err(e) = async {
+                    use crate::openshift::source_topology;
+                    let infra = ctx.infrastructure().await?;
+                    let fds = source_topology::source_domains(infra.as_ref(), server)?;
+                    source_topology::preflight(&vc, server, fds, &mut r.problems).await
+                }
+                .await
                 {
                     transient_or(&mut r.problems, e, &format!("source vCenter {server}"))?;
                 }
