@@ -355,6 +355,36 @@ pub(crate) fn ledger(ctx: &PhaseCtx, phase: PhaseName) -> crate::openshift::tags
     }
 }
 
+/// The migration's backups of `ctx`, new manifests going into the step's updates.
+pub(crate) fn backups(ctx: &PhaseCtx) -> crate::openshift::infra::Backups<'_> {
+    crate::openshift::infra::Backups {
+        store: crate::backup::BackupStore::new(ctx.client(), &ctx.migration),
+        recorded: ctx.backups(),
+        now: ctx.now,
+        add: Box::new(move |m| ctx.record(|u| u.backups.push(m))),
+    }
+}
+
+/// What an Infrastructure edit reads, from `ctx`'s watch caches and status.
+pub(crate) async fn infra_edit(
+    ctx: &PhaseCtx,
+) -> Result<crate::openshift::infra::Edit<'_>, PhaseError> {
+    let gate = ctx.recorded_cluster()?.multi_vcenter_day2;
+    let live = ctx.infrastructure().await?;
+    let cvo = if gate {
+        None
+    } else {
+        Some(crate::openshift::cvo::state(&ctx.cvo_deployment().await?))
+    };
+    Ok(crate::openshift::infra::Edit {
+        client: ctx.client(),
+        live,
+        gate,
+        cvo,
+        backups: backups(ctx),
+    })
+}
+
 /// The deadline for a phase: the spec's override, else the phase's default.
 pub fn timeout_for(spec: &vcfm_api::MigrationSpec, name: PhaseName) -> Duration {
     spec.phase_timeouts
