@@ -503,11 +503,15 @@ impl Step<'_> {
             Ok(RollbackOutcome::InProgress { message, recheck }) => {
                 self.show_stalled(phase, stalled, message);
                 apply_updates(&mut self.st, &recorded.updates);
+                state::append_logs(&mut self.st, phase, recorded.logs.clone());
                 let msg = format!("rolling back {phase}: {message}");
                 self.set(ConditionType::Progressing, true, "RollingBack", &msg);
                 return Next::Recheck(*recheck);
             }
             Err(PhaseError::Transient(msg)) => {
+                // What the step did before the error stays on record, as a forward step's does.
+                apply_updates(&mut self.st, &recorded.updates);
+                state::append_logs(&mut self.st, phase, recorded.logs.clone());
                 self.show_stalled(phase, stalled, &format!("an error to clear: {msg}"));
                 return Next::Retry(format!("rolling back {phase}: {msg}"));
             }

@@ -839,3 +839,98 @@ fn a_retry_clears_the_failure_and_runs_the_phase_again() {
     );
     assert!(runs_now(&st, PhaseName::Backup));
 }
+
+/// What a rollback step logged and asked to record, kept whatever the step's
+/// outcome: in progress, retrying after a transient error, or done (as a
+/// forward step's are).
+#[test]
+fn a_rollback_step_keeps_its_logs_and_updates_however_it_ends() {
+    let m = migration(serde_json::json!({}));
+    let log = |msg: &str| vcfm_api::LogEntry {
+        timestamp: Time(t(T0)),
+        level: vcfm_api::LogLevel::Info,
+        message: msg.into(),
+        component: "machines".into(),
+        fields: Default::default(),
+    };
+    let created = |id: &str| vcfm_api::CreatedVSphereObject {
+        phase: PhaseName::DisableCvo,
+        server: "vc".into(),
+        kind: "Tag".into(),
+        id: id.into(),
+        name: id.into(),
+    };
+    let step = |result, msg: &str, id: &str| Ran::Rollback {
+        result,
+        recorded: Recorded {
+            updates: StatusUpdates {
+                warnings: Some(vec![format!("w-{id}")]),
+                created: vec![created(id)],
+                ..Default::default()
+            },
+            logs: vec![log(msg)],
+        },
+    };
+    let logs_of = |st: &MigrationStatus| -> Vec<String> {
+        st.phase_history
+            .iter()
+            .filter(|h| h.phase == PhaseName::DisableCvo)
+            .flat_map(|h| h.logs.iter().map(|l| l.message.clone()))
+            .collect()
+    };
+    let ids = |st: &MigrationStatus| -> Vec<String> {
+        st.created_vsphere_objects
+            .iter()
+            .map(|o| o.id.clone())
+            .collect()
+    };
+    let rows: Vec<(&str, Result<RollbackOutcome, PhaseError>)> = vec![
+        (
+            "in progress",
+            Ok(RollbackOutcome::InProgress {
+                message: "waiting".into(),
+                recheck: Duration::from_secs(3),
+            }),
+        ),
+        ("transient error", Err(PhaseError::Transient("503".into()))),
+        ("done", Ok(RollbackOutcome::Done("back".into()))),
+        ("conflict", Ok(RollbackOutcome::Conflict("kept".into()))),
+        ("fatal error", Err(PhaseError::Fatal("gone".into()))),
+    ];
+    for (name, result) in rows {
+        let (st, _) = apply(
+            &m,
+            rolling_back(),
+            Decision::RollBack(PhaseName::DisableCvo),
+            step(result, &format!("log of {name}"), name),
+            "2026-01-01T00:00:05Z",
+        );
+        assert_eq!(logs_of(&st), vec![format!("log of {name}")], "{name}");
+        assert_eq!(ids(&st), vec![name.to_string()], "{name}");
+        assert_eq!(st.warnings, vec![format!("w-{name}")], "{name}");
+    }
+    // Steps in a row each add theirs.
+    let mut st = rolling_back();
+    for (i, result) in [
+        Ok(RollbackOutcome::InProgress {
+            message: "waiting".into(),
+            recheck: Duration::from_secs(3),
+        }),
+        Err(PhaseError::Transient("503".into())),
+        Ok(RollbackOutcome::Done("back".into())),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("step-{i}");
+        (st, _) = apply(
+            &m,
+            st,
+            Decision::RollBack(PhaseName::DisableCvo),
+            step(result, &id, &id),
+            "2026-01-01T00:00:05Z",
+        );
+    }
+    assert_eq!(logs_of(&st), vec!["step-0", "step-1", "step-2"]);
+    assert_eq!(ids(&st), vec!["step-0", "step-1", "step-2"]);
+}

@@ -245,6 +245,20 @@ async fn rollback_cases(cases: Vec<(PhaseName, Inject)>) {
                 failed.contains("Insufficient resources"),
                 "the Machine's errorMessage is surfaced: {failed}"
             );
+            // The rollback's steps that wait (scaling the new MachineSets to
+            // 0, deleting them) keep what they did in the phase's log too.
+            let logs: Vec<&str> = st
+                .phase_history
+                .iter()
+                .filter(|h| h.phase == phase)
+                .flat_map(|h| &h.logs)
+                .map(|l| l.message.as_str())
+                .collect();
+            assert!(
+                logs.iter()
+                    .any(|l| l.starts_with("scaled MachineSet") && l.ends_with("to 0")),
+                "the rollback's scale-down is not in the {phase} log: {logs:?}"
+            );
         }
         let rb = st.rollback.as_ref().expect("rollback recorded");
         assert!(rb.completion_time.is_some());

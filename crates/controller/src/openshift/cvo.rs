@@ -17,15 +17,15 @@ pub struct CvoState {
     pub available: i32,
 }
 
-pub async fn state(ctx: &crate::context::PhaseCtx) -> Result<CvoState, PhaseError> {
-    let d = ctx.cvo_deployment().await?;
-    let desired = d.spec.replicas.unwrap_or(1);
-    let st = d.status.unwrap_or_default();
-    Ok(CvoState {
-        desired,
+/// Where the Deployment `d` (read from the watch cache by the caller) stands:
+/// unset replicas mean the API default of 1, no status means nothing runs yet.
+pub fn state(d: &Deployment) -> CvoState {
+    let st = d.status.clone().unwrap_or_default();
+    CvoState {
+        desired: d.spec.replicas.unwrap_or(1),
         running: st.replicas.unwrap_or(0),
         available: st.available_replicas.unwrap_or(0),
-    })
+    }
 }
 
 /// Sets the desired replicas through the scale subresource (idempotent).
@@ -36,4 +36,39 @@ pub async fn scale(client: kube::Client, replicas: i32, manager: &str) -> Result
         .await
         .map_err(|e| PhaseError::from(e).context("scaling the cluster-version-operator"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(v: serde_json::Value) -> Deployment {
+        serde_json::from_value(v).expect("Deployment")
+    }
+
+    #[test]
+    fn the_state_reads_replicas_with_the_api_defaults() {
+        let d = deployment(serde_json::json!({"metadata": {"name": NAME},
+            "spec": {"replicas": 0, "selector": {}, "template": {}},
+            "status": {"replicas": 1, "availableReplicas": 1}}));
+        assert_eq!(
+            state(&d),
+            CvoState {
+                desired: 0,
+                running: 1,
+                available: 1
+            },
+            "scaled to 0, its pod not gone yet"
+        );
+        let fresh = deployment(serde_json::json!({"metadata": {"name": NAME},
+            "spec": {"selector": {}, "template": {}}}));
+        assert_eq!(
+            state(&fresh),
+            CvoState {
+                desired: 1,
+                running: 0,
+                available: 0
+            }
+        );
+    }
 }

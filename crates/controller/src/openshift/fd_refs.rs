@@ -83,17 +83,6 @@ pub fn blockers(
     out
 }
 
-/// [`blockers`] on the live cluster.
-pub async fn live_blockers(
-    ctx: &crate::context::PhaseCtx,
-    kept: &[VSphereFailureDomain],
-) -> Result<Vec<String>, PhaseError> {
-    let machines = ctx.machines().await?;
-    let sets = ctx.machine_sets().await?;
-    let cpms = ctx.control_plane_machine_sets().await?;
-    Ok(blockers(kept, &machines, &sets, &cpms))
-}
-
 /// Whether an API error is an admission policy's denial.
 pub fn is_policy_denial(e: &PhaseError) -> bool {
     e.to_string().contains("ValidatingAdmissionPolicy")
@@ -132,23 +121,19 @@ pub fn orphans_on<'a>(
         .collect()
 }
 
-/// Preflight's note on source Machines no MachineSet owns.
-pub async fn orphan_warning(
-    ctx: &crate::context::PhaseCtx,
-    source: &str,
-) -> Result<Option<String>, PhaseError> {
-    let all = ctx.machines().await?;
-    let sets = ctx.machine_sets().await?;
-    let names: Vec<&str> = orphans_on(&all, &sets, source)
+/// Preflight's note on the source Machines no MachineSet owns, of `machines`
+/// and `sets` (the watch caches' lists).
+pub fn orphan_warning(machines: &[Machine], sets: &[MachineSet], source: &str) -> Option<String> {
+    let names: Vec<&str> = orphans_on(machines, sets, source)
         .iter()
         .filter_map(|m| m.metadata.name.as_deref())
         .collect();
-    Ok((!names.is_empty()).then(|| {
+    (!names.is_empty()).then(|| {
         format!(
             "Machine(s) {} on the source vCenter belong to no MachineSet: ScaleOldMachines deletes them (drained, VMs destroyed) since nothing could manage them once the source vCenter is removed; recreate what they run on the target",
             names.join(", ")
         )
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -200,5 +185,58 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    fn machine(
+        name: &str,
+        server: &str,
+        labels: serde_json::Value,
+        owner: Option<&str>,
+    ) -> Machine {
+        let owners: Vec<_> = owner
+            .map(|o| {
+                json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineSet",
+                "name": o, "uid": "u"})
+            })
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels,
+            "ownerReferences": owners},
+            "spec": {"providerSpec": {"value": {"apiVersion": "machine.openshift.io/v1beta1",
+                "kind": "VSphereMachineProviderSpec", "numCPUs": 4, "memoryMiB": 8192,
+                "template": "/DC0/vm/rhcos", "workspace": {"server": server, "datacenter": "DC0"}}}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_source_workers_nothing_manages_are_orphans() {
+        let set: MachineSet = serde_json::from_value(json!({"metadata": {"name": "w"},
+            "spec": {"selector": {"matchLabels": {"machine.openshift.io/cluster-api-machineset": "w"}}}}))
+        .unwrap();
+        let of_set = json!({"machine.openshift.io/cluster-api-machineset": "w"});
+        let machines = [
+            machine("owned", "src", json!({}), Some("w")),
+            // Selected by the set though its owner reference is gone.
+            machine("selected", "src", of_set, None),
+            machine(
+                "master-0",
+                "src",
+                json!({"machine.openshift.io/cluster-api-machine-role": "master"}),
+                None,
+            ),
+            machine("on-target", "tgt", json!({}), None),
+            machine("lone", "src", json!({}), None),
+        ];
+        let names: Vec<_> = orphans_on(&machines, std::slice::from_ref(&set), "src")
+            .iter()
+            .filter_map(|m| m.metadata.name.clone())
+            .collect();
+        assert_eq!(names, ["lone"]);
+        let w = orphan_warning(&machines, &[set], "src").expect("a warning");
+        assert!(
+            w.starts_with("Machine(s) lone on the source vCenter"),
+            "{w}"
+        );
+        assert_eq!(orphan_warning(&machines[..1], &[], "src"), None);
     }
 }

@@ -13,7 +13,6 @@
 //! calling it again.
 
 use crate::backup::{BackupStore, manifest};
-use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
 use crate::openshift::cvo;
 use crate::phases::backup::keys;
@@ -22,11 +21,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
-use vcfm_api::FailureDomain;
 use vcfm_api::openshift::{
     CLUSTER, Infrastructure, VSphereFailureDomain, VSpherePlatformSpec, VSphereTopology,
     VSphereVCenter,
 };
+use vcfm_api::{BackupManifest, FailureDomain};
 
 /// Name of the Infrastructure CRD.
 pub const INFRA_CRD: &str = "infrastructures.config.openshift.io";
@@ -385,13 +384,42 @@ async fn write_crd(client: &kube::Client, v: Value, what: &str) -> Result<(), Ph
     }
 }
 
+/// The migration's backups as an Infrastructure edit reads and adds to them.
+pub struct Backups<'a> {
+    /// The migration's backup Secret.
+    pub store: BackupStore,
+    /// `status.backupManifests` as read.
+    pub recorded: &'a [BackupManifest],
+    /// When a change record is taken.
+    pub now: jiff::Timestamp,
+    /// Keeps a new manifest (persisted with the step's outcome).
+    pub add: Box<dyn Fn(BackupManifest) + Send + Sync + 'a>,
+}
+
+/// Everything an Infrastructure edit reads, handed over by the phase.
+pub struct Edit<'a> {
+    pub client: kube::Client,
+    /// Infrastructure `cluster` as read from the watch cache: the write
+    /// carries its resourceVersion, so a cache behind the API server is a
+    /// 409 and a fresh read next step.
+    pub live: Option<Infrastructure>,
+    /// `VSphereMultiVCenterDay2` is enabled (as Preflight recorded): no CRD rule to lift.
+    pub gate: bool,
+    /// The cluster-version-operator, read on the gate-off path (where it must be at 0).
+    pub cvo: Option<cvo::CvoState>,
+    pub backups: Backups<'a>,
+}
+
 /// The CRD as it was before the migration: the Backup phase's copy, or, when
 /// there is none, the live CRD with OpenShift's rule put back.
-pub async fn original_crd(ctx: &PhaseCtx) -> Result<Value, PhaseError> {
-    if let Ok(m) = manifest(ctx.backups(), keys::INFRASTRUCTURE_CRD) {
-        return BackupStore::new(ctx.client(), &ctx.migration).load(m).await;
+pub async fn original_crd(
+    client: &kube::Client,
+    backups: &Backups<'_>,
+) -> Result<Value, PhaseError> {
+    if let Ok(m) = manifest(backups.recorded, keys::INFRASTRUCTURE_CRD) {
+        return backups.store.load(m).await;
     }
-    let (_, mut live) = read_crd(&ctx.client()).await?;
+    let (_, mut live) = read_crd(client).await?;
     if !has_vcenters_rule(&live)
         && let Some(versions) = live
             .pointer_mut("/spec/versions")
@@ -442,12 +470,16 @@ pub async fn rule_is_lifted(client: &kube::Client, original: &Value) -> Result<b
 
 /// Restores the rule if a crash left it lifted (gate-off clusters only).
 /// Returns whether a repair was needed.
-pub async fn repair_vcenters_rule(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
-    if ctx.recorded_cluster()?.multi_vcenter_day2 {
+pub async fn repair_vcenters_rule(
+    client: &kube::Client,
+    gate: bool,
+    backups: &Backups<'_>,
+) -> Result<bool, PhaseError> {
+    if gate {
         return Ok(false);
     }
-    let original = original_crd(ctx).await?;
-    restore_vcenters_rule(&ctx.client(), &original).await
+    let original = original_crd(client, backups).await?;
+    restore_vcenters_rule(client, &original).await
 }
 
 /// What [`apply_edit`] did.
@@ -463,35 +495,36 @@ pub struct EditResult {
 /// on gate-off clusters. Idempotent; safe to call again after a crash at any
 /// point. Requires the CVO at 0 on the gate-off path.
 pub async fn apply_edit(
-    ctx: &PhaseCtx,
+    inputs: Edit<'_>,
     edit: impl FnOnce(&mut Infrastructure) -> Result<bool, InfraEditError>,
 ) -> Result<EditResult, PhaseError> {
-    edit_infrastructure(ctx, false, edit).await
+    edit_infrastructure(inputs, false, edit).await
 }
 
 /// [`apply_edit`], recording in the backup Secret what the edit writes
 /// before writing it, so that rollback undoes exactly that.
 pub async fn apply_recorded_edit(
-    ctx: &PhaseCtx,
+    inputs: Edit<'_>,
     edit: impl FnOnce(&mut Infrastructure) -> Result<bool, InfraEditError>,
 ) -> Result<EditResult, PhaseError> {
-    edit_infrastructure(ctx, true, edit).await
+    edit_infrastructure(inputs, true, edit).await
 }
 
 async fn edit_infrastructure(
-    ctx: &PhaseCtx,
+    inputs: Edit<'_>,
     record: bool,
     edit: impl FnOnce(&mut Infrastructure) -> Result<bool, InfraEditError>,
 ) -> Result<EditResult, PhaseError> {
-    let client = ctx.client();
-    let gate = ctx.recorded_cluster()?.multi_vcenter_day2;
+    let Edit {
+        client,
+        live,
+        gate,
+        cvo,
+        backups,
+    } = inputs;
     let api = Api::<Infrastructure>::all(client.clone());
-    // From the watch cache: the write below carries this resourceVersion, so
-    // a cache behind the API server is a 409 and a fresh read next step.
-    let live = ctx
-        .infrastructure()
-        .await?
-        .ok_or_else(|| PhaseError::fatal("reading Infrastructure cluster: it does not exist"))?;
+    let live =
+        live.ok_or_else(|| PhaseError::fatal("reading Infrastructure cluster: it does not exist"))?;
     let mut edited = live.clone();
     let changed = edit(&mut edited).map_err(|e| PhaseError::fatal(e.to_string()))?;
     if record {
@@ -503,28 +536,33 @@ async fn edit_infrastructure(
         } else {
             undo::ChangeRecord::default()
         };
-        if let Some(m) = BackupStore::new(client.clone(), &ctx.migration)
+        if let Some(m) = backups
+            .store
             .save_changes(
                 keys::INFRASTRUCTURE_CHANGES,
                 "config.openshift.io/v1/Infrastructure changes",
                 CLUSTER,
                 None,
                 &changes,
-                ctx.now,
+                backups.now,
             )
             .await?
         {
-            ctx.record(|u| u.backups.push(m));
+            (backups.add)(m);
         }
     }
     let original = if gate {
         None
     } else {
-        Some(original_crd(ctx).await?)
+        Some(original_crd(&client, &backups).await?)
     };
     if changed {
         if original.is_some() {
-            let st = cvo::state(ctx).await?;
+            let st = cvo.ok_or_else(|| {
+                PhaseError::fatal(
+                    "editing the Infrastructure: the cluster-version-operator was not read",
+                )
+            })?;
             if st.desired != 0 || st.running != 0 {
                 return Err(PhaseError::fatal(format!(
                     "the cluster-version-operator runs ({} desired, {} running) and would revert the Infrastructure CRD: it must stay scaled to 0 (phase DisableCVO) while vCenters are added or removed",
@@ -577,13 +615,18 @@ fn rejected_by_vcenters_rule(s: &kube::core::Status) -> bool {
 /// [`crate::undo`]), lifting and restoring the CRD rule on gate-off clusters.
 /// Backups from before change records take the target vCenters and failure
 /// domains of the spec as vcfm's.
-pub async fn undo_changes(ctx: &PhaseCtx) -> Result<(EditResult, undo::Plan), PhaseError> {
-    let store = BackupStore::new(ctx.client(), &ctx.migration);
-    let original = store
-        .load(manifest(ctx.backups(), keys::INFRASTRUCTURE)?)
+pub async fn undo_changes(
+    inputs: Edit<'_>,
+    spec_domains: &[FailureDomain],
+) -> Result<(EditResult, undo::Plan), PhaseError> {
+    let b = &inputs.backups;
+    let original = b
+        .store
+        .load(manifest(b.recorded, keys::INFRASTRUCTURE)?)
         .await?;
-    let recorded = store
-        .load_changes(ctx.backups(), keys::INFRASTRUCTURE_CHANGES)
+    let recorded = b
+        .store
+        .load_changes(b.recorded, keys::INFRASTRUCTURE_CHANGES)
         .await?;
     let vs = || {
         vec![
@@ -593,7 +636,7 @@ pub async fn undo_changes(ctx: &PhaseCtx) -> Result<(EditResult, undo::Plan), Ph
         ]
     };
     let mut targets: Vec<undo::Path> = vec![];
-    for fd in &ctx.migration.spec.failure_domains {
+    for fd in spec_domains {
         let mut p = vs();
         p.extend([undo::field("vcenters"), undo::entry("server", &fd.server)]);
         targets.push(p);
@@ -602,7 +645,7 @@ pub async fn undo_changes(ctx: &PhaseCtx) -> Result<(EditResult, undo::Plan), Ph
         targets.push(p);
     }
     let mut plan = undo::Plan::default();
-    let res = apply_edit(ctx, |infra| {
+    let res = apply_edit(inputs, |infra| {
         let mut v =
             serde_json::to_value(&*infra).map_err(|e| InfraEditError::Undo(e.to_string()))?;
         let record = recorded.unwrap_or_else(|| undo::ChangeRecord::assumed(&v, targets));
@@ -619,12 +662,10 @@ pub async fn undo_changes(ctx: &PhaseCtx) -> Result<(EditResult, undo::Plan), Ph
 
 /// The Infrastructure spec as Backup took it: what a rollback returns to.
 pub async fn backed_up_spec(
-    ctx: &PhaseCtx,
+    backups: &Backups<'_>,
 ) -> Result<vcfm_api::openshift::InfrastructureSpec, PhaseError> {
-    let m = manifest(ctx.backups(), keys::INFRASTRUCTURE)?;
-    let v = BackupStore::new(ctx.client(), &ctx.migration)
-        .load(m)
-        .await?;
+    let m = manifest(backups.recorded, keys::INFRASTRUCTURE)?;
+    let v = backups.store.load(m).await?;
     serde_json::from_value(v.get("spec").cloned().unwrap_or(Value::Null)).map_err(|e| {
         PhaseError::fatal(format!("backed-up Infrastructure spec does not parse: {e}"))
     })

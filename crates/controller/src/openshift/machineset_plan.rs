@@ -249,24 +249,23 @@ pub fn name_conflicts(plan: &Plan<'_>, sets: &[MachineSet], created_by: &str) ->
         .collect()
 }
 
-/// Preflight's check: every source MachineSet can be recreated (or is excluded)
-/// as the spec says, and no set in the way carries a planned name.
-pub async fn check(
-    ctx: &crate::context::PhaseCtx,
+/// Preflight's check of the MachineSets `sets` (the watch cache's list):
+/// every source MachineSet can be recreated (or is excluded) as the spec of
+/// `m` says, and no set in the way carries a planned name. One problem a line.
+pub fn check(
+    m: &VmwareCloudFoundationMigration,
+    sets: &[MachineSet],
     source_server: &str,
     infra_id: &str,
-    problems: &mut Vec<String>,
-) -> Result<(), crate::error::PhaseError> {
-    let sets = ctx.machine_sets().await?;
-    match plan(&ctx.migration, &sets, source_server, infra_id) {
-        Ok(p) => problems.extend(name_conflicts(
+) -> Vec<String> {
+    match plan(m, sets, source_server, infra_id) {
+        Ok(p) => name_conflicts(
             &p,
-            &sets,
-            &super::machines::created_by_value(ctx.name()),
-        )),
-        Err(found) => problems.extend(found),
+            sets,
+            &super::machines::created_by_value(m.metadata.name.as_deref().unwrap_or("")),
+        ),
+        Err(found) => found,
     }
-    Ok(())
 }
 
 /// `<prefix><failure domain>`, shortened with a hash of the full failure-domain
@@ -490,6 +489,37 @@ mod tests {
         other.metadata.labels = Some([(CREATED_BY_LABEL.to_string(), "mig".to_string())].into());
         let ours = vec![sets[0].clone(), other];
         assert!(name_conflicts(&p, &ours, "mig").is_empty());
+    }
+
+    #[test]
+    fn preflight_reports_what_cannot_be_mapped_or_is_in_the_way() {
+        let m = migration(json!({"replicas": 1}), &["fd-a"]);
+        let source = set("ocp-x-worker-0", "worker", 3, "vc-src");
+        assert!(check(&m, std::slice::from_ref(&source), "vc-src", "ocp-x").is_empty());
+        // A set of another owner where vcfm would create one: named, with the fix.
+        let squatter = set("ocp-x-worker-fd-a", "worker", 1, "vc-target");
+        let found = check(&m, &[source.clone(), squatter], "vc-src", "ocp-x");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("MachineSet ocp-x-worker-fd-a already exists")
+                && found[0].ends_with("rename or delete it"),
+            "{}",
+            found[0]
+        );
+        // One created by this migration (label = its name) is no conflict.
+        let mut ours = set("ocp-x-worker-fd-a", "worker", 1, "vc-target");
+        ours.metadata.labels = Some([(CREATED_BY_LABEL.to_string(), "mig".to_string())].into());
+        assert!(check(&m, &[source.clone(), ours], "vc-src", "ocp-x").is_empty());
+        // A spec that cannot be planned: the plan's own refusal.
+        let m = migration(
+            json!({"replicas": 1, "machineSets": [{"name": "ocp-x-worker-0", "exclude": true}]}),
+            &["fd-a"],
+        );
+        let found = check(&m, &[source], "vc-src", "ocp-x");
+        assert!(
+            found.len() == 1 && found[0].contains("excludes every source MachineSet"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -21,11 +21,9 @@
 //! (server = the source) so that rollback undoes exactly that. Preflight
 //! refuses, with the `govc` commands to run, when the source user cannot.
 
-use crate::context::PhaseCtx;
 use crate::error::PhaseError;
-use crate::openshift::tags::{self, Attach, REGION_CATEGORY, ZONE_CATEGORY};
-use vcfm_api::openshift::VSphereFailureDomain;
-use vcfm_api::{LogLevel, PhaseName};
+use crate::openshift::tags::{self, Attach, Ledger, REGION_CATEGORY, ZONE_CATEGORY};
+use vcfm_api::openshift::{Infrastructure, VSphereFailureDomain};
 use vcfm_vsphere::{Category, MoRef};
 
 /// One source failure domain and the objects its tags go on.
@@ -36,20 +34,13 @@ pub struct Placement {
     pub cluster: MoRef,
 }
 
-/// The source failure domains of the live Infrastructure (server = the recorded source).
-pub async fn source_domains(ctx: &PhaseCtx) -> Result<Vec<VSphereFailureDomain>, PhaseError> {
-    let source = ctx.recorded_source()?.server.clone();
-    source_domains_of(ctx, &source).await
-}
-
-async fn source_domains_of(
-    ctx: &PhaseCtx,
+/// The failure domains of `infra` (Infrastructure `cluster`, from the watch
+/// cache) on the `source` vCenter.
+pub fn source_domains(
+    infra: Option<&Infrastructure>,
     source: &str,
 ) -> Result<Vec<VSphereFailureDomain>, PhaseError> {
-    let live = ctx
-        .infrastructure()
-        .await?
-        .ok_or_else(|| PhaseError::fatal("Infrastructure cluster not found"))?;
+    let live = infra.ok_or_else(|| PhaseError::fatal("Infrastructure cluster not found"))?;
     Ok(live
         .failure_domains()
         .iter()
@@ -250,14 +241,14 @@ pub async fn missing_privileges(
 }
 
 /// Preflight: the source can be tagged by vcfm, is tagged already, or the
-/// administrator is told exactly what to run.
+/// administrator is told exactly what to run. `fds` are the failure domains
+/// of the `source` vCenter ([`source_domains`]), `vc` a client for it.
 pub async fn preflight(
-    ctx: &PhaseCtx,
     vc: &vcfm_vsphere::Client,
     source: &str,
+    fds: Vec<VSphereFailureDomain>,
     problems: &mut Vec<String>,
 ) -> Result<(), PhaseError> {
-    let fds = source_domains_of(ctx, source).await?;
     if fds.is_empty() {
         return Ok(());
     }
@@ -278,62 +269,109 @@ pub async fn preflight(
     Ok(())
 }
 
-/// Read-only pass of CreateTags on the source: conflicts, or what to do.
-pub async fn plan(ctx: &PhaseCtx) -> Result<(vcfm_vsphere::Client, Needs), PhaseError> {
-    let source = ctx.recorded_source()?.server.clone();
-    let vc = ctx.source_vcenter(&source).await?;
-    let fds = source_domains_of(ctx, &source).await?;
-    let n = needs(&vc, fds).await?;
-    Ok((vc, n))
-}
-
-/// Creates what is missing and attaches; returns attachments made now and
+/// Creates what is missing and attaches, recording in `ledger` and telling
+/// `log` of each attachment as it is made; returns how many were made now and
 /// those whose intent was only recorded (made on the next step).
 pub async fn apply(
-    ctx: &PhaseCtx,
-    phase: PhaseName,
+    ledger: &Ledger<'_>,
     vc: &vcfm_vsphere::Client,
     n: &Needs,
+    log: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(usize, Vec<String>), PhaseError> {
     if n.placements.is_empty() {
         return Ok((0, vec![]));
     }
     let server = vc.server().to_string();
-    let desc = tags::marker(ctx);
+    let desc = ledger.marker();
     let region_cat = tags::ensure_category(
-        ctx,
-        phase,
+        ledger,
         vc,
         &tags::topology_spec(REGION_CATEGORY, desc.clone()),
     )
     .await?;
     let zone_cat =
-        tags::ensure_category(ctx, phase, vc, &tags::topology_spec(ZONE_CATEGORY, desc)).await?;
+        tags::ensure_category(ledger, vc, &tags::topology_spec(ZONE_CATEGORY, desc)).await?;
     let mut attached = 0;
     let mut pending = vec![];
     for p in &n.placements {
-        let region = tags::ensure_tag(ctx, phase, vc, &region_cat, &p.fd.region).await?;
-        let zone = tags::ensure_tag(ctx, phase, vc, &zone_cat, &p.fd.zone).await?;
+        let region = tags::ensure_tag(ledger, vc, &region_cat, &p.fd.region).await?;
+        let zone = tags::ensure_tag(ledger, vc, &zone_cat, &p.fd.zone).await?;
         for (tag, obj, name) in [
             (&region, &p.dc, p.dc_path.clone()),
             (&zone, &p.cluster, p.fd.topology.compute_cluster.clone()),
         ] {
-            match tags::attach(ctx, phase, vc, tag, obj, &name).await? {
+            match tags::attach(ledger, vc, tag, obj, &name).await? {
                 Attach::Recorded => pending.push(format!("{} on {name} (source)", tag.name)),
                 Attach::Attached => {
                     attached += 1;
-                    ctx.log(
-                        LogLevel::Info,
-                        "tags",
-                        format!(
-                            "attached tag {} to {name} on the source vCenter {server}",
-                            tag.name
-                        ),
-                    );
+                    log(format!(
+                        "attached tag {} to {name} on the source vCenter {server}",
+                        tag.name
+                    ));
                 }
                 Attach::Present => {}
             }
         }
     }
     Ok((attached, pending))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fd(name: &str, server: &str) -> serde_json::Value {
+        json!({"name": name, "region": "r", "zone": "z", "server": server,
+            "topology": {"datacenter": "DC", "computeCluster": "/DC/host/C",
+                "datastore": "/DC/datastore/D", "networks": ["n"]}})
+    }
+
+    #[test]
+    fn the_source_domains_are_the_infrastructures_on_the_source_server() {
+        let infra: Infrastructure = serde_json::from_value(json!({
+            "apiVersion": "config.openshift.io/v1", "kind": "Infrastructure",
+            "metadata": {"name": "cluster"},
+            "spec": {"platformSpec": {"type": "VSphere", "vsphere": {
+                "failureDomains": [fd("generated-failure-domain", "src"), fd("t", "tgt")]}}}}))
+        .unwrap();
+        let names =
+            |v: Vec<VSphereFailureDomain>| v.into_iter().map(|f| f.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(source_domains(Some(&infra), "src").unwrap()),
+            ["generated-failure-domain"]
+        );
+        assert!(
+            source_domains(Some(&infra), "elsewhere")
+                .unwrap()
+                .is_empty()
+        );
+        let missing = source_domains(None, "src").unwrap_err();
+        assert!(matches!(missing, PhaseError::Fatal(_)), "{missing}");
+    }
+
+    #[test]
+    fn the_govc_commands_do_what_needs_lists() {
+        let n = Needs {
+            placements: vec![],
+            categories: vec![REGION_CATEGORY],
+            tags: vec![(REGION_CATEGORY, "r".into())],
+            attachments: vec![(
+                REGION_CATEGORY,
+                "r".into(),
+                "/DC".into(),
+                vcfm_vsphere::MoRef::new("Datacenter", "datacenter-1"),
+            )],
+            conflicts: vec![],
+        };
+        assert!(!n.is_empty());
+        assert_eq!(
+            n.govc_commands(),
+            [
+                "govc tags.category.create -t Datacenter -t ClusterComputeResource openshift-region",
+                "govc tags.create -c openshift-region r",
+                "govc tags.attach -c openshift-region r '/DC'",
+            ]
+        );
+    }
 }

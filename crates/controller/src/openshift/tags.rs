@@ -9,7 +9,6 @@
 //! - folders and attachments of pre-existing tags get no such mark, so their
 //!   intent is recorded (and persisted) *before* they are created.
 
-use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use vcfm_api::{CreatedVSphereObject, PhaseName};
 use vcfm_vsphere::{Cardinality, Category, CategorySpec, MoRef, Tag};
@@ -53,23 +52,65 @@ fn urns(types: &[&str]) -> Vec<String> {
     types.iter().map(|t| format!("urn:vim25:{t}")).collect()
 }
 
-/// The description vcfm writes on what it creates.
-pub fn marker(ctx: &PhaseCtx) -> String {
-    format!(
-        "Created by vcfm migration {}/{} (uid {})",
-        ctx.namespace(),
-        ctx.name(),
-        ctx.migration.metadata.uid.as_deref().unwrap_or("unknown")
-    )
+/// What a phase step knows of the vSphere objects its migration creates:
+/// whose they are (the migration, named in the descriptions it writes), what
+/// status already records, and where a new record goes (the step's status
+/// updates, persisted with its outcome).
+pub struct Ledger<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: Option<&'a str>,
+    /// The phase new records are made for.
+    pub phase: PhaseName,
+    /// `status.createdVSphereObjects` as read.
+    pub recorded: &'a [CreatedVSphereObject],
+    /// Keeps one more record (the keeper deduplicates).
+    pub add: Box<dyn Fn(CreatedVSphereObject) + Send + Sync + 'a>,
 }
 
-/// Whether a description is this migration's mark.
-pub fn is_ours(ctx: &PhaseCtx, description: &str) -> bool {
-    ctx.migration
-        .metadata
-        .uid
-        .as_deref()
-        .is_some_and(|uid| description.contains(&format!("(uid {uid})")))
+impl Ledger<'_> {
+    /// The description vcfm writes on what it creates.
+    pub fn marker(&self) -> String {
+        format!(
+            "Created by vcfm migration {}/{} (uid {})",
+            self.namespace,
+            self.name,
+            self.uid.unwrap_or("unknown")
+        )
+    }
+
+    /// Whether a description is this migration's mark.
+    pub fn is_ours(&self, description: &str) -> bool {
+        self.uid
+            .is_some_and(|uid| description.contains(&format!("(uid {uid})")))
+    }
+
+    /// Objects recorded for `phase` (all phases when `None`).
+    pub fn recorded(
+        &self,
+        phase: Option<PhaseName>,
+    ) -> impl Iterator<Item = &CreatedVSphereObject> {
+        self.recorded
+            .iter()
+            .filter(move |o| phase.is_none_or(|p| o.phase == p))
+    }
+
+    /// Whether an object is recorded in the persisted status (any phase).
+    pub fn is_recorded(&self, server: &str, kind: &str, id: &str) -> bool {
+        self.recorded(None)
+            .any(|o| o.server == server && o.kind == kind && o.id == id)
+    }
+
+    /// Records a created object for this ledger's phase.
+    pub fn record(&self, server: &str, kind: &str, id: &str, name: &str) {
+        (self.add)(CreatedVSphereObject {
+            phase: self.phase,
+            server: server.into(),
+            kind: kind.into(),
+            id: id.into(),
+            name: name.into(),
+        });
+    }
 }
 
 pub fn topology_spec(name: &str, description: String) -> CategorySpec {
@@ -88,39 +129,6 @@ pub fn ownership_spec(infra_id: &str, description: String) -> CategorySpec {
         cardinality: Cardinality::Single,
         associable_types: urns(OWNERSHIP_TYPES),
     }
-}
-
-/// Objects this migration recorded, for one phase (all phases when `None`).
-pub fn recorded(
-    ctx: &PhaseCtx,
-    phase: Option<PhaseName>,
-) -> impl Iterator<Item = &CreatedVSphereObject> {
-    ctx.migration
-        .status
-        .iter()
-        .flat_map(|s| s.created_vsphere_objects.iter())
-        .filter(move |o| phase.is_none_or(|p| o.phase == p))
-}
-
-/// Whether an object is recorded in the persisted status (any phase).
-pub fn is_recorded(ctx: &PhaseCtx, server: &str, kind: &str, id: &str) -> bool {
-    recorded(ctx, None).any(|o| o.server == server && o.kind == kind && o.id == id)
-}
-
-/// Asks the reconciler to record a created object (deduplicated there).
-pub fn record(ctx: &PhaseCtx, phase: PhaseName, server: &str, kind: &str, id: &str, name: &str) {
-    let o = CreatedVSphereObject {
-        phase,
-        server: server.into(),
-        kind: kind.into(),
-        id: id.into(),
-        name: name.into(),
-    };
-    ctx.record(|u| {
-        if !u.created.contains(&o) {
-            u.created.push(o);
-        }
-    });
 }
 
 /// Fails with an actionable message when a pre-existing category cannot serve `spec`.
@@ -146,8 +154,7 @@ pub fn check_compatible(
 /// Returns the category, creating it (marked as ours, recorded) when missing.
 /// A pre-existing one must be compatible.
 pub async fn ensure_category(
-    ctx: &PhaseCtx,
-    phase: PhaseName,
+    ledger: &Ledger<'_>,
     vc: &vcfm_vsphere::Client,
     spec: &CategorySpec,
 ) -> Result<Category, PhaseError> {
@@ -168,25 +175,22 @@ pub async fn ensure_category(
         },
     };
     check_compatible(&server, &found, spec)?;
-    if is_ours(ctx, &found.description) {
-        record(ctx, phase, &server, KIND_CATEGORY, &found.id, &found.name);
+    if ledger.is_ours(&found.description) {
+        ledger.record(&server, KIND_CATEGORY, &found.id, &found.name);
     }
     Ok(found)
 }
 
 /// Returns the tag `name` of a category, creating it (marked, recorded) when missing.
 pub async fn ensure_tag(
-    ctx: &PhaseCtx,
-    phase: PhaseName,
+    ledger: &Ledger<'_>,
     vc: &vcfm_vsphere::Client,
     category: &Category,
     name: &str,
 ) -> Result<Tag, PhaseError> {
-    let tag = vc.ensure_tag(&category.id, name, &marker(ctx)).await?;
-    if is_ours(ctx, &tag.description) {
-        record(
-            ctx,
-            phase,
+    let tag = vc.ensure_tag(&category.id, name, &ledger.marker()).await?;
+    if ledger.is_ours(&tag.description) {
+        ledger.record(
             vc.server(),
             KIND_TAG,
             &tag.id,
@@ -198,13 +202,12 @@ pub async fn ensure_tag(
 
 /// The ownership category and tag on a vCenter (created when missing).
 pub async fn ensure_ownership(
-    ctx: &PhaseCtx,
-    phase: PhaseName,
+    ledger: &Ledger<'_>,
     vc: &vcfm_vsphere::Client,
     infra_id: &str,
 ) -> Result<Tag, PhaseError> {
-    let cat = ensure_category(ctx, phase, vc, &ownership_spec(infra_id, marker(ctx))).await?;
-    ensure_tag(ctx, phase, vc, &cat, infra_id).await
+    let cat = ensure_category(ledger, vc, &ownership_spec(infra_id, ledger.marker())).await?;
+    ensure_tag(ledger, vc, &cat, infra_id).await
 }
 
 /// Id under which an attachment is recorded.
@@ -232,8 +235,7 @@ pub enum Attach {
 /// Attaches `tag` to `object`, recording the attachment so rollback can undo
 /// it. For a tag that is not ours the record is persisted first.
 pub async fn attach(
-    ctx: &PhaseCtx,
-    phase: PhaseName,
+    ledger: &Ledger<'_>,
     vc: &vcfm_vsphere::Client,
     tag: &Tag,
     object: &MoRef,
@@ -245,93 +247,85 @@ pub async fn attach(
     }
     let id = attachment_id(&tag.id, object);
     let name = format!("{} on {object_name}", tag.name);
-    if !is_ours(ctx, &tag.description) && !is_recorded(ctx, server, KIND_ATTACHMENT, &id) {
-        record(ctx, phase, server, KIND_ATTACHMENT, &id, &name);
+    if !ledger.is_ours(&tag.description) && !ledger.is_recorded(server, KIND_ATTACHMENT, &id) {
+        ledger.record(server, KIND_ATTACHMENT, &id, &name);
         return Ok(Attach::Recorded);
     }
-    record(ctx, phase, server, KIND_ATTACHMENT, &id, &name);
+    ledger.record(server, KIND_ATTACHMENT, &id, &name);
     vc.attach_tag(&tag.id, object).await?;
     Ok(Attach::Attached)
 }
 
-/// Undoes what `phase` recorded on the vCenters: detaches attachments, deletes
+/// Undoes what was recorded in `objs` on the vCenter `vc` connects to
+/// (objects of other servers are left alone): detaches attachments, deletes
 /// empty folders (deepest first), then tags, then categories left without
 /// tags. Idempotent (already gone is fine). Returns one note per object.
-pub async fn undo_created(ctx: &PhaseCtx, phase: PhaseName) -> Result<Vec<String>, PhaseError> {
-    let objs: Vec<CreatedVSphereObject> = recorded(ctx, Some(phase)).cloned().collect();
+pub async fn undo_created(
+    vc: &vcfm_vsphere::Client,
+    objs: &[CreatedVSphereObject],
+) -> Result<Vec<String>, PhaseError> {
     let mut notes = vec![];
-    let mut servers: Vec<&str> = objs.iter().map(|o| o.server.as_str()).collect();
-    servers.sort();
-    servers.dedup();
-    // The source's region/zone tags (CreateTags) are undone with the source credentials.
-    let source = ctx.recorded_source().ok().map(|s| s.server.clone());
-    for server in servers {
-        let vc = if source.as_deref() == Some(server) {
-            ctx.source_vcenter(server).await?
+    let server = vc.server();
+    let of = |kind: &str| {
+        objs.iter()
+            .filter(|o| o.server == server && o.kind == kind)
+            .collect::<Vec<_>>()
+    };
+    for o in of(KIND_ATTACHMENT) {
+        let Some((tag, obj)) = parse_attachment(&o.id) else {
+            continue;
+        };
+        match vc.list_attached_tags(&obj).await {
+            Ok(ids) if ids.iter().any(|t| t == tag) => {
+                vc.detach_tag(tag, &obj).await?;
+                notes.push(format!("detached {} ({server})", o.name));
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut folders = of(KIND_FOLDER);
+    folders.sort_by_key(|o| std::cmp::Reverse(o.id.matches('/').count()));
+    for o in folders {
+        let Some(f) = vc.find_by_inventory_path(&o.id).await? else {
+            continue;
+        };
+        match vc.destroy_empty_folder(&f).await {
+            Ok(()) => notes.push(format!("deleted folder {} ({server})", o.id)),
+            Err(vcfm_vsphere::Error::FolderNotEmpty { children, .. }) => notes.push(format!(
+                "kept folder {} ({server}): it is not empty ({children} objects); delete it by hand once empty",
+                o.id
+            )),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for o in of(KIND_TAG) {
+        match vc.get_tag(&o.id).await {
+            Ok(_) => {
+                vc.delete_tag(&o.id).await?;
+                notes.push(format!("deleted tag {} ({server})", o.name));
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for o in of(KIND_CATEGORY) {
+        let tags = match vc.list_tags_for_category(&o.id).await {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if tags.is_empty() {
+            vc.delete_category(&o.id).await?;
+            notes.push(format!("deleted tag category {} ({server})", o.name));
         } else {
-            ctx.target_vcenter(server).await?
-        };
-        let of = |kind: &str| {
-            objs.iter()
-                .filter(|o| o.server == server && o.kind == kind)
-                .collect::<Vec<_>>()
-        };
-        for o in of(KIND_ATTACHMENT) {
-            let Some((tag, obj)) = parse_attachment(&o.id) else {
-                continue;
-            };
-            match vc.list_attached_tags(&obj).await {
-                Ok(ids) if ids.iter().any(|t| t == tag) => {
-                    vc.detach_tag(tag, &obj).await?;
-                    notes.push(format!("detached {} ({server})", o.name));
-                }
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let mut folders = of(KIND_FOLDER);
-        folders.sort_by_key(|o| std::cmp::Reverse(o.id.matches('/').count()));
-        for o in folders {
-            let Some(f) = vc.find_by_inventory_path(&o.id).await? else {
-                continue;
-            };
-            match vc.destroy_empty_folder(&f).await {
-                Ok(()) => notes.push(format!("deleted folder {} ({server})", o.id)),
-                Err(vcfm_vsphere::Error::FolderNotEmpty { children, .. }) => notes.push(format!(
-                    "kept folder {} ({server}): it is not empty ({children} objects); delete it by hand once empty",
-                    o.id
-                )),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for o in of(KIND_TAG) {
-            match vc.get_tag(&o.id).await {
-                Ok(_) => {
-                    vc.delete_tag(&o.id).await?;
-                    notes.push(format!("deleted tag {} ({server})", o.name));
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for o in of(KIND_CATEGORY) {
-            let tags = match vc.list_tags_for_category(&o.id).await {
-                Ok(t) => t,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if tags.is_empty() {
-                vc.delete_category(&o.id).await?;
-                notes.push(format!("deleted tag category {} ({server})", o.name));
-            } else {
-                notes.push(format!(
-                    "kept tag category {} ({server}): {} tag(s) not created by this migration use it",
-                    o.name,
-                    tags.len()
-                ));
-            }
+            notes.push(format!(
+                "kept tag category {} ({server}): {} tag(s) not created by this migration use it",
+                o.name,
+                tags.len()
+            ));
         }
     }
     Ok(notes)
@@ -340,6 +334,54 @@ pub async fn undo_created(ctx: &PhaseCtx, phase: PhaseName) -> Result<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn object(phase: PhaseName, kind: &str, id: &str) -> CreatedVSphereObject {
+        CreatedVSphereObject {
+            phase,
+            server: "vc".into(),
+            kind: kind.into(),
+            id: id.into(),
+            name: id.into(),
+        }
+    }
+
+    #[test]
+    fn the_ledger_knows_its_marks_and_records_for_its_phase() {
+        let recorded = [object(PhaseName::CreateTags, KIND_TAG, "t1")];
+        let added = std::sync::Mutex::new(vec![]);
+        let ledger = Ledger {
+            namespace: "ns",
+            name: "m",
+            uid: Some("u-1"),
+            phase: PhaseName::CreateFolder,
+            recorded: &recorded,
+            add: Box::new(|o| added.lock().unwrap().push(o)),
+        };
+        let mark = ledger.marker();
+        assert_eq!(mark, "Created by vcfm migration ns/m (uid u-1)");
+        assert!(ledger.is_ours(&mark));
+        assert!(!ledger.is_ours("Created by vcfm migration ns/m (uid u-2)"));
+        assert!(!ledger.is_ours(""));
+        assert!(ledger.is_recorded("vc", KIND_TAG, "t1"));
+        assert!(!ledger.is_recorded("other", KIND_TAG, "t1"));
+        assert_eq!(ledger.recorded(Some(PhaseName::CreateFolder)).count(), 0);
+        ledger.record("vc", KIND_FOLDER, "/DC/vm/x", "/DC/vm/x");
+        drop(ledger);
+        assert_eq!(
+            added.into_inner().unwrap(),
+            vec![object(PhaseName::CreateFolder, KIND_FOLDER, "/DC/vm/x")]
+        );
+        // Without a uid nothing is recognised as ours.
+        let anonymous = Ledger {
+            namespace: "ns",
+            name: "m",
+            uid: None,
+            phase: PhaseName::CreateTags,
+            recorded: &[],
+            add: Box::new(|_| {}),
+        };
+        assert!(!anonymous.is_ours(&anonymous.marker()));
+    }
 
     #[test]
     fn attachment_ids_round_trip() {

@@ -241,14 +241,22 @@ async fn source_references(
         .filter(|f| f.server != source)
         .cloned()
         .collect();
-    waiting.extend(fd_refs::live_blockers(ctx, &kept).await?);
+    waiting.extend(fd_refs::blockers(
+        &kept,
+        &ctx.machines().await?,
+        &ctx.machine_sets().await?,
+        &ctx.control_plane_machine_sets().await?,
+    ));
     Ok((!waiting.is_empty()).then_some(waiting))
 }
 
 /// Removes the source vCenter and its failure domains from the Infrastructure
 /// (lifting and restoring the CRD rule on the gate-off path); true when it changed.
 async fn remove_from_infrastructure(ctx: &PhaseCtx, source: &str) -> Result<bool, PhaseError> {
-    let r = infra::apply_edit(ctx, |i| infra::remove_vcenter(i, source)).await?;
+    let r = infra::apply_edit(super::infra_edit(ctx).await?, |i| {
+        infra::remove_vcenter(i, source)
+    })
+    .await?;
     if r.changed {
         ctx.log(
             LogLevel::Info,

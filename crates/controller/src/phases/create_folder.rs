@@ -55,6 +55,7 @@ enum Step {
 /// first unrecorded missing one.
 async fn ensure_levels(
     ctx: &PhaseCtx,
+    ledger: &tags::Ledger<'_>,
     vc: &vcfm_vsphere::Client,
     path: &str,
 ) -> Result<Step, PhaseError> {
@@ -74,8 +75,8 @@ async fn ensure_levels(
             parent = found;
             continue;
         }
-        if !tags::is_recorded(ctx, &server, KIND_FOLDER, &current) {
-            tags::record(ctx, PHASE, &server, KIND_FOLDER, &current, &current);
+        if !ledger.is_recorded(&server, KIND_FOLDER, &current) {
+            ledger.record(&server, KIND_FOLDER, &current, &current);
             return Ok(Step::Recorded(current));
         }
         parent = match vc.create_folder(&parent, &name).await {
@@ -95,17 +96,16 @@ async fn ensure_levels(
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let infra_id = ctx.recorded_cluster()?.infra_id.clone();
     let wanted = folders(ctx, &infra_id);
+    let ledger = super::ledger(ctx, PHASE);
     let mut pending = vec![];
     for (server, path) in &wanted {
         let vc = ctx.target_vcenter(server).await?;
         // Created by CreateTags; recreated here if the vCenter lost it meanwhile.
-        let owner = tags::ensure_ownership(ctx, PHASE, &vc, &infra_id).await?;
-        match ensure_levels(ctx, &vc, path).await? {
+        let owner = tags::ensure_ownership(&ledger, &vc, &infra_id).await?;
+        match ensure_levels(ctx, &ledger, &vc, path).await? {
             Step::Recorded(level) => pending.push(format!("folder {level} on {server}")),
             Step::Ready(folder) => {
-                if let Attach::Recorded =
-                    tags::attach(ctx, PHASE, &vc, &owner, &folder, path).await?
-                {
+                if let Attach::Recorded = tags::attach(&ledger, &vc, &owner, &folder, path).await? {
                     pending.push(format!("tag {} on {path} ({server})", owner.name));
                 }
             }

@@ -129,7 +129,11 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     }
     // The source datacenter and cluster need their failure domain's tags too
     // once the cluster is zonal (see `source_topology`).
-    let (source_vc, source_needs) = source_topology::plan(ctx).await?;
+    let source = ctx.recorded_source()?.server.clone();
+    let source_vc = ctx.source_vcenter(&source).await?;
+    let source_fds =
+        source_topology::source_domains(ctx.infrastructure().await?.as_ref(), &source)?;
+    let source_needs = source_topology::needs(&source_vc, source_fds).await?;
     if !source_needs.conflicts.is_empty() {
         return Ok(Outcome::Failed {
             message: format!(
@@ -149,27 +153,26 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     // Pass 2: create what is missing and attach.
     let mut pending = vec![];
     let mut attached = 0;
+    let ledger = super::ledger(ctx, PHASE);
     for (server, vc, placements) in plan {
-        let desc = tags::marker(ctx);
+        let desc = ledger.marker();
         let region_cat = tags::ensure_category(
-            ctx,
-            PHASE,
+            &ledger,
             &vc,
             &tags::topology_spec(REGION_CATEGORY, desc.clone()),
         )
         .await?;
         let zone_cat =
-            tags::ensure_category(ctx, PHASE, &vc, &tags::topology_spec(ZONE_CATEGORY, desc))
-                .await?;
-        tags::ensure_ownership(ctx, PHASE, &vc, &infra_id).await?;
+            tags::ensure_category(&ledger, &vc, &tags::topology_spec(ZONE_CATEGORY, desc)).await?;
+        tags::ensure_ownership(&ledger, &vc, &infra_id).await?;
         for (fd, dc, dc_path, cluster) in placements {
-            let region = tags::ensure_tag(ctx, PHASE, &vc, &region_cat, &fd.region).await?;
-            let zone = tags::ensure_tag(ctx, PHASE, &vc, &zone_cat, &fd.zone).await?;
+            let region = tags::ensure_tag(&ledger, &vc, &region_cat, &fd.region).await?;
+            let zone = tags::ensure_tag(&ledger, &vc, &zone_cat, &fd.zone).await?;
             for (tag, obj, name) in [
                 (&region, &dc, dc_path.clone()),
                 (&zone, &cluster, fd.topology.compute_cluster.clone()),
             ] {
-                match tags::attach(ctx, PHASE, &vc, tag, obj, &name).await? {
+                match tags::attach(&ledger, &vc, tag, obj, &name).await? {
                     Attach::Recorded => pending.push(format!("{} on {name}", tag.name)),
                     Attach::Attached => {
                         attached += 1;
@@ -185,7 +188,10 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         }
     }
     let (source_attached, source_pending) =
-        source_topology::apply(ctx, PHASE, &source_vc, &source_needs).await?;
+        source_topology::apply(&ledger, &source_vc, &source_needs, &|line| {
+            ctx.log(LogLevel::Info, "tags", line)
+        })
+        .await?;
     attached += source_attached;
     pending.extend(source_pending);
     if !pending.is_empty() {

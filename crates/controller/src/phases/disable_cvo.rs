@@ -37,7 +37,7 @@ pub async fn original_replicas(ctx: &PhaseCtx) -> i32 {
 /// that count is kept and reported as a conflict.
 pub async fn restore_cvo(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     let want = original_replicas(ctx).await;
-    let st = cvo::state(ctx).await?;
+    let st = cvo::state(&ctx.cvo_deployment().await?);
     let (original, wrote, live) = (json!(want), json!(0), json!(st.desired));
     if undo::verdict(Some(&original), Some(&wrote), Some(&live)) == undo::Verdict::Conflict {
         let msg = format!(
@@ -72,7 +72,7 @@ impl Phase for DisableCvo {
                     message: "VSphereMultiVCenterDay2 is enabled: vCenters can be added without editing the Infrastructure CRD, so the cluster-version-operator keeps running".into(),
                 });
             }
-            let st = cvo::state(ctx).await?;
+            let st = cvo::state(&ctx.cvo_deployment().await?);
             if st.desired != 0 {
                 cvo::scale(ctx.client(), 0, &ctx.shared.config.manager).await?;
             }

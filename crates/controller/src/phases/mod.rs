@@ -305,7 +305,22 @@ pub(crate) async fn undo_created_objects(
     component: &str,
     none_left: &str,
 ) -> Result<RollbackOutcome, PhaseError> {
-    let notes = crate::openshift::tags::undo_created(ctx, phase).await?;
+    use crate::openshift::tags;
+    let objs: Vec<_> = ledger(ctx, phase).recorded(Some(phase)).cloned().collect();
+    let mut servers: Vec<&str> = objs.iter().map(|o| o.server.as_str()).collect();
+    servers.sort();
+    servers.dedup();
+    // The source's region/zone tags (CreateTags) are undone with the source credentials.
+    let source = ctx.recorded_source().ok().map(|s| s.server.clone());
+    let mut notes = vec![];
+    for server in servers {
+        let vc = if source.as_deref() == Some(server) {
+            ctx.source_vcenter(server).await?
+        } else {
+            ctx.target_vcenter(server).await?
+        };
+        notes.extend(tags::undo_created(&vc, &objs).await?);
+    }
     for n in &notes {
         ctx.log(vcfm_api::LogLevel::Info, component, n.clone());
     }
@@ -314,6 +329,60 @@ pub(crate) async fn undo_created_objects(
     } else {
         notes.join("; ")
     }))
+}
+
+/// The ledger of the vSphere objects `ctx`'s migration creates, for `phase`:
+/// what its status records, new records going into the step's updates.
+pub(crate) fn ledger(ctx: &PhaseCtx, phase: PhaseName) -> crate::openshift::tags::Ledger<'_> {
+    crate::openshift::tags::Ledger {
+        namespace: ctx.namespace(),
+        name: ctx.name(),
+        uid: ctx.migration.metadata.uid.as_deref(),
+        phase,
+        recorded: ctx
+            .migration
+            .status
+            .as_ref()
+            .map(|s| s.created_vsphere_objects.as_slice())
+            .unwrap_or(&[]),
+        add: Box::new(move |o| {
+            ctx.record(|u| {
+                if !u.created.contains(&o) {
+                    u.created.push(o);
+                }
+            })
+        }),
+    }
+}
+
+/// The migration's backups of `ctx`, new manifests going into the step's updates.
+pub(crate) fn backups(ctx: &PhaseCtx) -> crate::openshift::infra::Backups<'_> {
+    crate::openshift::infra::Backups {
+        store: crate::backup::BackupStore::new(ctx.client(), &ctx.migration),
+        recorded: ctx.backups(),
+        now: ctx.now,
+        add: Box::new(move |m| ctx.record(|u| u.backups.push(m))),
+    }
+}
+
+/// What an Infrastructure edit reads, from `ctx`'s watch caches and status.
+pub(crate) async fn infra_edit(
+    ctx: &PhaseCtx,
+) -> Result<crate::openshift::infra::Edit<'_>, PhaseError> {
+    let gate = ctx.recorded_cluster()?.multi_vcenter_day2;
+    let live = ctx.infrastructure().await?;
+    let cvo = if gate {
+        None
+    } else {
+        Some(crate::openshift::cvo::state(&ctx.cvo_deployment().await?))
+    };
+    Ok(crate::openshift::infra::Edit {
+        client: ctx.client(),
+        live,
+        gate,
+        cvo,
+        backups: backups(ctx),
+    })
 }
 
 /// The deadline for a phase: the spec's override, else the phase's default.

@@ -344,7 +344,13 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     preflight_consumers::check_credentials_mode(ctx, &mut r.problems).await?;
     super::preflight_affinity::check_gate(ctx, version.as_deref(), &mut r.problems).await?;
     if let (Some(server), Some(id)) = (&source_server, infra.as_ref().and_then(|i| i.infra_id())) {
-        openshift::machineset_plan::check(ctx, server, id, &mut r.problems).await?;
+        let sets = ctx.machine_sets().await?;
+        r.problems.extend(openshift::machineset_plan::check(
+            &ctx.migration,
+            &sets,
+            server,
+            id,
+        ));
     }
     preflight_consumers::check_cloud_config(ctx, &mut r.problems).await?;
 
@@ -360,9 +366,13 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
                         e.into(),
                         &format!("source vCenter {server}"),
                     )?;
-                } else if let Err(e) =
-                    crate::openshift::source_topology::preflight(ctx, &vc, server, &mut r.problems)
-                        .await
+                } else if let Err(e) = async {
+                    use crate::openshift::source_topology;
+                    let infra = ctx.infrastructure().await?;
+                    let fds = source_topology::source_domains(infra.as_ref(), server)?;
+                    source_topology::preflight(&vc, server, fds, &mut r.problems).await
+                }
+                .await
                 {
                     transient_or(&mut r.problems, e, &format!("source vCenter {server}"))?;
                 }
@@ -388,7 +398,11 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
 
     r.warnings = standing_warnings(&targets);
     if let Some(server) = &source_server
-        && let Some(w) = crate::openshift::fd_refs::orphan_warning(ctx, server).await?
+        && let Some(w) = crate::openshift::fd_refs::orphan_warning(
+            &ctx.machines().await?,
+            &ctx.machine_sets().await?,
+            server,
+        )
     {
         r.warnings.push(w);
     }

@@ -24,7 +24,7 @@ pub async fn check_unfinished_migration(
     problems: &mut Vec<String>,
 ) -> Result<(), PhaseError> {
     let client = ctx.client();
-    match cvo::state(ctx).await {
+    match ctx.cvo_deployment().await.map(|d| cvo::state(&d)) {
         Ok(st) if st.desired == 0 => problems.push(format!(
             "the cluster-version-operator is scaled to 0 (deployment {}/{}), as an unfinished migration leaves it: finish or roll back that migration, or restore it yourself (`oc scale -n {} deployment/{} --replicas=1`), then retry",
             cvo::NAMESPACE,

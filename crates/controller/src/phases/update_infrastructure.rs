@@ -21,7 +21,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let source = ctx.recorded_source()?.server.clone();
     let (vcenters, domains) =
         infra::target_entries(&ctx.migration.spec.failure_domains, &facts.infra_id);
-    let res = infra::apply_recorded_edit(ctx, |i| {
+    let res = infra::apply_recorded_edit(super::infra_edit(ctx).await?, |i| {
         // The recorded source must still be there, first: never guess it.
         if !infra::has_vcenter(i, &source) {
             return Ok(false);
@@ -101,13 +101,18 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
 async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
     // The machine API's admission policies deny dropping a failure domain a
     // Machine, MachineSet or the CPMS still uses: wait for them to go first.
-    let kept = infra::backed_up_spec(ctx)
+    let kept = infra::backed_up_spec(&super::backups(ctx))
         .await?
         .platform_spec
         .and_then(|p| p.vsphere)
         .and_then(|v| v.failure_domains)
         .unwrap_or_default();
-    let blockers = fd_refs::live_blockers(ctx, &kept).await?;
+    let blockers = fd_refs::blockers(
+        &kept,
+        &ctx.machines().await?,
+        &ctx.machine_sets().await?,
+        &ctx.control_plane_machine_sets().await?,
+    );
     if !blockers.is_empty() {
         return Ok(RollbackOutcome::InProgress {
             message: format!(
@@ -117,7 +122,8 @@ async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
             recheck: Duration::from_secs(5),
         });
     }
-    let (res, plan) = match infra::undo_changes(ctx).await {
+    let edit = super::infra_edit(ctx).await?;
+    let (res, plan) = match infra::undo_changes(edit, &ctx.migration.spec.failure_domains).await {
         Ok(r) => r,
         Err(e) if fd_refs::is_policy_denial(&e) => {
             return Ok(RollbackOutcome::InProgress {
