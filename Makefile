@@ -31,9 +31,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Regenerate deploy/crds from the Rust types (a test fails when they drift).
+## Regenerate deploy/crds from the Rust types (a test fails when they drift; `vcfm crd`
+## prints the checked-in file, so the binary carries no schema generator).
 crd:
-	$(CARGO) run -q -p vcfm -- crd > deploy/crds/vmwarecloudfoundationmigrations.yaml
+	$(CARGO) run -q -p vcfm-api --features schema --example crd > deploy/crds/vmwarecloudfoundationmigrations.yaml.tmp
+	mv deploy/crds/vmwarecloudfoundationmigrations.yaml.tmp deploy/crds/vmwarecloudfoundationmigrations.yaml
 
 ## Regenerate the OLM bundle (bundle/) from deploy/ (crates/vcfm/tests/bundle.rs fails when it is stale).
 bundle:

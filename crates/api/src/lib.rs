@@ -1,7 +1,7 @@
 //! API types for vcfm: the `VmwareCloudFoundationMigration` custom resource and
 //! the OpenShift objects a migration reads and writes.
 //!
-//! The CRD manifest is generated from these types (see [`crd_yaml`]); the file
+//! The CRD manifest is generated from these types (`crd_yaml`, feature `schema`); the file
 //! under `deploy/crds/` is checked against it by a test, so the two cannot drift.
 
 pub mod migration;
@@ -11,15 +11,18 @@ pub mod phase;
 pub use migration::*;
 pub use phase::{MigrationPhase, PhaseName, UnknownPhase};
 
-use kube::CustomResourceExt;
-
 /// Failure to render the CRD manifest.
+#[cfg(feature = "schema")]
 #[derive(Debug, thiserror::Error)]
 #[error("cannot render the CRD as YAML: {0}")]
 pub struct CrdRenderError(String);
 
-/// The CRD manifest exactly as `vcfm crd` prints it and `deploy/crds/` stores it.
+/// The CRD manifest generated from the types, exactly as `deploy/crds/` stores it
+/// (and `vcfm crd` prints the stored file). Only with the `schema` feature:
+/// the schema generator (schemars) stays out of the controller binary.
+#[cfg(feature = "schema")]
 pub fn crd_yaml() -> Result<String, CrdRenderError> {
+    use kube::CustomResourceExt;
     let crd = VmwareCloudFoundationMigration::crd();
     let body = serde_saphyr::to_string(&crd).map_err(|e| CrdRenderError(e.to_string()))?;
     Ok(format!(

@@ -7,7 +7,10 @@
 
 use crate::phase::{MigrationPhase, PhaseName};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema};
+use kube::CustomResource;
+#[cfg(feature = "schema")]
+use kube::KubeSchema;
+#[cfg(feature = "schema")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,7 +26,8 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 
 /// Moves this OpenShift cluster from its current vCenter to the target vCenter(s)
 /// by recreating its machines there, phase by phase.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "schema", derive(KubeSchema))]
 #[kube(
     group = "migration.openshift.io",
     version = "v1alpha1",
@@ -41,12 +45,15 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
     printcolumn = r#"{"name": "Progress", "type": "integer", "jsonPath": ".status.currentPhaseState.progress", "description": "Progress of the current phase in percent"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
-#[x_kube(
+// The schema (schemars) is only built for the CRD manifest (`vcfm crd` prints
+// the checked-in one): the controller never needs it at run time.
+#[cfg_attr(not(feature = "schema"), kube(schema = "disabled"))]
+#[cfg_attr(feature = "schema", x_kube(
     validation = Rule::new("self.failureDomains.all(f, self.failureDomains.exists_one(g, g.name == f.name))").message("failure domain names must be unique"),
     validation = Rule::new("!has(self.machineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.machineSetConfig.failureDomain)").message("machineSetConfig.failureDomain must name one of spec.failureDomains").field_path(".machineSetConfig.failureDomain"),
     validation = Rule::new("!has(self.machineSetConfig.machineSets) || self.machineSetConfig.machineSets.all(m, !has(m.failureDomain) || self.failureDomains.exists(f, f.name == m.failureDomain))").message("machineSetConfig.machineSets[].failureDomain must name one of spec.failureDomains").field_path(".machineSetConfig.machineSets"),
     validation = Rule::new("!has(self.controlPlaneMachineSetConfig) || !has(self.controlPlaneMachineSetConfig.failureDomain) || self.failureDomains.exists(f, f.name == self.controlPlaneMachineSetConfig.failureDomain)").message("controlPlaneMachineSetConfig.failureDomain must name one of spec.failureDomains").field_path(".controlPlaneMachineSetConfig.failureDomain")
-)]
+))]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationSpec {
     /// What the administrator asks for: Pending (do nothing yet), Running, Paused
@@ -61,8 +68,8 @@ pub struct MigrationSpec {
 
     /// Phases the administrator has approved (Manual mode). `vcfm approve` appends here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 15))]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[cfg_attr(feature = "schema", schemars(length(max = 15)))]
+    #[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-list-type" = "set")))]
     pub approved_phases: Vec<PhaseName>,
 
     /// Secret holding `<server>.username` and `<server>.password` for every target vCenter.
@@ -70,7 +77,7 @@ pub struct MigrationSpec {
     pub target_vcenter_credentials_secret: SecretReference,
 
     /// Target failure domains, in OpenShift's vSphere failure-domain shape.
-    #[schemars(length(min = 1, max = 32))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 32)))]
     pub failure_domains: Vec<FailureDomain>,
 
     /// How the new worker machines are created on the target.
@@ -86,28 +93,28 @@ pub struct MigrationSpec {
 
     /// Per-phase deadlines overriding the defaults, as durations like `45m` or `1h30m`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(
+    #[cfg_attr(feature = "schema", x_kube(
         validation = Rule::new("self.all(k, k in ['Preflight','Backup','DisableCVO','UpdateSecrets','CreateTags','CreateFolder','UpdateInfrastructure','UpdateConfig','RestartPods','MonitorHealth','CreateWorkers','RecreateCPMS','ScaleOldMachines','Cleanup','Verify'])").message("phaseTimeouts keys must be phase names"),
         validation = Rule::new("self.all(k, self[k].matches('^([0-9]{1,4}h)?([0-9]{1,4}m)?([0-9]{1,4}s)?$') && self[k] != '')").message("phaseTimeouts values must be durations such as 45m or 1h30m")
-    )]
+    ))]
     // Bounded value length also keeps the CEL rule within the real apiserver's cost budget
     // (it refused the CRD with unbounded strings; kube-sim did not estimate costs).
-    #[schemars(extend("maxProperties" = 15))]
-    #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": MAX_DURATION_LEN}))]
+    #[cfg_attr(feature = "schema", schemars(extend("maxProperties" = 15)))]
+    #[cfg_attr(feature = "schema", schemars(extend("additionalProperties" = {"type": "string", "maxLength": MAX_DURATION_LEN})))]
     pub phase_timeouts: BTreeMap<String, String>,
 
     /// Set to a new value to run the failed phase again once its cause is
     /// fixed (`vcfm retry` writes the current time). Nothing else retries a
     /// failure: approving a phase or editing the spec leaves it Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 64)))]
     pub retry_token: Option<String>,
 
     /// Deadline of each rollback step (undoing one phase), as a duration
     /// like `15m`; the undone phase's own deadline when omitted. A step past
     /// it is not abandoned: the migration shows `Stalled` and keeps trying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = MAX_DURATION_LEN), regex(pattern = r"^([0-9]{1,4}h)?([0-9]{1,4}m)?([0-9]{1,4}s)?$"))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_DURATION_LEN), regex(pattern = r"^([0-9]{1,4}h)?([0-9]{1,4}m)?([0-9]{1,4}s)?$")))]
     pub rollback_step_timeout: Option<String>,
 }
 
@@ -120,7 +127,8 @@ fn default_true() -> bool {
 }
 
 /// The administrator's request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum MigrationState {
     #[default]
     Pending,
@@ -130,7 +138,8 @@ pub enum MigrationState {
 }
 
 /// Whether phases need an explicit approval.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum ApprovalMode {
     #[default]
     Automatic,
@@ -138,12 +147,13 @@ pub enum ApprovalMode {
 }
 
 /// A Secret by name; the namespace defaults to the migration's own.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct SecretReference {
-    #[schemars(length(min = 1, max = 253))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 63)))]
     pub namespace: Option<String>,
 }
 
@@ -152,26 +162,30 @@ pub struct SecretReference {
 /// The affinity rules are those of `VSpherePlatformFailureDomainSpec` in openshift/api
 /// `config/v1/types_infrastructure.go` (feature gate `VSphereHostVMGroupZonal`), so that
 /// UpdateInfrastructure writes nothing the Infrastructure CRD would refuse.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
-#[x_kube(
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(KubeSchema))]
+#[cfg_attr(feature = "schema", x_kube(
     validation = Rule::new("has(self.zoneAffinity) && self.zoneAffinity.type == 'HostGroup' ?  has(self.regionAffinity) && self.regionAffinity.type == 'ComputeCluster' : true").message("when zoneAffinity type is HostGroup, regionAffinity type must be ComputeCluster"),
     validation = Rule::new("has(self.zoneAffinity) && self.zoneAffinity.type == 'ComputeCluster' ?  has(self.regionAffinity) && self.regionAffinity.type == 'Datacenter' : true").message("when zoneAffinity type is ComputeCluster, regionAffinity type must be Datacenter")
-)]
+))]
 #[serde(rename_all = "camelCase")]
 pub struct FailureDomain {
-    #[schemars(length(min = 1, max = 256))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
     pub name: String,
     /// Value of the `openshift-region` tag on the target datacenter.
-    #[schemars(length(min = 1, max = 80))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub region: String,
     /// Value of the `openshift-zone` tag on the target compute cluster.
-    #[schemars(length(min = 1, max = 80))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub zone: String,
     /// Target vCenter host name as it will appear in the Infrastructure and in
     /// Secret keys, so only letters, digits, `-` and `.`.
-    #[schemars(
-        length(min = 1, max = 255),
-        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = 1, max = 255),
+            regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$")
+        )
     )]
     pub server: String,
     pub topology: Topology,
@@ -185,24 +199,27 @@ pub struct FailureDomain {
 }
 
 /// `regionAffinity` of an Infrastructure failure domain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub struct RegionAffinity {
     #[serde(rename = "type")]
     pub type_: RegionAffinityType,
 }
 
 /// The vCenter object that is a failure domain's region.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum RegionAffinityType {
     ComputeCluster,
     Datacenter,
 }
 
 /// `zoneAffinity` of an Infrastructure failure domain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
-#[x_kube(
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(KubeSchema))]
+#[cfg_attr(feature = "schema", x_kube(
     validation = Rule::new("has(self.type) && self.type == 'HostGroup' ?  has(self.hostGroup) : !has(self.hostGroup)").message("hostGroup is required when type is HostGroup, and forbidden otherwise")
-)]
+))]
 #[serde(rename_all = "camelCase")]
 pub struct ZoneAffinity {
     #[serde(rename = "type")]
@@ -212,7 +229,8 @@ pub struct ZoneAffinity {
 }
 
 /// The vCenter object that is a failure domain's zone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum ZoneAffinityType {
     HostGroup,
     ComputeCluster,
@@ -220,17 +238,18 @@ pub enum ZoneAffinityType {
 
 /// A vm-host zone: DRS groups and rule of the failure domain's compute cluster, which
 /// must already exist there (Preflight checks; nothing creates them).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HostGroupAffinity {
     /// VM group (`ClusterVmGroup`) the machine controller adds each new VM to.
-    #[schemars(length(min = 1, max = 80))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub vm_group: String,
     /// Host group (`ClusterHostGroup`) of the hosts forming the zone.
-    #[schemars(length(min = 1, max = 80))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub host_group: String,
     /// VM-host affinity rule (`ClusterVmHostRuleInfo`) tying the VM group to the host group.
-    #[schemars(length(min = 1, max = 80))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub vm_host_rule: String,
 }
 
@@ -252,42 +271,59 @@ impl FailureDomain {
 }
 
 /// Inventory paths of the target placement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Topology {
-    #[schemars(length(min = 1, max = 80))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 80)))]
     pub datacenter: String,
-    #[schemars(length(max = 2048), regex(pattern = r"^/.*?/host/.*?"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 2048), regex(pattern = r"^/.*?/host/.*?"))
+    )]
     pub compute_cluster: String,
-    #[schemars(length(max = 2048), regex(pattern = r"^/.*?/datastore/.*?"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 2048), regex(pattern = r"^/.*?/datastore/.*?"))
+    )]
     pub datastore: String,
-    #[schemars(length(min = 1, max = 10))]
-    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 10)))]
+    #[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-list-type" = "atomic")))]
     pub networks: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^/.*?/host/.*?/Resources.*"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 2048), regex(pattern = r"^/.*?/host/.*?/Resources.*"))
+    )]
     pub resource_pool: Option<String>,
     /// VM folder for the cluster; `/<datacenter>/vm/<infraID>` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048), regex(pattern = r"^/.*?/vm/.*?"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 2048), regex(pattern = r"^/.*?/vm/.*?"))
+    )]
     pub folder: Option<String>,
     /// RHCOS template on the target; required because the source template path
     /// means nothing on another vCenter.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^/.*?/vm/.*?"))]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 2048), regex(pattern = r"^/.*?/vm/.*?"))
+    )]
     pub template: String,
 }
 
 /// New worker machines on the target.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MachineSetConfig {
     /// Machines per target failure domain of each recreated worker MachineSet.
-    #[schemars(range(min = 1, max = 1000))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
     pub replicas: i32,
     /// Put the workers only in this failure domain; one MachineSet per target
     /// failure domain when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
     pub failure_domain: Option<String>,
     /// Every source MachineSet (worker, infra or any other role) is recreated on
     /// the target with its role labels, node labels, taints and sizing: in each
@@ -295,20 +331,21 @@ pub struct MachineSetConfig {
     /// with the source set's replica count. An entry here, by source name,
     /// changes that or excludes the set (its machines are then only removed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[cfg_attr(feature = "schema", schemars(length(max = 32)))]
+    #[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])))]
     pub machine_sets: Vec<MachineSetMapping>,
 }
 
 /// How one source MachineSet is recreated on the target.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
-#[x_kube(
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(KubeSchema))]
+#[cfg_attr(feature = "schema", x_kube(
     validation = Rule::new("!has(self.exclude) || !self.exclude || (!has(self.replicas) && !has(self.failureDomain))").message("an excluded MachineSet takes no replicas or failureDomain")
-)]
+))]
 #[serde(rename_all = "camelCase")]
 pub struct MachineSetMapping {
     /// Name of the source MachineSet in openshift-machine-api.
-    #[schemars(length(min = 1, max = 253))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
     pub name: String,
     /// Do not recreate this set on the target: ScaleOldMachines still removes
     /// its machines with the rest of the source.
@@ -316,27 +353,29 @@ pub struct MachineSetMapping {
     pub exclude: bool,
     /// Machines per target failure domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1000)))]
     pub replicas: Option<i32>,
     /// Recreate the set only in this failure domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
     pub failure_domain: Option<String>,
 }
 
 /// The control plane on the target.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ControlPlaneMachineSetConfig {
     /// Put every master in this failure domain; spread over all target
     /// failure domains when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
     pub failure_domain: Option<String>,
 }
 
 /// What the controller has observed and done. Written only through the status subresource.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -344,7 +383,7 @@ pub struct MigrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<MigrationPhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"])))]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phase_history: Vec<PhaseHistoryEntry>,
@@ -389,7 +428,8 @@ pub struct MigrationStatus {
 }
 
 /// Outcome of one phase attempt (or of its rollback).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum PhaseStatus {
     Pending,
     WaitingForApproval,
@@ -402,7 +442,8 @@ pub enum PhaseStatus {
 }
 
 /// One entry of `status.phaseHistory`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseHistoryEntry {
     pub phase: PhaseName,
@@ -414,12 +455,13 @@ pub struct PhaseHistoryEntry {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50))]
+    #[cfg_attr(feature = "schema", schemars(length(max = 50)))]
     pub logs: Vec<LogEntry>,
 }
 
 /// Severity of a phase log entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum LogLevel {
     Debug,
     Info,
@@ -428,7 +470,8 @@ pub enum LogLevel {
 }
 
 /// A line of a phase's log, kept in status for `vcfm status` and `oc describe`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
     pub timestamp: Time,
@@ -441,13 +484,14 @@ pub struct LogEntry {
 }
 
 /// The phase being worked on now.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseState {
     pub name: PhaseName,
     pub status: PhaseStatus,
     #[serde(default)]
-    #[schemars(range(min = 0, max = 100))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
     pub progress: i32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -465,7 +509,7 @@ pub struct PhaseState {
     /// Seconds this phase spent paused in earlier pauses; its deadline counts
     /// only the time since `startTime` minus this and any current pause.
     #[serde(default, skip_serializing_if = "is_zero")]
-    #[schemars(range(min = 0))]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub paused_seconds: i64,
     /// When the controller saw the current pause begin; cleared on resume,
     /// in the same write that adds the pause to `pausedSeconds`.
@@ -478,7 +522,8 @@ fn is_zero(n: &i64) -> bool {
 }
 
 /// Where one backed-up object is stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BackupManifest {
     /// `<group>/<version>/<Kind>`, e.g. `config.openshift.io/v1/Infrastructure`.
@@ -492,13 +537,14 @@ pub struct BackupManifest {
     /// Hex HMAC-SHA256 of the stored bytes, keyed by a random key kept only
     /// in the backup Secret, so status reveals nothing about the (predictable)
     /// content; verified before any restore.
-    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^[0-9a-f]{64}$")))]
     pub hmac_sha256: String,
     pub backup_time: Time,
 }
 
 /// The source vCenter as Preflight found it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SourceVCenter {
     pub server: String,
@@ -509,7 +555,8 @@ pub struct SourceVCenter {
 }
 
 /// Cluster facts recorded by Preflight.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterFacts {
     /// `Infrastructure.status.infrastructureName`.
@@ -523,7 +570,8 @@ pub struct ClusterFacts {
 }
 
 /// A vCenter object created by this migration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedVSphereObject {
     pub phase: PhaseName,
@@ -537,7 +585,8 @@ pub struct CreatedVSphereObject {
 }
 
 /// Who asked for a rollback.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum RollbackTrigger {
     /// `spec.state: Rollback`.
     Requested,
@@ -548,7 +597,8 @@ pub enum RollbackTrigger {
 }
 
 /// Progress of the one rollback a migration may run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackStatus {
     pub trigger: RollbackTrigger,
@@ -566,7 +616,8 @@ pub struct RollbackStatus {
 }
 
 /// One rollback step in progress.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackStep {
     pub phase: PhaseName,

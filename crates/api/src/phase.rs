@@ -3,15 +3,15 @@
 //! Phase identity is an enum, never a string compared at runtime, so that the
 //! state machine cannot route on a typo or on a condition message.
 
+#[cfg(feature = "schema")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// One step of a migration, in execution order.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum PhaseName {
     Preflight,
     Backup,
@@ -133,7 +133,8 @@ impl FromStr for PhaseName {
 }
 
 /// `status.phase`: where the migration as a whole stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
 pub enum MigrationPhase {
     Pending,
     Preflight,

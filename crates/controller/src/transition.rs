@@ -408,9 +408,13 @@ impl Step<'_> {
             .map(|t| now.duration_since(t.0).as_secs_f64())
             .unwrap_or(0.0);
         let spec = &self.m.spec;
+        let before = matches!(outcome, Outcome::Running { .. }).then(|| self.st.clone());
         apply_updates(&mut self.st, &recorded.updates);
         state::append_logs(&mut self.st, phase, recorded.logs.clone());
         state::apply_outcome(&mut self.st, phase, outcome, spec, self.g, now);
+        if let Some(before) = before {
+            defer_detail(&mut self.st, before, now);
+        }
         let deleting = self.m.metadata.deletion_timestamp.is_some();
         let begun = if deleting {
             None
@@ -614,6 +618,14 @@ fn apply_updates(st: &mut MigrationStatus, u: &StatusUpdates) {
         st.warnings = w.clone();
     }
     for b in &u.backups {
+        // The same content saved again (a step repeated) keeps its entry and
+        // time: a newer backupTime alone is not worth a status write.
+        let same = |x: &vcfm_api::BackupManifest| {
+            x.key == b.key && x.hmac_sha256 == b.hmac_sha256 && x.secret_name == b.secret_name
+        };
+        if st.backup_manifests.iter().any(same) {
+            continue;
+        }
         st.backup_manifests.retain(|x| x.key != b.key);
         st.backup_manifests.push(b.clone());
     }
@@ -625,6 +637,38 @@ fn apply_updates(st: &mut MigrationStatus, u: &StatusUpdates) {
         {
             st.created_vsphere_objects.push(c.clone());
         }
+    }
+}
+
+/// How long a waiting phase's detail (its message and what it waits for, at
+/// the same progress) may go unwritten: a wait that sees machines or pods move
+/// through their states would otherwise write status on every step.
+pub const DETAIL_REFRESH: Duration = Duration::from_secs(10);
+
+/// Puts back the status as it was before a wait step whose only news is
+/// detail (message, waitingFor and the heartbeat that marks them), when the
+/// last write is younger than [`DETAIL_REFRESH`]: no write then, and the next
+/// step after that shows the detail of its time. Progress, logs, records
+/// (backups, created objects) and every other field are written at once.
+fn defer_detail(st: &mut MigrationStatus, before: MigrationStatus, now: Timestamp) {
+    let (Some(b), Some(a)) = (&before.current_phase_state, &st.current_phase_state) else {
+        return;
+    };
+    let recent = b
+        .last_heartbeat
+        .as_ref()
+        .is_some_and(|t| now.duration_since(t.0).unsigned_abs() < DETAIL_REFRESH);
+    if !recent || a.name != b.name || a.status != b.status || a.progress != b.progress {
+        return;
+    }
+    let mut detail_put_back = st.clone();
+    if let Some(c) = detail_put_back.current_phase_state.as_mut() {
+        c.message.clone_from(&b.message);
+        c.waiting_for.clone_from(&b.waiting_for);
+        c.last_heartbeat.clone_from(&b.last_heartbeat);
+    }
+    if detail_put_back == before {
+        *st = before;
     }
 }
 

@@ -934,3 +934,166 @@ fn a_rollback_step_keeps_its_logs_and_updates_however_it_ends() {
     assert_eq!(logs_of(&st), vec!["step-0", "step-1", "step-2"]);
     assert_eq!(ids(&st), vec!["step-0", "step-1", "step-2"]);
 }
+
+/// A wait step's status write, by what is new: detail alone (message,
+/// waitingFor) waits until DETAIL_REFRESH after the last write; progress,
+/// logs and records are written at once; a backup saved again unchanged is
+/// not news.
+#[test]
+fn a_wait_step_writes_progress_and_records_at_once_and_detail_at_most_every_refresh() {
+    let m = migration(serde_json::json!({}));
+    let phase = PhaseName::CreateWorkers;
+    let backup = |at: &str| vcfm_api::BackupManifest {
+        resource_type: "config.openshift.io/v1/Infrastructure".into(),
+        name: "cluster".into(),
+        namespace: None,
+        secret_name: "vcfm-backup-m1".into(),
+        key: "infrastructure.changes.json".into(),
+        hmac_sha256: "ab".repeat(32),
+        backup_time: Time(t(at)),
+    };
+    // Running since T0 (its last write), waiting at 10% for two machines.
+    let waiting = |message: &str, progress: i32, waiting_for: &[&str]| Outcome::Running {
+        progress,
+        message: message.into(),
+        waiting_for: waiting_for.iter().map(|w| w.to_string()).collect(),
+        recheck: Duration::from_secs(5),
+    };
+    let base = {
+        let mut st = running(phase);
+        st.backup_manifests.push(backup(T0));
+        let c = st.current_phase_state.as_mut().unwrap();
+        c.progress = 10;
+        c.message = "0/2 new machine(s) ready".into();
+        c.waiting_for = vec!["machine a: Pending".into(), "machine b: Pending".into()];
+        st
+    };
+    let log = vcfm_api::LogEntry {
+        timestamp: Time(t(T0)),
+        level: vcfm_api::LogLevel::Info,
+        message: "scaled MachineSet w to 2".into(),
+        component: "machines".into(),
+        fields: Default::default(),
+    };
+    let with = |logs: Vec<vcfm_api::LogEntry>, backups: Vec<vcfm_api::BackupManifest>| Recorded {
+        updates: StatusUpdates {
+            backups,
+            ..Default::default()
+        },
+        logs,
+    };
+    let provisioning = ["machine a: Provisioning", "machine b: Pending"];
+    // (row, outcome, recorded, at, written)
+    let rows: Vec<(&str, Outcome, Recorded, &str, bool)> = vec![
+        (
+            "nothing new",
+            waiting(
+                "0/2 new machine(s) ready",
+                10,
+                &["machine a: Pending", "machine b: Pending"],
+            ),
+            with(vec![], vec![]),
+            "2026-01-01T00:00:03Z",
+            false,
+        ),
+        (
+            "a machine's state, 3 s after the last write",
+            waiting("0/2 new machine(s) ready", 10, &provisioning),
+            with(vec![], vec![]),
+            "2026-01-01T00:00:03Z",
+            false,
+        ),
+        (
+            "the message, 9 s after the last write",
+            waiting("0/2 new machine(s) ready (replicas 3)", 10, &provisioning),
+            with(vec![], vec![]),
+            "2026-01-01T00:00:09Z",
+            false,
+        ),
+        (
+            "a machine's state, 10 s after the last write",
+            waiting("0/2 new machine(s) ready", 10, &provisioning),
+            with(vec![], vec![]),
+            "2026-01-01T00:00:10Z",
+            true,
+        ),
+        (
+            "progress, 1 s after the last write",
+            waiting("1/2 new machine(s) ready", 54, &["machine b: Pending"]),
+            with(vec![], vec![]),
+            "2026-01-01T00:00:01Z",
+            true,
+        ),
+        (
+            "a log line, 1 s after the last write",
+            waiting("0/2 new machine(s) ready", 10, &provisioning),
+            with(vec![log.clone()], vec![]),
+            "2026-01-01T00:00:01Z",
+            true,
+        ),
+        (
+            "a new backup record, 1 s after the last write",
+            waiting("0/2 new machine(s) ready", 10, &provisioning),
+            with(
+                vec![],
+                vec![vcfm_api::BackupManifest {
+                    hmac_sha256: "cd".repeat(32),
+                    ..backup("2026-01-01T00:00:01Z")
+                }],
+            ),
+            "2026-01-01T00:00:01Z",
+            true,
+        ),
+        (
+            "the same backup saved again, 1 s after the last write",
+            waiting(
+                "0/2 new machine(s) ready",
+                10,
+                &["machine a: Pending", "machine b: Pending"],
+            ),
+            with(vec![], vec![backup("2026-01-01T00:00:01Z")]),
+            "2026-01-01T00:00:01Z",
+            false,
+        ),
+    ];
+    for (row, outcome, recorded, at, written) in rows {
+        let shown = match &outcome {
+            Outcome::Running {
+                progress,
+                message,
+                waiting_for,
+                ..
+            } => (*progress, message.clone(), waiting_for.clone()),
+            _ => unreachable!(),
+        };
+        let ran = Ran::Execute {
+            result: Ok(outcome),
+            recorded,
+        };
+        let (st, out) = apply(&m, base.clone(), Decision::Execute(phase), ran, at);
+        assert_eq!(out.next, Next::Recheck(Duration::from_secs(5)), "{row}");
+        assert_eq!(st != base, written, "{row}: written");
+        if written {
+            let c = st.current_phase_state.as_ref().unwrap();
+            assert_eq!(
+                (c.progress, c.message.clone(), c.waiting_for.clone()),
+                shown,
+                "{row}: shown"
+            );
+            assert_eq!(c.last_heartbeat, Some(Time(t(at))), "{row}");
+        }
+    }
+    // The same backup again keeps its first time.
+    let ran = Ran::Execute {
+        result: Ok(waiting("0/2 new machine(s) ready", 54, &[])),
+        recorded: with(vec![], vec![backup("2026-01-01T00:00:20Z")]),
+    };
+    let (st, _) = apply(
+        &m,
+        base.clone(),
+        Decision::Execute(phase),
+        ran,
+        "2026-01-01T00:00:20Z",
+    );
+    assert_eq!(st.backup_manifests, vec![backup(T0)]);
+}

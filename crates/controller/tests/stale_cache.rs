@@ -1,18 +1,34 @@
-//! The controller reads migrations from its watch cache and writes status
-//! with the resourceVersion it read: an edit that lands between its read and
-//! its write is a 409, a fresh read and a retry, never lost and never acted
-//! past. Sim tier (kube-sim delays the controller's status write while the
-//! test edits the migration).
+//! The controller reads migrations, and the cluster objects its phases edit,
+//! from watch caches and writes with the resourceVersion it read: an edit that
+//! lands between its read and its write is a 409, a fresh read and a retry,
+//! never lost and never acted past. Sim tier (kube-sim holds the controller's
+//! write while the test makes the other edit).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common_e2e;
 
 use common_e2e::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, Patch, PatchParams};
 use kube_sim::{FaultAction, FaultRule};
 use openshift_sim::Scenario;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use vcfm_api::openshift::Infrastructure;
 use vcfm_api::{PhaseName, PhaseStatus};
+
+/// Waits until kube-sim has taken every injected fault (the held write is in flight).
+async fn until_taken(faults: &kube_sim::Faults, what: &str) {
+    let start = Instant::now();
+    while !faults.active().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the controller never wrote {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_made_while_the_controller_writes_status_is_kept_and_obeyed() {
@@ -93,5 +109,177 @@ async fn a_pause_made_while_the_controller_writes_status_is_kept_and_obeyed() {
         .map(|(p, _)| p)
         .collect();
     assert_eq!(finals, PhaseName::ALL.to_vec(), "{}", summary(&m));
+    env.shutdown().await;
+}
+
+/// Cleanup edits Infrastructure `cluster`, the cloud-provider ConfigMap and
+/// `kube-system/vsphere-creds` as its watch caches show them. Each of those
+/// writes is held while someone else changes the object: the controller's
+/// write, based on what it read before, must be refused (409) and redone on a
+/// fresh read. A write without the resourceVersion would instead put back the
+/// stale Infrastructure or ConfigMap (the other edit lost) and empty
+/// vsphere-creds of every credential (its check that a credential remains
+/// judged on the stale read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_never_overwrites_edits_made_between_its_cache_reads_and_its_writes() {
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    env.migrate_through("m", 1, PhaseName::ScaleOldMachines, json!({}))
+        .await;
+    let source = env.sim.source().server.clone();
+    let target = env.sim.target().server.clone();
+    let infra = Api::<Infrastructure>::all(env.client.clone());
+    let cms = Api::<ConfigMap>::namespaced(env.client.clone(), "openshift-config");
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), "kube-system");
+    let merge = |v: serde_json::Value| Patch::Merge(v);
+    let pp = PatchParams::default();
+
+    // 1. Infrastructure: the controller's update is held while a label is added.
+    let faults = env.sim.kube().faults();
+    let hold = |verb: &str, resource: &str, name: &str| {
+        FaultRule::new(FaultAction::Delay { millis: 2000 })
+            .verb(verb)
+            .resource(resource)
+            .name(name)
+            .times(1)
+    };
+    faults.inject(hold("update", "infrastructures", "cluster"));
+    env.approve("m", &[PhaseName::Cleanup]).await;
+    until_taken(&faults, "Infrastructure cluster").await;
+    let label = json!({"metadata": {"labels": {"example.com/edited-by": "someone-else"}}});
+    infra.patch("cluster", &pp, &merge(label)).await.unwrap();
+
+    // 2. The cloud-provider ConfigMap: held while another key is added.
+    faults.inject(
+        hold("update", "configmaps", "cloud-provider-config").namespace("openshift-config"),
+    );
+    until_taken(&faults, "openshift-config/cloud-provider-config").await;
+    let key = json!({"data": {"edited-by-someone-else": "kept"}});
+    cms.patch("cloud-provider-config", &pp, &merge(key))
+        .await
+        .unwrap();
+
+    // 3. vsphere-creds: held while someone removes the target's credentials.
+    faults.inject(hold("patch", "secrets", "vsphere-creds").namespace("kube-system"));
+    until_taken(&faults, "kube-system/vsphere-creds").await;
+    let creds = secrets.get("vsphere-creds").await.unwrap();
+    let data = creds.data.clone().unwrap_or_default();
+    let target_keys = [format!("{target}.username"), format!("{target}.password")];
+    let removed: serde_json::Map<String, serde_json::Value> = target_keys
+        .iter()
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    secrets
+        .patch("vsphere-creds", &pp, &merge(json!({"data": removed})))
+        .await
+        .unwrap();
+
+    // Judged on a fresh read, removing the source pair would leave no
+    // credentials: Cleanup refuses and keeps it.
+    let m = env
+        .wait("m", "Cleanup to refuse", Duration::from_secs(120), |m| {
+            phase_status(m, PhaseName::Cleanup) == Some(PhaseStatus::Failed)
+        })
+        .await;
+    let failed = history(&m);
+    assert!(
+        failed.contains(&(PhaseName::Cleanup, PhaseStatus::Failed)),
+        "{}",
+        summary(&m)
+    );
+    let msg = m
+        .status
+        .as_ref()
+        .and_then(|s| s.phase_history.last())
+        .map(|h| h.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("refusing to leave the cluster without vCenter credentials"),
+        "{msg}"
+    );
+    let creds = secrets.get("vsphere-creds").await.unwrap();
+    let keys: Vec<&String> = creds
+        .data
+        .as_ref()
+        .map(|d| d.keys().collect())
+        .unwrap_or_default();
+    assert!(
+        keys.contains(&&format!("{source}.username"))
+            && keys.contains(&&format!("{source}.password")),
+        "the source credentials were removed on a stale read: {keys:?}"
+    );
+
+    // The other edits survived, and the controller's own landed on top of them.
+    let i = infra.get("cluster").await.unwrap();
+    assert_eq!(
+        i.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("example.com/edited-by"))
+            .map(String::as_str),
+        Some("someone-else"),
+        "the label added while Cleanup's Infrastructure write was held is gone"
+    );
+    let spec = serde_json::to_string(&i.spec).unwrap();
+    assert!(
+        !spec.contains(&source),
+        "Infrastructure still names {source}"
+    );
+    let cm = cms.get("cloud-provider-config").await.unwrap();
+    let cm_data = cm.data.unwrap_or_default();
+    assert_eq!(
+        cm_data.get("edited-by-someone-else").map(String::as_str),
+        Some("kept"),
+        "the key added while Cleanup's ConfigMap write was held is gone"
+    );
+    assert!(
+        cm_data.get("config").is_some_and(|c| !c.contains(&source)),
+        "the cloud config still names {source}: {cm_data:?}"
+    );
+
+    // The credentials put back and the phase retried, the migration completes.
+    let restore: std::collections::BTreeMap<String, ByteString> = target_keys
+        .iter()
+        .filter_map(|k| Some((k.clone(), data.get(k)?.clone())))
+        .collect();
+    assert_eq!(
+        restore.len(),
+        2,
+        "the target's credentials were in vsphere-creds"
+    );
+    secrets
+        .patch("vsphere-creds", &pp, &merge(json!({"data": restore})))
+        .await
+        .unwrap();
+    env.approve("m", &[PhaseName::Verify]).await;
+    env.patch_spec("m", json!({"retryToken": "credentials-restored"}))
+        .await;
+    let m = env
+        .wait(
+            "m",
+            "the migration to complete",
+            Duration::from_secs(180),
+            |m| phase_of(m) == Some(vcfm_api::MigrationPhase::Completed),
+        )
+        .await;
+    assert!(
+        history(&m).contains(&(PhaseName::Cleanup, PhaseStatus::Completed)),
+        "{}",
+        summary(&m)
+    );
+    let creds = secrets.get("vsphere-creds").await.unwrap();
+    let keys: Vec<&String> = creds
+        .data
+        .as_ref()
+        .map(|d| d.keys().collect())
+        .unwrap_or_default();
+    assert!(
+        !keys.iter().any(|k| k.starts_with(&format!("{source}."))),
+        "{keys:?}"
+    );
     env.shutdown().await;
 }

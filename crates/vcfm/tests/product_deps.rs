@@ -115,3 +115,28 @@ fn the_image_builds_the_vsphere_client_without_its_sim_feature() {
     );
     assert!(sim.contains("vcfm-vsphere feature \"sim\""), "{sim}");
 }
+
+#[test]
+fn the_image_carries_no_crd_schema_generator() {
+    // `vcfm crd` prints the checked-in manifest (tests/crd.rs proves it is what the
+    // types generate): the product leaves vcfm-api's `schema` feature (schemars
+    // derives, k8s-openapi's schemas) off.
+    let args = dockerfile_build_args();
+    let inverted = cargo_tree(&args, &["-e", "normal,features", "-i", "vcfm-api"]);
+    assert!(inverted.contains("vcfm-api v"), "{inverted}");
+    assert!(
+        !inverted.contains("vcfm-api feature \"schema\""),
+        "the image enables vcfm-api's schema feature:\n{inverted}"
+    );
+    let k8s = cargo_tree(&args, &["-e", "normal,features", "-i", "k8s-openapi"]);
+    assert!(
+        !k8s.contains("k8s-openapi feature \"schemars\""),
+        "the image builds k8s-openapi's JSON schemas:\n{k8s}"
+    );
+    // The same query sees the feature where it is on: the check can fail.
+    let sim = cargo_tree(
+        &["-p".into(), "openshift-sim".into()],
+        &["-e", "normal,features", "-i", "vcfm-api"],
+    );
+    assert!(sim.contains("vcfm-api feature \"schema\""), "{sim}");
+}
