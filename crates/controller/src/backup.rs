@@ -392,6 +392,20 @@ pub fn verify(key: &[u8], bytes: &[u8], recorded_hex: &str) -> bool {
     hex::decode(recorded_hex).is_ok_and(|r| same(&r, &hmac_sha256(key, bytes)))
 }
 
+/// Whether `secret` (a backup Secret) holds under `m.key` exactly what `m`
+/// vouches for: its HMAC matches. A copy from a watch cache that passes holds
+/// the very bytes status records, so it needs no fresh read.
+pub fn holds(secret: &Secret, m: &BackupManifest) -> bool {
+    let Some(key) = digest_key(secret) else {
+        return false;
+    };
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&m.key))
+        .is_some_and(|b| verify(&key, &b.0, &m.hmac_sha256))
+}
+
 /// Finds the manifest of a backup key.
 pub fn manifest<'a>(
     backups: &'a [BackupManifest],

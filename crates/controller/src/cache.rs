@@ -49,6 +49,8 @@ pub struct Caches {
     pub secrets: Arc<crate::named::Named<Secret>>,
     /// The ConfigMaps the phases read (the cloud-provider configuration), likewise.
     pub config_maps: Arc<crate::named::Named<ConfigMap>>,
+    /// The pods the restarts deleted that the pod watches may not show as such yet.
+    pub deleted_pods: Arc<crate::openshift::pods::DeletedPods>,
 }
 
 /// What the watches of the controller keep of an object: everything but

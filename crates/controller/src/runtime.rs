@@ -168,6 +168,7 @@ pub async fn run_with_metrics(
         pools,
         secrets: Arc::new(crate::named::Named::new(client.clone(), named_stop.clone())),
         config_maps: Arc::new(crate::named::Named::new(client.clone(), named_stop.clone())),
+        deleted_pods: Default::default(),
     };
     let ctx = Arc::new(Context {
         shared: shared.clone(),

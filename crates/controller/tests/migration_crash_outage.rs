@@ -225,3 +225,144 @@ async fn new_workers_outside_the_machine_network_are_reported() {
     );
     env.shutdown().await;
 }
+
+/// The controller's GETs of `resource` so far (kube-sim's counters).
+fn controller_gets(env: &Env, resource: &str) -> u64 {
+    env.sim
+        .kube()
+        .stats()
+        .snapshot()
+        .into_iter()
+        .filter(|(k, _)| k.user == CONTROLLER_USER && k.verb == "get" && k.resource == resource)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Cleanup records in status that its removals are done; killed after doing
+/// them but before that record (and before restarting the pods), the next
+/// controller checks them once more (finding nothing left to remove),
+/// restarts the pods and finishes. Once recorded, the steps that wait for the
+/// restarted pods read neither the ClusterVersion nor the Infrastructure CRD
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_the_cleanup_removals_and_their_status_record_cleanup_finishes() {
+    use kube_sim::{FaultAction, FaultRule};
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    env.migrate_through("c", 1, PhaseName::ScaleOldMachines, serde_json::json!({}))
+        .await;
+    let faults = env.sim.kube().faults();
+    // Cleanup starts (status says so) but cannot write the Infrastructure
+    // for the next 15 s.
+    let mut blocked = FaultRule::new(FaultAction::Error { code: 500 })
+        .verb("update")
+        .resource("infrastructures")
+        .name("cluster");
+    blocked.duration_ms = Some(15_000);
+    faults.inject(blocked);
+    env.approve("c", &[PhaseName::Cleanup]).await;
+    env.wait("c", "Cleanup to run", Duration::from_secs(120), |m| {
+        current(m) == Some((PhaseName::Cleanup, vcfm_api::PhaseStatus::Running))
+    })
+    .await;
+    // From now on no status write lands, and no pod is restarted; then the
+    // removals go through.
+    faults.inject(
+        FaultRule::new(FaultAction::Error { code: 500 })
+            .resource("vmwarecloudfoundationmigrations/status"),
+    );
+    for verb in ["delete", "deletecollection"] {
+        faults.inject(
+            FaultRule::new(FaultAction::Error { code: 500 })
+                .verb(verb)
+                .resource("pods"),
+        );
+    }
+    assert!(
+        faults
+            .active()
+            .iter()
+            .any(|r| r.resource.as_deref() == Some("infrastructures")),
+        "Cleanup took longer than 15 s to start: the test proves nothing"
+    );
+    let source = env.sim.source().server.clone();
+    let start = Instant::now();
+    loop {
+        let st = env.snapshot().await;
+        let removed = !serde_json::to_string(&st.infrastructure_spec)
+            .unwrap()
+            .contains(source.as_str())
+            && !st.cloud_config.contains(source.as_str())
+            && !st
+                .creds
+                .keys()
+                .any(|k| k.starts_with(&format!("{source}.")));
+        let metadata =
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), NS)
+                .get_opt("c-installer-metadata")
+                .await
+                .unwrap();
+        if removed && metadata.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "Cleanup never removed the source vCenter"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.kill_controller().await;
+    let m = env.api().get("c").await.unwrap();
+    let progress = m
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .map(|c| c.progress);
+    assert!(
+        progress.is_some_and(|p| p < vcfm_controller::phases::CLEANUP_REMOVED),
+        "status must not record the removals yet: {}",
+        summary(&m)
+    );
+    faults.clear();
+    // The replacements of the pods the next controller restarts take 5 s to
+    // appear, so that Cleanup waits for them over several steps.
+    let mut slow = FaultRule::new(FaultAction::Error { code: 500 })
+        .verb("create")
+        .resource("pods");
+    slow.duration_ms = Some(5_000);
+    faults.inject(slow);
+
+    env.spawn_controller();
+    let cv_before = controller_gets(&env, "config.openshift.io/clusterversions");
+    let crd_before = controller_gets(&env, "apiextensions.k8s.io/customresourcedefinitions");
+    let m = env.wait_completed("c", PhaseName::Cleanup).await;
+    let steps = m
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.phase_history
+                .iter()
+                .find(|h| h.phase == PhaseName::Cleanup)
+        })
+        .map(|h| h.message.clone())
+        .unwrap_or_default();
+    // Everything but the CVO, which Verify scales back up.
+    let findings: Vec<String> = migrated_findings(&env, &env.snapshot().await, 1)
+        .into_iter()
+        .filter(|f| !f.starts_with("CVO at"))
+        .collect();
+    assert!(findings.is_empty(), "{findings:#?}\n{}", summary(&m));
+    // The removals were checked once by the new controller, not on every wait.
+    let cv = controller_gets(&env, "config.openshift.io/clusterversions") - cv_before;
+    let crd = controller_gets(&env, "apiextensions.k8s.io/customresourcedefinitions") - crd_before;
+    eprintln!("after the restart: {cv} ClusterVersion and {crd} CRD reads; Cleanup: {steps}");
+    assert!(
+        cv <= 1 && crd <= 1,
+        "Cleanup read the ClusterVersion {cv} and the Infrastructure CRD {crd} times after the restart ({steps})"
+    );
+    env.shutdown().await;
+}

@@ -345,7 +345,13 @@ async fn failures_in_the_later_phases_roll_back_to_the_seeded_cluster() {
         ),
         (
             PhaseName::RestartPods,
-            forbidden("delete", "pods", None, Some("openshift-machine-api")),
+            // A group whose pods are all old is restarted by one DeleteCollection.
+            forbidden(
+                "deletecollection",
+                "pods",
+                None,
+                Some("openshift-machine-api"),
+            ),
         ),
         (PhaseName::MonitorHealth, Inject::Deadline),
         (PhaseName::CreateWorkers, Inject::DoomedFailureDomain),

@@ -5,12 +5,29 @@
 //! `since` (the start of the phase or rollback step that asked for the
 //! restart), so calling [`restart_step`] again after a crash deletes nothing
 //! twice and simply keeps waiting.
+//!
+//! A group whose pods are all old is restarted by one DeleteCollection with
+//! its label selector, so the requests do not grow with the node count (the
+//! CSI node DaemonSet has a pod per node). The pod templates are left alone:
+//! the operators that own these workloads roll them on their own inputs and
+//! would revert a restart annotation vcfm put there, rolling the pods a
+//! second time. library-go `pkg/operator/resource/resourceapply/apps.go`
+//! (`ApplyDaemonSetWithForce`, `ApplyDeploymentWithForce`) rewrites the
+//! whole spec from the operator's manifest whenever the generation is not
+//! the one it wrote; the CSI driver operator rolls its node DaemonSet and
+//! controller Deployment through hash annotations of its own config Secret
+//! (vmware-vsphere-csi-driver-operator
+//! `pkg/operator/vspherecontroller/driver_starter.go`,
+//! `WithSecretDaemonSetAnnotationHook`, `WithSecretHashAnnotationHook`), and
+//! the cloud-controller-manager operator its Deployment through a hash of the
+//! ConfigMaps and Secrets it mounts (cluster-cloud-controller-manager-operator
+//! `pkg/controllers/resourceapply/config_hash.go`).
 
 use crate::error::PhaseError;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, ListParams};
 
 /// A set of pods selected by namespace and either a label selector or a name prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +155,7 @@ pub async fn restart_step(
     since: Timestamp,
 ) -> Result<RestartStatus, PhaseError> {
     let client = ctx.client();
+    let deleted = ctx.caches().map(|c| &*c.deleted_pods);
     let mut st = RestartStatus::default();
     for g in groups {
         let pods = ctx.pods_of(g).await?;
@@ -150,25 +168,56 @@ pub async fn restart_step(
         let mut old = vec![];
         let mut fresh = 0;
         for p in &pods {
-            let name = p.name_any();
-            if p.metadata.deletion_timestamp.is_some() {
-                continue; // Going away; its replacement is what counts.
+            // Going away (or deleted by an earlier step, which the watch has
+            // not shown yet); its replacement is what counts.
+            if p.metadata.deletion_timestamp.is_some() || deleted.is_some_and(|d| d.contains(p)) {
+                continue;
             }
             if !created_after(p, since) {
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => st.deleted.push(format!("{}/{name}", g.namespace)),
-                    Err(e) if crate::error::is_not_found(&e) => {}
-                    Err(e) => {
-                        return Err(PhaseError::from(e)
-                            .context(&format!("deleting pod {}/{name}", g.namespace)));
-                    }
-                }
-                old.push(name);
+                old.push(p.name_any());
                 continue;
             }
             fresh += 1;
             if !is_ready(p) {
-                not_ready.push(name);
+                not_ready.push(p.name_any());
+            }
+        }
+        match g.selector {
+            // Every pod of the group is old: all of them in one request. (A
+            // pod created between the read and this request, for a node just
+            // added, is restarted with them: once more, no harm.)
+            Some(selector) if !old.is_empty() && fresh == 0 => {
+                let lp = ListParams::default().labels(selector);
+                match api.delete_collection(&DeleteParams::default(), &lp).await {
+                    Ok(gone) => {
+                        for p in gone.left().map(|l| l.items).unwrap_or_default() {
+                            if let Some(d) = deleted {
+                                d.insert(&p);
+                            }
+                            st.deleted.push(format!("{}/{}", g.namespace, p.name_any()));
+                        }
+                    }
+                    Err(e) if crate::error::is_not_found(&e) => {}
+                    Err(e) => {
+                        return Err(
+                            PhaseError::from(e).context(&format!("deleting {}", g.describe()))
+                        );
+                    }
+                }
+            }
+            // Some pods are new already (a step killed half-way, a node
+            // added meanwhile): the old ones by name, never the new ones.
+            _ => {
+                for name in &old {
+                    match api.delete(name, &DeleteParams::default()).await {
+                        Ok(_) => st.deleted.push(format!("{}/{name}", g.namespace)),
+                        Err(e) if crate::error::is_not_found(&e) => {}
+                        Err(e) => {
+                            return Err(PhaseError::from(e)
+                                .context(&format!("deleting pod {}/{name}", g.namespace)));
+                        }
+                    }
+                }
             }
         }
         if fresh == 0 || !old.is_empty() || !not_ready.is_empty() {
@@ -189,6 +238,28 @@ pub async fn restart_step(
         }
     }
     Ok(st)
+}
+
+/// The pods this controller deleted, by uid, so that a watch that has not
+/// shown a deletion yet does not get the pod deleted again (a
+/// DeleteCollection would take its new replacements with it). Kept in memory
+/// only: a restarted controller's watches start from a fresh list.
+#[derive(Debug, Default)]
+pub struct DeletedPods(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl DeletedPods {
+    fn insert(&self, p: &Pod) {
+        if let (Some(uid), Ok(mut s)) = (p.metadata.uid.clone(), self.0.lock()) {
+            s.insert(uid);
+        }
+    }
+
+    fn contains(&self, p: &Pod) -> bool {
+        p.metadata
+            .uid
+            .as_ref()
+            .is_some_and(|u| self.0.lock().is_ok_and(|s| s.contains(u)))
+    }
 }
 
 #[cfg(test)]

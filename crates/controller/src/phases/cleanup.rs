@@ -6,7 +6,12 @@
 //! cluster` finds the cluster on the target.
 //!
 //! Every step checks before it writes, so a retry after a partial failure
-//! redoes only what is missing and can never touch a target entry.
+//! redoes only what is missing and can never touch a target entry. Once the
+//! removals are done, the step that did them records it in status (its
+//! progress, [`REMOVED`]); the steps that then wait for the restarted pods and
+//! the pools neither redo nor re-read them, and neither does a controller
+//! restarted meanwhile. Killed between a removal and that status write, the
+//! next step finds no record and checks (and skips) each removal again.
 
 use super::Steps;
 use crate::context::PhaseCtx;
@@ -26,6 +31,13 @@ use vcfm_api::openshift::{ClusterVersion, VERSION_NAME};
 pub struct Cleanup;
 
 const RECHECK: Duration = Duration::from_secs(5);
+
+/// Progress of a Cleanup whose removals (Infrastructure, cloud-provider-config,
+/// vsphere-creds, installer metadata) are all done: reported by the step that
+/// finished them and by every later one, so status records it.
+pub const REMOVED: i32 = 70;
+/// Progress while the pools roll the configuration without the source.
+const POOLS: i32 = 85;
 
 /// Key of the installer metadata in its Secret.
 pub const METADATA_KEY: &str = "metadata.json";
@@ -66,15 +78,82 @@ fn source_to_remove(ctx: &PhaseCtx) -> Result<String, PhaseError> {
     Ok(source)
 }
 
+/// Whether status records this Cleanup run's removals as done (see [`REMOVED`]).
+/// A retried Cleanup starts from progress 0, so it checks everything again.
+fn removals_recorded(ctx: &PhaseCtx) -> bool {
+    ctx.migration
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .is_some_and(|c| {
+            c.name == vcfm_api::PhaseName::Cleanup
+                && c.status == vcfm_api::PhaseStatus::Running
+                && c.progress >= REMOVED
+        })
+}
+
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
-    let client = ctx.client();
     let source = source_to_remove(ctx)?;
+    let done = if removals_recorded(ctx) {
+        vec![]
+    } else {
+        match remove_source(ctx, &source).await? {
+            Ok(done) => done,
+            Err(waiting) => return Ok(waiting),
+        }
+    };
+
+    // 5. Restart the vSphere pods so that they drop the source vCenter.
+    let since = cleanup_start(ctx);
+    match restart_pods(ctx).await? {
+        // The source vCenter leaves the nodes' cloud config through a pool rollout.
+        None => {
+            if let Some(wait) = mcp::verdict(
+                &ctx.machine_config_pools().await?,
+                Some(since),
+                POOLS,
+                &format!("source vCenter {source} removed; vSphere pods restarted"),
+            ) {
+                return Ok(wait);
+            }
+            Ok(Outcome::Completed {
+                message: format!(
+                    "source vCenter {source} removed from the Infrastructure, cloud-provider-config and vsphere-creds; vSphere pods restarted; installer metadata in Secret {}",
+                    metadata_secret_name(ctx.name())
+                ),
+            })
+        }
+        Some(waiting) => Ok(Outcome::Running {
+            progress: REMOVED,
+            message: format!(
+                "source vCenter {source} removed{}; waiting for the restarted vSphere pods",
+                if done.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", done.join(", "))
+                }
+            ),
+            waiting_for: waiting,
+            recheck: RECHECK,
+        }),
+    }
+}
+
+/// Removes the source vCenter from the Infrastructure, the cloud-provider
+/// config and vsphere-creds and writes the installer metadata, each only if
+/// still needed: what it changed, or (`Err`) the wait that holds it back.
+async fn remove_source(
+    ctx: &PhaseCtx,
+    source: &str,
+) -> Result<Result<Vec<&'static str>, Outcome>, PhaseError> {
+    let client = ctx.client();
+    let source = source.to_string();
     let mut done = vec![];
 
     // 1. Infrastructure (source vCenter and its failure domains), once
     //    nothing the machine API's admission policies look at refers to them.
     if let Some(waiting) = source_references(ctx, &source).await? {
-        return Ok(Outcome::Running {
+        return Ok(Err(Outcome::Running {
             progress: 10,
             message: format!(
                 "waiting until no Machine, MachineSet or ControlPlaneMachineSet refers to a failure domain of the source vCenter {source} before removing it (the machine API's admission policies deny it otherwise): {}",
@@ -82,18 +161,18 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             ),
             waiting_for: waiting.into_iter().take(20).collect(),
             recheck: RECHECK,
-        });
+        }));
     }
     match remove_from_infrastructure(ctx, &source).await {
         Ok(true) => done.push("Infrastructure"),
         Ok(false) => {}
         Err(e) if fd_refs::is_policy_denial(&e) => {
-            return Ok(Outcome::Running {
+            return Ok(Err(Outcome::Running {
                 progress: 10,
                 message: format!("removing the source vCenter {source} was denied; retrying: {e}"),
                 waiting_for: vec![e.to_string()],
                 recheck: RECHECK,
-            });
+            }));
         }
         Err(e) => return Err(e),
     }
@@ -167,40 +246,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         );
     }
 
-    // 5. Restart the vSphere pods so that they drop the source vCenter.
-    let since = cleanup_start(ctx);
-    match restart_pods(ctx).await? {
-        // The source vCenter leaves the nodes' cloud config through a pool rollout.
-        None => {
-            if let Some(wait) = mcp::verdict(
-                &ctx.machine_config_pools().await?,
-                Some(since),
-                85,
-                &format!("source vCenter {source} removed; vSphere pods restarted"),
-            ) {
-                return Ok(wait);
-            }
-            Ok(Outcome::Completed {
-                message: format!(
-                    "source vCenter {source} removed from the Infrastructure, cloud-provider-config and vsphere-creds; vSphere pods restarted; installer metadata in Secret {}",
-                    metadata_secret_name(ctx.name())
-                ),
-            })
-        }
-        Some(waiting) => Ok(Outcome::Running {
-            progress: 70,
-            message: format!(
-                "source vCenter {source} removed{}; waiting for the restarted vSphere pods",
-                if done.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", done.join(", "))
-                }
-            ),
-            waiting_for: waiting,
-            recheck: RECHECK,
-        }),
-    }
+    Ok(Ok(done))
 }
 
 /// What still refers to the source failure domains (`None`: nothing, or they

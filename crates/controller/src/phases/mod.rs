@@ -33,6 +33,7 @@ use futures::future::BoxFuture;
 use std::time::Duration;
 use vcfm_api::PhaseName;
 
+pub use cleanup::REMOVED as CLEANUP_REMOVED;
 pub use preflight::{PreflightReport, run as run_preflight};
 
 /// Result of one rollback step.

@@ -4,7 +4,7 @@
 //! wait until every MachineConfigPool has rolled its nodes to the new config.
 
 use super::{RollbackOutcome, Steps};
-use crate::backup::{BackupStore, manifest};
+use crate::backup::{self, BackupStore, manifest};
 use crate::context::PhaseCtx;
 use crate::error::PhaseError;
 use crate::openshift::cloud_config::{self, VcenterEntry};
@@ -58,7 +58,11 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             cur = Some(next);
         }
     }
-    // What vcfm is about to write, recorded first (see `crate::undo`).
+    // What vcfm is about to write, recorded first (see `crate::undo`). A step
+    // with nothing to add whose record status already vouches for (the steps
+    // that wait for the pods and the pools) leaves the backup Secret alone.
+    // Without the manifest in status (killed after the record and the write,
+    // before status), the record is read back so its manifest reaches status.
     let record = match &cur {
         Some(after) => undo::diff(
             undo::cloud_config_units,
@@ -67,16 +71,27 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         ),
         None => undo::ChangeRecord::default(),
     };
-    if let Some(m) = BackupStore::new(ctx.client(), &ctx.migration)
-        .save_changes(
-            keys::CLOUD_PROVIDER_CONFIG_CHANGES,
-            "v1/ConfigMap changes",
-            &loc.name,
-            Some(cloud_config::NAMESPACE),
-            &record,
-            ctx.now,
-        )
-        .await?
+    let recorded = match manifest(ctx.backups(), keys::CLOUD_PROVIDER_CONFIG_CHANGES) {
+        // From the Secret's watch (see `crate::named`): only a copy holding
+        // what status vouches for counts, so a record grown by a step killed
+        // before its status write is read and recorded again.
+        Ok(m) if record.changes.is_empty() => ctx
+            .secret(ctx.namespace(), &backup::secret_name(ctx.name()))
+            .await?
+            .is_some_and(|s| backup::holds(&s, m)),
+        _ => false,
+    };
+    if !recorded
+        && let Some(m) = BackupStore::new(ctx.client(), &ctx.migration)
+            .save_changes(
+                keys::CLOUD_PROVIDER_CONFIG_CHANGES,
+                "v1/ConfigMap changes",
+                &loc.name,
+                Some(cloud_config::NAMESPACE),
+                &record,
+                ctx.now,
+            )
+            .await?
     {
         ctx.record(|u| u.backups.push(m));
     }
