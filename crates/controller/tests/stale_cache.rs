@@ -49,14 +49,7 @@ async fn a_pause_made_while_the_controller_writes_status_is_kept_and_obeyed() {
             .times(1),
     );
     env.approve("m", &[PhaseName::Backup]).await;
-    let start = Instant::now();
-    while !faults.active().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the controller never wrote status"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_taken(&faults, "status").await;
     // Its write is in flight, computed on the version before this edit.
     env.set_state("m", "Paused").await;
     let m = env

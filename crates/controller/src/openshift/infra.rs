@@ -462,26 +462,6 @@ pub async fn restore_vcenters_rule(
     Ok(true)
 }
 
-/// Whether the rule the original carries is missing from the live CRD.
-pub async fn rule_is_lifted(client: &kube::Client, original: &Value) -> Result<bool, PhaseError> {
-    let (_, live) = read_crd(client).await?;
-    Ok(has_vcenters_rule(original) && !has_vcenters_rule(&live))
-}
-
-/// Restores the rule if a crash left it lifted (gate-off clusters only).
-/// Returns whether a repair was needed.
-pub async fn repair_vcenters_rule(
-    client: &kube::Client,
-    gate: bool,
-    backups: &Backups<'_>,
-) -> Result<bool, PhaseError> {
-    if gate {
-        return Ok(false);
-    }
-    let original = original_crd(client, backups).await?;
-    restore_vcenters_rule(client, &original).await
-}
-
 /// What [`apply_edit`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EditResult {
