@@ -178,8 +178,17 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
 {
+    probe_events(watcher(api, watcher::Config::default()), last, stop);
+}
+
+/// Notes in `last` when `events` (a watch) delivers a change.
+fn probe_events<K: Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    last: LastChange,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        let mut events = std::pin::pin!(events);
         loop {
             tokio::select! {
                 ev = events.next() => match ev {
@@ -239,22 +248,11 @@ fn latency_probe(env: &Env, stop: CancellationToken) -> Arc<Mutex<Vec<(PhaseName
         plural: "machineconfigpools".into(),
     };
     let pools = Api::<DynamicObject>::all_with(c.clone(), &mcp);
-    let (l, st) = (last.clone(), stop.clone());
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(pools, watcher::Config::default()));
-        loop {
-            tokio::select! {
-                ev = events.next() => match ev {
-                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
-                        *l.lock().unwrap() = Some(Instant::now());
-                    }
-                    Some(_) => {}
-                    None => return,
-                },
-                _ = st.cancelled() => return,
-            }
-        }
-    });
+    probe_events(
+        watcher(pools, watcher::Config::default()),
+        last.clone(),
+        stop.clone(),
+    );
     let out: Arc<Mutex<Vec<(PhaseName, Duration)>>> = Arc::default();
     let (o, migrations) = (out.clone(), env.api());
     tokio::spawn(async move {
