@@ -120,37 +120,110 @@ fn new_digest_key() -> Result<String, PhaseError> {
     Ok(hex::encode(k))
 }
 
+/// One object to back up (see [`BackupStore::save_all`]).
+pub struct Entry<'a> {
+    pub key: &'a str,
+    pub resource_type: &'a str,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub object: Value,
+}
+
 /// Reads and writes one migration's backups.
+///
+/// The Secret is read from its named watch ([`crate::named`]) when the
+/// controller runs with one, and from the API otherwise or after a conflict.
+/// Every write carries the resourceVersion it was computed on, so a copy
+/// behind the API server costs a 409 and a fresh read, never a backup
+/// replaced or a change record lost; what a write returns is kept for the
+/// next read until the watch shows it.
 pub struct BackupStore {
     api: Api<Secret>,
+    namespace: String,
     name: String,
     uid: Option<String>,
     migration: String,
+    named: Option<std::sync::Arc<crate::named::Named<Secret>>>,
 }
 
 impl BackupStore {
+    /// Without a watch cache: every read goes to the API.
     pub fn new(client: kube::Client, m: &VmwareCloudFoundationMigration) -> Self {
         let ns = m.namespace().unwrap_or_else(|| "default".into());
         Self {
             api: Api::namespaced(client, &ns),
+            namespace: ns,
             name: secret_name(&m.name_any()),
             uid: m.uid(),
             migration: m.name_any(),
+            named: None,
         }
     }
 
-    async fn get(&self) -> Result<Option<Secret>, PhaseError> {
-        match self.api.get(&self.name).await {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(PhaseError::from(e).context("reading the backup Secret")),
+    /// The store of a phase step's migration, reading from the step's watch caches.
+    pub fn of(ctx: &crate::context::PhaseCtx) -> Self {
+        let mut s = Self::new(ctx.client(), &ctx.migration);
+        s.named = ctx.caches().map(|c| c.secrets.clone());
+        s
+    }
+
+    /// The Secret from the watch (or our last write), or from the API when
+    /// `fresh`, there is no watch, or it has not synced.
+    async fn read(&self, fresh: bool) -> Result<Option<Secret>, PhaseError> {
+        if !fresh
+            && let Some(v) = self
+                .named
+                .as_ref()
+                .and_then(|n| n.cached(&self.namespace, &self.name))
+        {
+            return Ok(v);
+        }
+        let got = match self.api.get(&self.name).await {
+            Ok(s) => Some(s),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(PhaseError::from(e).context("reading the backup Secret")),
+        };
+        self.remember(got.as_ref());
+        Ok(got)
+    }
+
+    /// Keeps the newest version we know (a write's result, a fresh read) for the next read.
+    fn remember(&self, s: Option<&Secret>) {
+        if let Some(n) = &self.named {
+            n.record(&self.namespace, &self.name, s);
+        }
+    }
+
+    /// A merge patch carrying `rv` as precondition; `Ok(None)` on a conflict
+    /// (or the Secret gone), when the caller reads afresh and tries again.
+    async fn patch_at(
+        &self,
+        rv: Option<String>,
+        data: serde_json::Map<String, Value>,
+        what: &str,
+    ) -> Result<Option<Secret>, PhaseError> {
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": rv},
+            "data": data,
+        });
+        match self
+            .api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(s) => {
+                self.remember(Some(&s));
+                Ok(Some(s))
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(None),
+            Err(e) => Err(PhaseError::from(e).context(what)),
         }
     }
 
     /// The backup Secret and its HMAC key, creating either when missing.
-    async fn ensure(&self) -> Result<(Secret, Vec<u8>), PhaseError> {
+    async fn ensure(&self, mut fresh: bool) -> Result<(Secret, Vec<u8>), PhaseError> {
         for _ in 0..5 {
-            let s = self.ensure_secret().await?;
+            let s = self.ensure_secret(fresh).await?;
             if let Some(k) = digest_key(&s) {
                 return Ok((s, k));
             }
@@ -164,20 +237,23 @@ impl BackupStore {
             }
             // Guarded by resourceVersion: if another writer added a key
             // first, that one is kept and we read it on the next pass.
-            let patch = serde_json::json!({
-                "metadata": {"resourceVersion": s.metadata.resource_version},
-                "data": {DIGEST_KEY: ByteString(new_digest_key()?.into_bytes())},
-            });
+            let mut data = serde_json::Map::new();
+            data.insert(
+                DIGEST_KEY.into(),
+                serde_json::to_value(ByteString(new_digest_key()?.into_bytes()))
+                    .map_err(|e| PhaseError::fatal(e.to_string()))?,
+            );
+            let rv = s.metadata.resource_version.clone();
             match self
-                .api
-                .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
+                .patch_at(rv, data, "adding the key to the backup Secret")
+                .await?
             {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => {
-                    return Err(PhaseError::from(e).context("adding the key to the backup Secret"));
+                Some(s) => {
+                    if let Some(k) = digest_key(&s) {
+                        return Ok((s, k));
+                    }
                 }
+                None => fresh = true,
             }
         }
         Err(PhaseError::transient(
@@ -185,8 +261,8 @@ impl BackupStore {
         ))
     }
 
-    async fn ensure_secret(&self) -> Result<Secret, PhaseError> {
-        if let Some(s) = self.get().await? {
+    async fn ensure_secret(&self, fresh: bool) -> Result<Secret, PhaseError> {
+        if let Some(s) = self.read(fresh).await? {
             return Ok(s);
         }
         let s = Secret {
@@ -210,8 +286,11 @@ impl BackupStore {
             ..Default::default()
         };
         match self.api.create(&PostParams::default(), &s).await {
-            Ok(s) => Ok(s),
-            Err(kube::Error::Api(e)) if e.code == 409 => self.get().await?.ok_or_else(|| {
+            Ok(s) => {
+                self.remember(Some(&s));
+                Ok(s)
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => self.read(true).await?.ok_or_else(|| {
                 PhaseError::transient("backup Secret vanished right after creation")
             }),
             Err(e) => Err(PhaseError::from(e).context("creating the backup Secret")),
@@ -229,41 +308,85 @@ impl BackupStore {
         object: &Value,
         now: Timestamp,
     ) -> Result<BackupManifest, PhaseError> {
-        let (secret, digest_key) = self.ensure().await?;
-        let existing = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone());
-        let bytes = match existing {
-            Some(b) => b,
-            None => {
-                let bytes = serde_json::to_vec(object)
-                    .map_err(|e| PhaseError::fatal(format!("serialising backup {key}: {e}")))?;
-                let mut data = BTreeMap::new();
-                data.insert(key.to_string(), ByteString(bytes.clone()));
-                let patch = serde_json::json!({ "data": data });
-                self.api
-                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(|e| PhaseError::from(e).context("writing the backup Secret"))?;
-                bytes
-            }
+        let e = Entry {
+            key,
+            resource_type,
+            name,
+            namespace,
+            object: object.clone(),
         };
-        Ok(BackupManifest {
-            resource_type: resource_type.to_string(),
-            name: name.to_string(),
-            namespace: namespace.map(str::to_string),
-            secret_name: self.name.clone(),
-            key: key.to_string(),
-            hmac_sha256: hmac_hex(&digest_key, &bytes),
-            backup_time: Time(now),
-        })
+        let mut v = self.save_all(vec![e], now).await?;
+        v.pop()
+            .ok_or_else(|| PhaseError::fatal(format!("no manifest for backup {key}")))
+    }
+
+    /// Stores each entry whose key holds no backup yet, all in one write
+    /// (so a crash leaves either all of them or none), and returns every
+    /// entry's manifest, in order. The first backup of a key wins: an entry
+    /// whose key exists keeps what is there.
+    pub async fn save_all(
+        &self,
+        entries: Vec<Entry<'_>>,
+        now: Timestamp,
+    ) -> Result<Vec<BackupManifest>, PhaseError> {
+        let mut fresh = false;
+        for _ in 0..5 {
+            let (secret, digest_key) = self.ensure(fresh).await?;
+            let data = secret.data.clone().unwrap_or_default();
+            let mut add = serde_json::Map::new();
+            let mut out = vec![];
+            for e in &entries {
+                let bytes = match data.get(e.key) {
+                    Some(b) => b.0.clone(),
+                    None => {
+                        let bytes = serde_json::to_vec(&e.object).map_err(|err| {
+                            PhaseError::fatal(format!("serialising backup {}: {err}", e.key))
+                        })?;
+                        add.insert(
+                            e.key.to_string(),
+                            serde_json::to_value(ByteString(bytes.clone()))
+                                .map_err(|err| PhaseError::fatal(err.to_string()))?,
+                        );
+                        bytes
+                    }
+                };
+                out.push(BackupManifest {
+                    resource_type: e.resource_type.to_string(),
+                    name: e.name.to_string(),
+                    namespace: e.namespace.map(str::to_string),
+                    secret_name: self.name.clone(),
+                    key: e.key.to_string(),
+                    hmac_sha256: hmac_hex(&digest_key, &bytes),
+                    backup_time: Time(now),
+                });
+            }
+            if add.is_empty() {
+                return Ok(out);
+            }
+            // Guarded by resourceVersion: a copy behind the API server must
+            // not replace a backup another step already took.
+            let rv = secret.metadata.resource_version.clone();
+            match self.patch_at(rv, add, "writing the backup Secret").await? {
+                Some(_) => return Ok(out),
+                None => fresh = true,
+            }
+        }
+        Err(PhaseError::transient(
+            "the backup Secret kept changing while backups were written",
+        ))
     }
 
     /// Loads a backup, refusing it when its HMAC does not match status.
     pub async fn load(&self, manifest: &BackupManifest) -> Result<Value, PhaseError> {
-        let secret = self.get().await?.ok_or_else(|| {
+        // A cached copy that holds what status vouches for is those very
+        // bytes; anything else is judged on a fresh read.
+        let cached = self.read(false).await?.filter(|s| holds(s, manifest));
+        let secret = match cached {
+            Some(s) => Some(s),
+            None if self.named.is_some() => self.read(true).await?,
+            None => None,
+        };
+        let secret = secret.ok_or_else(|| {
             PhaseError::fatal(format!(
                 "backup Secret {} is missing: cannot restore {}",
                 self.name, manifest.key
@@ -312,8 +435,9 @@ impl BackupStore {
         record: &ChangeRecord,
         now: Timestamp,
     ) -> Result<Option<BackupManifest>, PhaseError> {
+        let mut fresh = false;
         for _ in 0..5 {
-            let (secret, digest_key) = self.ensure().await?;
+            let (secret, digest_key) = self.ensure(fresh).await?;
             let existing = secret.data.as_ref().and_then(|d| d.get(key));
             if existing.is_none() && record.changes.is_empty() {
                 return Ok(None);
@@ -327,20 +451,20 @@ impl BackupStore {
                 .map_err(|e| PhaseError::fatal(format!("serialising {key}: {e}")))?;
             if grew {
                 // Guarded by resourceVersion: two writers never lose each other's changes.
-                let patch = serde_json::json!({
-                    "metadata": {"resourceVersion": secret.metadata.resource_version},
-                    "data": {key: ByteString(bytes.clone())},
-                });
-                match self
-                    .api
-                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
+                let mut data = serde_json::Map::new();
+                data.insert(
+                    key.to_string(),
+                    serde_json::to_value(ByteString(bytes.clone()))
+                        .map_err(|e| PhaseError::fatal(e.to_string()))?,
+                );
+                let rv = secret.metadata.resource_version.clone();
+                if self
+                    .patch_at(rv, data, "writing a change record")
+                    .await?
+                    .is_none()
                 {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                    Err(e) => {
-                        return Err(PhaseError::from(e).context("writing a change record"));
-                    }
+                    fresh = true;
+                    continue;
                 }
             }
             return Ok(Some(BackupManifest {

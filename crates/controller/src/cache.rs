@@ -51,6 +51,26 @@ pub struct Caches {
     pub config_maps: Arc<crate::named::Named<ConfigMap>>,
     /// The pods the restarts deleted that the pod watches may not show as such yet.
     pub deleted_pods: Arc<crate::openshift::pods::DeletedPods>,
+    /// The Infrastructure CRD, watched by name once first read.
+    pub crds: Arc<crate::named::Named<DynamicObject>>,
+    /// Our last write of Infrastructure `cluster`, until [`Self::infrastructure`] shows it.
+    pub infrastructure_ours: Arc<crate::written::Overlay<Infrastructure>>,
+}
+
+impl Caches {
+    /// The named watches of CRDs, ending when `stop` is cancelled.
+    pub fn crd_watches(
+        client: kube::Client,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Arc<crate::named::Named<DynamicObject>> {
+        Arc::new(crate::named::Named::cluster_dynamic(
+            client,
+            stop,
+            kube::core::ApiResource::erase::<
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+            >(&()),
+        ))
+    }
 }
 
 /// What the watches of the controller keep of an object: everything but
@@ -191,28 +211,45 @@ impl crate::context::PhaseCtx {
 
     /// The cluster-version-operator Deployment.
     pub async fn cvo_deployment(&self) -> Result<Deployment, PhaseError> {
+        self.cvo_deployment_opt().await?.ok_or_else(|| {
+            PhaseError::transient(format!(
+                "deployment {}/{} not found",
+                cvo::NAMESPACE,
+                cvo::NAME
+            ))
+        })
+    }
+
+    /// The cluster-version-operator Deployment, `None` where it does not exist.
+    pub async fn cvo_deployment_opt(&self) -> Result<Option<Deployment>, PhaseError> {
         if let Some(v) = self.cached(|c| &c.cvo) {
-            return v.into_iter().next().ok_or_else(|| {
-                PhaseError::transient(format!(
-                    "deployment {}/{} not found",
-                    cvo::NAMESPACE,
-                    cvo::NAME
-                ))
-            });
+            return Ok(v.into_iter().next());
         }
         Api::<Deployment>::namespaced(self.client(), cvo::NAMESPACE)
-            .get(cvo::NAME)
+            .get_opt(cvo::NAME)
             .await
             .map_err(|e| {
                 PhaseError::from(e).context("reading the cluster-version-operator Deployment")
             })
     }
 
-    /// Infrastructure `cluster`, `None` where it does not exist.
+    /// Infrastructure `cluster`, `None` where it does not exist; our own last
+    /// write of it while the store has not caught up with that.
     pub async fn infrastructure(&self) -> Result<Option<Infrastructure>, PhaseError> {
-        match self.cached(|c| &c.infrastructure) {
-            Some(v) => Ok(v.into_iter().next()),
-            None => crate::openshift::infra::get(self.client()).await,
+        match (self.caches(), self.cached(|c| &c.infrastructure)) {
+            (Some(c), Some(v)) => Ok(c
+                .infrastructure_ours
+                .latest(vcfm_api::openshift::CLUSTER, v.into_iter().next())),
+            _ => crate::openshift::infra::get(self.client()).await,
+        }
+    }
+
+    /// Keeps what our write of Infrastructure `cluster` returned, for
+    /// [`Self::infrastructure`] until its store shows it.
+    pub fn wrote_infrastructure(&self, i: &Infrastructure) {
+        if let Some(c) = self.caches() {
+            c.infrastructure_ours
+                .record(vcfm_api::openshift::CLUSTER, i);
         }
     }
 

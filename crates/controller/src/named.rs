@@ -15,9 +15,17 @@
 //! Until a watch has its first list, reads go to the API (see
 //! [`Named::cached`]); writes carry the resourceVersion read, so a store
 //! behind the API server costs a 409 and a fresh read, never a lost update.
+//! What our own writes return is kept ([`Named::record`]) and read instead of
+//! the store until the store has caught up with it, so that no step acts on a
+//! store that has not seen the write the step before made.
+//!
+//! The Infrastructure CRD is watched the same way ([`Named::cluster_dynamic`]):
+//! as a `DynamicObject`, so that it round-trips whatever its schema holds.
 
+use crate::written::Overlay;
 use futures::{FutureExt, StreamExt};
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -25,14 +33,20 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-/// Lazily started watches of named objects of one namespaced kind.
+type ApiFor<K> = Box<dyn Fn(&str) -> Api<K> + Send + Sync>;
+
+/// Lazily started watches of named objects of one kind (namespace `""` for
+/// a cluster-scoped kind).
 pub struct Named<K>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    client: kube::Client,
+    api: ApiFor<K>,
+    dyntype: K::DynamicType,
     stop: CancellationToken,
     stores: Mutex<HashMap<(String, String), Store<K>>>,
+    ours: Overlay<K>,
 }
 
 impl<K> Named<K>
@@ -48,24 +62,60 @@ where
     /// Watches started later end when `stop` is cancelled.
     pub fn new(client: kube::Client, stop: CancellationToken) -> Self {
         Self {
-            client,
+            api: Box::new(move |ns| Api::namespaced(client.clone(), ns)),
+            dyntype: (),
             stop,
             stores: Mutex::new(HashMap::new()),
+            ours: Overlay::default(),
         }
     }
+}
 
+impl Named<DynamicObject> {
+    /// Named watches of a cluster-scoped kind, read as `DynamicObject`s.
+    pub fn cluster_dynamic(client: kube::Client, stop: CancellationToken, ar: ApiResource) -> Self {
+        let for_api = ar.clone();
+        Self {
+            api: Box::new(move |_| Api::all_with(client.clone(), &for_api)),
+            dyntype: ar,
+            stop,
+            stores: Mutex::new(HashMap::new()),
+            ours: Overlay::default(),
+        }
+    }
+}
+
+impl<K> Named<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
     /// `Some(object)` or `Some(None)` (it does not exist) once the watch of
     /// `namespace/name` has its first list; `None` before (the caller reads
-    /// the API), starting that watch if it is not running yet.
+    /// the API), starting that watch if it is not running yet. Our own last
+    /// write of it, when the store has not caught up with it yet.
     pub fn cached(&self, namespace: &str, name: &str) -> Option<Option<K>> {
         let store = self.store(namespace, name)?;
         match store.wait_until_ready().now_or_never() {
-            Some(Ok(())) => Some(
-                store
-                    .get(&ObjectRef::new(name).within(namespace))
-                    .map(|o| K::clone(&o)),
-            ),
+            Some(Ok(())) => {
+                let mut r = ObjectRef::new_with(name, self.dyntype.clone());
+                if !namespace.is_empty() {
+                    r = r.within(namespace);
+                }
+                let cached = store.get(&r).map(|o| K::clone(&o));
+                Some(self.ours.latest(&key(namespace, name), cached))
+            }
             _ => None,
+        }
+    }
+
+    /// Keeps what a write of `namespace/name` returned (or a fresh read
+    /// found: `None` when absent), read instead of the store until the store
+    /// shows that version or a later one.
+    pub fn record(&self, namespace: &str, name: &str, o: Option<&K>) {
+        match o {
+            Some(o) => self.ours.record(&key(namespace, name), o),
+            None => self.ours.forget(&key(namespace, name)),
         }
     }
 
@@ -74,7 +124,7 @@ where
         let Ok(s) = self.stores.lock() else {
             return vec![];
         };
-        let mut v: Vec<String> = s.keys().map(|(ns, n)| format!("{ns}/{n}")).collect();
+        let mut v: Vec<String> = s.keys().map(|(ns, n)| key(ns, n)).collect();
         v.sort();
         v
     }
@@ -87,8 +137,9 @@ where
         }
         // Outside a runtime (unit tests, `vcfm plan`) there is nothing to run a watch on.
         let rt = tokio::runtime::Handle::try_current().ok()?;
-        let (reader, writer) = reflector::store();
-        let api = Api::<K>::namespaced(self.client.clone(), namespace);
+        let writer = reflector::store::Writer::new(self.dyntype.clone());
+        let reader = writer.as_reader();
+        let api = (self.api)(namespace);
         let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let events = watcher(api, cfg)
             .default_backoff()
@@ -105,4 +156,8 @@ where
         stores.insert(key, reader.clone());
         Some(reader)
     }
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }

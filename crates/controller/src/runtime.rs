@@ -169,6 +169,8 @@ pub async fn run_with_metrics(
         secrets: Arc::new(crate::named::Named::new(client.clone(), named_stop.clone())),
         config_maps: Arc::new(crate::named::Named::new(client.clone(), named_stop.clone())),
         deleted_pods: Default::default(),
+        crds: crate::cache::Caches::crd_watches(client.clone(), named_stop.clone()),
+        infrastructure_ours: Default::default(),
     };
     let ctx = Arc::new(Context {
         shared: shared.clone(),

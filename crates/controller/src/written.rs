@@ -91,6 +91,76 @@ fn caught_up(cached: &Vcfm, ours: &Vcfm) -> bool {
     }
 }
 
+/// Our own last write of cluster objects other than migrations (the backup
+/// Secret, Infrastructure `cluster`, the Infrastructure CRD), keyed by
+/// `namespace/name`, for reads from watch caches that may not show it yet.
+///
+/// There is no hook on those watches here, so "caught up" is judged by
+/// resourceVersion alone: a cached version numerically at least ours (see
+/// [`caught_up`]) wins; so does the cache whenever either version does not
+/// parse, which is the behaviour without this overlay (writes carry their
+/// resourceVersion, a stale read costs a 409 and a fresh read).
+pub struct Overlay<K>(Mutex<HashMap<String, Arc<K>>>);
+
+impl<K> Default for Overlay<K> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: kube::Resource + Clone> Overlay<K> {
+    /// Remembers what a write (or a fresh read) returned for `key`.
+    pub fn record(&self, key: &str, o: &K) {
+        if let Ok(mut w) = self.0.lock() {
+            let mut o = o.clone();
+            o.meta_mut().managed_fields = None;
+            w.insert(key.to_string(), Arc::new(o));
+        }
+    }
+
+    /// Forgets `key` (a fresh read found it absent).
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut w) = self.0.lock() {
+            w.remove(key);
+        }
+    }
+
+    /// The newest version known of `key`: ours when the cache (`cached`, `None`
+    /// when it holds no such object) has not caught up with it.
+    pub fn latest(&self, key: &str, cached: Option<K>) -> Option<K> {
+        let Ok(mut w) = self.0.lock() else {
+            return cached;
+        };
+        let Some(ours) = w.get(key).cloned() else {
+            return cached;
+        };
+        match cached {
+            // Not in the cache yet: ours was created (or re-read) after the cache's view.
+            None => Some(K::clone(&ours)),
+            Some(c) => {
+                if c.meta().uid == ours.meta().uid && newer(&*ours, &c) {
+                    Some(K::clone(&ours))
+                } else {
+                    w.remove(key);
+                    Some(c)
+                }
+            }
+        }
+    }
+}
+
+/// Whether `ours` is strictly newer than `cached` by integer resourceVersions
+/// (false when either does not parse).
+fn newer<K: kube::Resource>(ours: &K, cached: &K) -> bool {
+    let n = |o: &K| {
+        o.meta()
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    matches!((n(ours), n(cached)), (Some(o), Some(c)) if o > c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +222,24 @@ mod tests {
         w.record(m("8", "u"));
         w.observe(&watcher::Event::InitDone);
         assert_eq!(w.latest(cached).resource_version().as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn the_overlay_holds_our_write_until_the_cache_is_as_new() {
+        let o: Overlay<Vcfm> = Overlay::default();
+        let rv = |m: Option<Vcfm>| m.and_then(|m| m.resource_version());
+        assert_eq!(rv(o.latest("k", Some(m("5", "u")))).as_deref(), Some("5"));
+        o.record("k", &m("6", "u"));
+        assert_eq!(rv(o.latest("k", None)).as_deref(), Some("6"));
+        assert_eq!(rv(o.latest("k", Some(m("5", "u")))).as_deref(), Some("6"));
+        // Recreated under another uid: the cache's.
+        assert_eq!(rv(o.latest("k", Some(m("4", "x")))).as_deref(), Some("4"));
+        o.record("k", &m("6", "u"));
+        assert_eq!(rv(o.latest("k", Some(m("7", "u")))).as_deref(), Some("7"));
+        // Forgotten once the cache caught up.
+        assert_eq!(rv(o.latest("k", Some(m("5", "u")))).as_deref(), Some("5"));
+        // Unparseable versions: the cache's.
+        o.record("k", &m("b", "u"));
+        assert_eq!(rv(o.latest("k", Some(m("a", "u")))).as_deref(), Some("a"));
     }
 }

@@ -254,15 +254,87 @@ pub fn vcenters_max_items(crd: &Value) -> Option<u64> {
         .min()
 }
 
-/// Reads the live Infrastructure CRD, `None` when absent (Preflight: how many vCenters its
-/// schema allows).
-pub async fn read_infra_crd(client: &kube::Client) -> Result<Option<Value>, PhaseError> {
-    match crd_api(client.clone()).get_opt(INFRA_CRD).await {
-        Ok(Some(obj)) => serde_json::to_value(&obj)
-            .map(Some)
-            .map_err(|e| PhaseError::fatal(e.to_string())),
-        Ok(None) => Ok(None),
-        Err(e) => Err(PhaseError::from(e).context("reading the Infrastructure CRD")),
+/// Reads and writes the Infrastructure CRD: reads from its named watch
+/// ([`crate::named`]) when the controller runs with one, else, and after a
+/// conflict, from the API. Writes carry the resourceVersion read; what a
+/// write returns is read next until the watch shows it, so that restoring the
+/// rule right after lifting it sees the lift.
+#[derive(Clone)]
+pub struct Crd {
+    client: kube::Client,
+    named: Option<std::sync::Arc<crate::named::Named<DynamicObject>>>,
+}
+
+impl Crd {
+    /// Every read from the API.
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            named: None,
+        }
+    }
+
+    /// Reads from the phase step's watch caches.
+    pub fn of(ctx: &crate::context::PhaseCtx) -> Self {
+        Self {
+            client: ctx.client(),
+            named: ctx.caches().map(|c| c.crds.clone()),
+        }
+    }
+
+    /// The CRD as JSON, `None` when absent.
+    pub async fn read(&self, fresh: bool) -> Result<Option<Value>, PhaseError> {
+        let obj = match (fresh, &self.named) {
+            (false, Some(n)) => match n.cached("", INFRA_CRD) {
+                Some(o) => o,
+                None => self.get().await?,
+            },
+            _ => self.get().await?,
+        };
+        obj.map(|o| serde_json::to_value(&o).map_err(|e| PhaseError::fatal(e.to_string())))
+            .transpose()
+    }
+
+    async fn get(&self) -> Result<Option<DynamicObject>, PhaseError> {
+        let got = crd_api(self.client.clone())
+            .get_opt(INFRA_CRD)
+            .await
+            .map_err(|e| PhaseError::from(e).context("reading the Infrastructure CRD"))?;
+        if let Some(n) = &self.named {
+            n.record("", INFRA_CRD, got.as_ref());
+        }
+        Ok(got)
+    }
+
+    async fn read_existing(&self) -> Result<Value, PhaseError> {
+        self.read(false)
+            .await?
+            .ok_or_else(|| PhaseError::fatal("reading the Infrastructure CRD: it does not exist"))
+    }
+
+    /// Replaces the CRD with `v`, which carries the resourceVersion it was read at.
+    async fn write(&self, v: Value, what: &str) -> Result<(), PhaseError> {
+        let obj: DynamicObject =
+            serde_json::from_value(v).map_err(|e| PhaseError::fatal(e.to_string()))?;
+        match crd_api(self.client.clone())
+            .replace(INFRA_CRD, &PostParams::default(), &obj)
+            .await
+        {
+            Ok(o) => {
+                if let Some(n) = &self.named {
+                    n.record("", INFRA_CRD, Some(&o));
+                }
+                Ok(())
+            }
+            // Someone wrote in between: the next step works on a fresh read.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                self.get().await?;
+                Err(PhaseError::transient(format!(
+                    "{what}: the Infrastructure CRD changed meanwhile; retrying with a fresh read"
+                )))
+            }
+            Err(e) => Err(PhaseError::from(e).context(what)),
+        }
     }
 }
 
@@ -359,31 +431,6 @@ fn crd_api(client: kube::Client) -> Api<DynamicObject> {
     Api::all_with(client, &ApiResource::erase::<CustomResourceDefinition>(&()))
 }
 
-async fn read_crd(client: &kube::Client) -> Result<(DynamicObject, Value), PhaseError> {
-    let obj = crd_api(client.clone())
-        .get(INFRA_CRD)
-        .await
-        .map_err(|e| PhaseError::from(e).context("reading the Infrastructure CRD"))?;
-    let v = serde_json::to_value(&obj).map_err(|e| PhaseError::fatal(e.to_string()))?;
-    Ok((obj, v))
-}
-
-async fn write_crd(client: &kube::Client, v: Value, what: &str) -> Result<(), PhaseError> {
-    let obj: DynamicObject =
-        serde_json::from_value(v).map_err(|e| PhaseError::fatal(e.to_string()))?;
-    match crd_api(client.clone())
-        .replace(INFRA_CRD, &PostParams::default(), &obj)
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Someone wrote in between: read again on the next step.
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(PhaseError::transient(format!(
-            "{what}: the Infrastructure CRD changed meanwhile; retrying with a fresh read"
-        ))),
-        Err(e) => Err(PhaseError::from(e).context(what)),
-    }
-}
-
 /// The migration's backups as an Infrastructure edit reads and adds to them.
 pub struct Backups<'a> {
     /// The migration's backup Secret.
@@ -399,6 +446,10 @@ pub struct Backups<'a> {
 /// Everything an Infrastructure edit reads, handed over by the phase.
 pub struct Edit<'a> {
     pub client: kube::Client,
+    /// The Infrastructure CRD, lifted and restored on the gate-off path.
+    pub crd: Crd,
+    /// Where our write of the Infrastructure is kept until its watch shows it.
+    pub ours: Option<std::sync::Arc<crate::written::Overlay<Infrastructure>>>,
     /// Infrastructure `cluster` as read from the watch cache: the write
     /// carries its resourceVersion, so a cache behind the API server is a
     /// 409 and a fresh read next step.
@@ -412,14 +463,11 @@ pub struct Edit<'a> {
 
 /// The CRD as it was before the migration: the Backup phase's copy, or, when
 /// there is none, the live CRD with OpenShift's rule put back.
-pub async fn original_crd(
-    client: &kube::Client,
-    backups: &Backups<'_>,
-) -> Result<Value, PhaseError> {
+pub async fn original_crd(crd: &Crd, backups: &Backups<'_>) -> Result<Value, PhaseError> {
     if let Ok(m) = manifest(backups.recorded, keys::INFRASTRUCTURE_CRD) {
         return backups.store.load(m).await;
     }
-    let (_, mut live) = read_crd(client).await?;
+    let mut live = crd.read_existing().await?;
     if !has_vcenters_rule(&live)
         && let Some(versions) = live
             .pointer_mut("/spec/versions")
@@ -440,25 +488,25 @@ pub async fn original_crd(
 }
 
 /// Lifts the rule on the live CRD. Returns whether it had to.
-pub async fn lift_vcenters_rule(client: &kube::Client) -> Result<bool, PhaseError> {
-    let (_, mut v) = read_crd(client).await?;
+pub async fn lift_vcenters_rule(crd: &Crd) -> Result<bool, PhaseError> {
+    let mut v = crd.read_existing().await?;
     if !lift_rule(&mut v) {
         return Ok(false);
     }
-    write_crd(client, v, "lifting the Infrastructure CRD vcenters rule").await?;
+    crd.write(v, "lifting the Infrastructure CRD vcenters rule")
+        .await?;
     Ok(true)
 }
 
-/// Puts the rules of `original` back on the live CRD, on a fresh read. Returns whether it had to.
-pub async fn restore_vcenters_rule(
-    client: &kube::Client,
-    original: &Value,
-) -> Result<bool, PhaseError> {
-    let (_, mut v) = read_crd(client).await?;
+/// Puts the rules of `original` back on the live CRD (as its watch shows it
+/// after our lift, see [`Crd`]). Returns whether it had to.
+pub async fn restore_vcenters_rule(crd: &Crd, original: &Value) -> Result<bool, PhaseError> {
+    let mut v = crd.read_existing().await?;
     if !restore_rules(&mut v, original) {
         return Ok(false);
     }
-    write_crd(client, v, "restoring the Infrastructure CRD vcenters rule").await?;
+    crd.write(v, "restoring the Infrastructure CRD vcenters rule")
+        .await?;
     Ok(true)
 }
 
@@ -497,6 +545,8 @@ async fn edit_infrastructure(
 ) -> Result<EditResult, PhaseError> {
     let Edit {
         client,
+        crd,
+        ours,
         live,
         gate,
         cvo,
@@ -534,7 +584,7 @@ async fn edit_infrastructure(
     let original = if gate {
         None
     } else {
-        Some(original_crd(&client, &backups).await?)
+        Some(original_crd(&crd, &backups).await?)
     };
     if changed {
         if original.is_some() {
@@ -549,12 +599,20 @@ async fn edit_infrastructure(
                     st.desired, st.running
                 )));
             }
-            lift_vcenters_rule(&client).await?;
+            lift_vcenters_rule(&crd).await?;
         }
         // The resourceVersion of the read guards against lost updates.
         match api.replace(CLUSTER, &PostParams::default(), &edited).await {
-            Ok(_) => {}
+            Ok(i) => {
+                if let Some(o) = &ours {
+                    o.record(CLUSTER, &i);
+                }
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => {
+                // The next step reads the version that won, not the stale copy.
+                if let (Some(o), Some(i)) = (&ours, get(client.clone()).await?) {
+                    o.record(CLUSTER, &i);
+                }
                 return Err(PhaseError::transient(
                     "Infrastructure cluster changed meanwhile; retrying with a fresh read",
                 ));
@@ -572,7 +630,7 @@ async fn edit_infrastructure(
         }
     }
     let rule_restored = match &original {
-        Some(o) => restore_vcenters_rule(&client, o).await?,
+        Some(o) => restore_vcenters_rule(&crd, o).await?,
         None => false,
     };
     Ok(EditResult {

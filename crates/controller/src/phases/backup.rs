@@ -3,20 +3,15 @@
 //! anything is changed.
 
 use super::Phase;
-use crate::backup::{BackupStore, clean_for_backup};
+use crate::backup::{BackupStore, Entry, clean_for_backup};
 use crate::context::PhaseCtx;
-use crate::error::{PhaseError, is_not_found};
+use crate::error::PhaseError;
+use crate::openshift::infra::Crd;
 use crate::openshift::{creds, cvo};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams};
 use vcfm_api::LogLevel;
-use vcfm_api::openshift::{
-    CLUSTER, CPMS_NAME, ControlPlaneMachineSet, Infrastructure, MACHINE_API_NAMESPACE, MachineSet,
-};
+use vcfm_api::openshift::{CLUSTER, CPMS_NAME, MACHINE_API_NAMESPACE};
 
 pub struct Backup;
 
@@ -45,114 +40,99 @@ fn to_value<T: serde::Serialize>(t: &T) -> Result<serde_json::Value, PhaseError>
 impl Phase for Backup {
     fn execute<'a>(&'a self, ctx: &'a PhaseCtx) -> BoxFuture<'a, Result<Outcome, PhaseError>> {
         Box::pin(async move {
-            let client = ctx.client();
-            let store = BackupStore::new(client.clone(), &ctx.migration);
+            let store = BackupStore::of(ctx);
             let source = ctx.recorded_source()?.server.clone();
             let now = ctx.now;
-            let mut saved = vec![];
+            let mut entries = vec![];
 
-            let infra = Api::<Infrastructure>::all(client.clone())
-                .get(CLUSTER)
-                .await?;
-            saved.push(
-                store
-                    .save(
-                        keys::INFRASTRUCTURE,
-                        "config.openshift.io/v1/Infrastructure",
-                        CLUSTER,
-                        None,
-                        &clean_for_backup(to_value(&infra)?),
-                        now,
-                    )
-                    .await?,
-            );
+            // Read from the watch caches: nothing has changed these objects
+            // yet (vcfm changes them only in later phases), so a copy a few
+            // events behind is still the original.
+            let infra = ctx
+                .infrastructure()
+                .await?
+                .ok_or_else(|| PhaseError::fatal("Infrastructure cluster does not exist"))?;
+            entries.push(Entry {
+                key: keys::INFRASTRUCTURE,
+                resource_type: "config.openshift.io/v1/Infrastructure",
+                name: CLUSTER,
+                namespace: None,
+                object: clean_for_backup(to_value(&infra)?),
+            });
 
-            match Api::<CustomResourceDefinition>::all(client.clone())
-                .get(INFRA_CRD_NAME)
-                .await
-            {
-                Ok(crd) => saved.push(
-                    store
-                        .save(
-                            keys::INFRASTRUCTURE_CRD,
-                            "apiextensions.k8s.io/v1/CustomResourceDefinition",
-                            INFRA_CRD_NAME,
-                            None,
-                            &clean_for_backup(to_value(&crd)?),
-                            now,
-                        )
-                        .await?,
-                ),
-                Err(e) if is_not_found(&e) => ctx.log(
+            match Crd::of(ctx).read(false).await? {
+                Some(crd) => entries.push(Entry {
+                    key: keys::INFRASTRUCTURE_CRD,
+                    resource_type: "apiextensions.k8s.io/v1/CustomResourceDefinition",
+                    name: INFRA_CRD_NAME,
+                    namespace: None,
+                    object: clean_for_backup(crd),
+                }),
+                None => ctx.log(
                     LogLevel::Warning,
                     "backup",
                     "Infrastructure CRD not readable; its validation rule cannot be backed up",
                 ),
-                Err(e) => return Err(e.into()),
             }
 
-            let creds = Api::<Secret>::namespaced(client.clone(), creds::CREDS_NAMESPACE)
-                .get(creds::CREDS_NAME)
-                .await?;
-            saved.push(
-                store
-                    .save(
-                        keys::VSPHERE_CREDS,
-                        "v1/Secret",
-                        creds::CREDS_NAME,
-                        Some(creds::CREDS_NAMESPACE),
-                        &clean_for_backup(to_value(&creds)?),
-                        now,
-                    )
-                    .await?,
-            );
+            let creds = ctx
+                .secret(creds::CREDS_NAMESPACE, creds::CREDS_NAME)
+                .await?
+                .ok_or_else(|| {
+                    PhaseError::fatal(format!(
+                        "Secret {}/{} does not exist",
+                        creds::CREDS_NAMESPACE,
+                        creds::CREDS_NAME
+                    ))
+                })?;
+            entries.push(Entry {
+                key: keys::VSPHERE_CREDS,
+                resource_type: "v1/Secret",
+                name: creds::CREDS_NAME,
+                namespace: Some(creds::CREDS_NAMESPACE),
+                object: clean_for_backup(to_value(&creds)?),
+            });
 
-            let loc = crate::openshift::cloud_config::location(client.clone()).await?;
-            let cm = Api::<ConfigMap>::namespaced(client.clone(), CLOUD_CONFIG_NAMESPACE)
-                .get(&loc.name)
-                .await?;
-            saved.push(
-                store
-                    .save(
-                        keys::CLOUD_PROVIDER_CONFIG,
-                        "v1/ConfigMap",
-                        &loc.name,
-                        Some(CLOUD_CONFIG_NAMESPACE),
-                        &clean_for_backup(to_value(&cm)?),
-                        now,
-                    )
-                    .await?,
-            );
+            let loc = crate::openshift::cloud_config::Location::of(Some(&infra));
+            let cm = ctx
+                .config_map(CLOUD_CONFIG_NAMESPACE, &loc.name)
+                .await?
+                .ok_or_else(|| {
+                    PhaseError::fatal(format!(
+                        "ConfigMap {CLOUD_CONFIG_NAMESPACE}/{} does not exist (Infrastructure spec.cloudConfig names it)",
+                        loc.name
+                    ))
+                })?;
+            entries.push(Entry {
+                key: keys::CLOUD_PROVIDER_CONFIG,
+                resource_type: "v1/ConfigMap",
+                name: &loc.name,
+                namespace: Some(CLOUD_CONFIG_NAMESPACE),
+                object: clean_for_backup(to_value(&cm)?),
+            });
 
-            match Api::<ControlPlaneMachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE)
-                .get(CPMS_NAME)
-                .await
-            {
-                Ok(cpms) => saved.push(
-                    store
-                        .save(
-                            keys::CPMS,
-                            "machine.openshift.io/v1/ControlPlaneMachineSet",
-                            CPMS_NAME,
-                            Some(MACHINE_API_NAMESPACE),
-                            &clean_for_backup(to_value(&cpms)?),
-                            now,
-                        )
-                        .await?,
-                ),
-                Err(e) if is_not_found(&e) => ctx.log(
+            let cpms = ctx
+                .control_plane_machine_sets()
+                .await?
+                .into_iter()
+                .find(|c| c.metadata.name.as_deref() == Some(CPMS_NAME));
+            match cpms {
+                Some(cpms) => entries.push(Entry {
+                    key: keys::CPMS,
+                    resource_type: "machine.openshift.io/v1/ControlPlaneMachineSet",
+                    name: CPMS_NAME,
+                    namespace: Some(MACHINE_API_NAMESPACE),
+                    object: clean_for_backup(to_value(&cpms)?),
+                }),
+                None => ctx.log(
                     LogLevel::Warning,
                     "backup",
                     "no ControlPlaneMachineSet openshift-machine-api/cluster to back up",
                 ),
-                Err(e) => return Err(e.into()),
             }
 
-            let sets = Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE)
-                .list(&ListParams::default())
-                .await?;
+            let sets = ctx.machine_sets().await?;
             let replicas: serde_json::Map<String, serde_json::Value> = sets
-                .items
                 .iter()
                 .filter(|ms| ms.server().as_deref() == Some(source.as_str()))
                 .filter_map(|ms| {
@@ -162,45 +142,35 @@ impl Phase for Backup {
                     ))
                 })
                 .collect();
-            saved.push(
-                store
-                    .save(
-                        keys::MACHINESETS,
-                        "machine.openshift.io/v1beta1/MachineSet replicas",
-                        "source-machinesets",
-                        Some(MACHINE_API_NAMESPACE),
-                        &serde_json::Value::Object(replicas),
-                        now,
-                    )
-                    .await?,
-            );
+            entries.push(Entry {
+                key: keys::MACHINESETS,
+                resource_type: "machine.openshift.io/v1beta1/MachineSet replicas",
+                name: "source-machinesets",
+                namespace: Some(MACHINE_API_NAMESPACE),
+                object: serde_json::Value::Object(replicas),
+            });
 
-            match Api::<Deployment>::namespaced(client.clone(), cvo::NAMESPACE)
-                .get(cvo::NAME)
-                .await
-            {
-                Ok(d) => {
+            match ctx.cvo_deployment_opt().await? {
+                Some(d) => {
                     let r = d.spec.replicas.unwrap_or(1).max(1);
-                    saved.push(
-                        store
-                            .save(
-                                keys::CVO,
-                                "apps/v1/Deployment replicas",
-                                cvo::NAME,
-                                Some(cvo::NAMESPACE),
-                                &serde_json::json!({ "replicas": r }),
-                                now,
-                            )
-                            .await?,
-                    );
+                    entries.push(Entry {
+                        key: keys::CVO,
+                        resource_type: "apps/v1/Deployment replicas",
+                        name: cvo::NAME,
+                        namespace: Some(cvo::NAMESPACE),
+                        object: serde_json::json!({ "replicas": r }),
+                    });
                 }
-                Err(e) if is_not_found(&e) => ctx.log(
+                None => ctx.log(
                     LogLevel::Warning,
                     "backup",
                     "cluster-version-operator Deployment not found",
                 ),
-                Err(e) => return Err(e.into()),
             }
+
+            // One write: all of them or (after a crash) none, each key kept
+            // as first written when this step runs again.
+            let saved = store.save_all(entries, now).await?;
 
             let n = saved.len();
             for m in &saved {

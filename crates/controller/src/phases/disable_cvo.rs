@@ -21,7 +21,7 @@ pub async fn original_replicas(ctx: &PhaseCtx) -> i32 {
     let Ok(m) = manifest(ctx.backups(), keys::CVO) else {
         return 1;
     };
-    match BackupStore::new(ctx.client(), &ctx.migration).load(m).await {
+    match BackupStore::of(ctx).load(m).await {
         Ok(v) => v
             .get("replicas")
             .and_then(|r| r.as_i64())

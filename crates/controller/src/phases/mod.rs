@@ -359,7 +359,7 @@ pub(crate) fn ledger(ctx: &PhaseCtx, phase: PhaseName) -> crate::openshift::tags
 /// The migration's backups of `ctx`, new manifests going into the step's updates.
 pub(crate) fn backups(ctx: &PhaseCtx) -> crate::openshift::infra::Backups<'_> {
     crate::openshift::infra::Backups {
-        store: crate::backup::BackupStore::new(ctx.client(), &ctx.migration),
+        store: crate::backup::BackupStore::of(ctx),
         recorded: ctx.backups(),
         now: ctx.now,
         add: Box::new(move |m| ctx.record(|u| u.backups.push(m))),
@@ -379,6 +379,8 @@ pub(crate) async fn infra_edit(
     };
     Ok(crate::openshift::infra::Edit {
         client: ctx.client(),
+        crd: crate::openshift::infra::Crd::of(ctx),
+        ours: ctx.caches().map(|c| c.infrastructure_ours.clone()),
         live,
         gate,
         cvo,

@@ -55,7 +55,7 @@ pub async fn check_vcenters_schema(
     version: Option<&str>,
     problems: &mut Vec<String>,
 ) -> Result<(), PhaseError> {
-    let Some(crd) = infra::read_infra_crd(&ctx.client()).await? else {
+    let Some(crd) = infra::Crd::of(ctx).read(false).await? else {
         return Ok(());
     };
     let Some(max) = infra::vcenters_max_items(&crd) else {

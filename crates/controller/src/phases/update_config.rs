@@ -82,7 +82,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         _ => false,
     };
     if !recorded
-        && let Some(m) = BackupStore::new(ctx.client(), &ctx.migration)
+        && let Some(m) = BackupStore::of(ctx)
             .save_changes(
                 keys::CLOUD_PROVIDER_CONFIG_CHANGES,
                 "v1/ConfigMap changes",
@@ -158,7 +158,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
 /// configuration, edits made by others included, is kept. The pods are
 /// restarted by the UpdateInfrastructure rollback, which runs next.
 async fn rollback(ctx: &PhaseCtx) -> Result<RollbackOutcome, PhaseError> {
-    let store = BackupStore::new(ctx.client(), &ctx.migration);
+    let store = BackupStore::of(ctx);
     let backup = store
         .load(manifest(ctx.backups(), keys::CLOUD_PROVIDER_CONFIG)?)
         .await?;

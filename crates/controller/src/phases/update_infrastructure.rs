@@ -29,13 +29,12 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         infra::add_vcenters(i, &vcenters, &domains)
     })
     .await?;
-    // Just written: read back from the API (the watch may not have it yet).
-    let live = if res.changed {
-        infra::get(ctx.client()).await?
-    } else {
-        ctx.infrastructure().await?
-    }
-    .ok_or_else(|| PhaseError::fatal("Infrastructure cluster disappeared"))?;
+    // Just written: the watch may not have it yet, but the cache read gives
+    // what the write returned until it does (without caches, from the API).
+    let live = ctx
+        .infrastructure()
+        .await?
+        .ok_or_else(|| PhaseError::fatal("Infrastructure cluster disappeared"))?;
     if !infra::has_vcenter(&live, &source) {
         return Ok(Outcome::Failed {
             message: format!(

@@ -57,7 +57,7 @@ impl Phase for UpdateSecrets {
                 &json!({ "data": live_data }),
                 &json!({ "data": written }),
             );
-            if let Some(m) = BackupStore::new(ctx.client(), &ctx.migration)
+            if let Some(m) = BackupStore::of(ctx)
                 .save_changes(
                     keys::VSPHERE_CREDS_CHANGES,
                     "v1/Secret changes",
@@ -93,7 +93,7 @@ impl Phase for UpdateSecrets {
         ctx: &'a PhaseCtx,
     ) -> BoxFuture<'a, Result<RollbackOutcome, PhaseError>> {
         Box::pin(async move {
-            let store = BackupStore::new(ctx.client(), &ctx.migration);
+            let store = BackupStore::of(ctx);
             let original = store
                 .load(manifest(ctx.backups(), keys::VSPHERE_CREDS)?)
                 .await?;
