@@ -276,3 +276,158 @@ async fn cleanup_never_overwrites_edits_made_between_its_cache_reads_and_its_wri
     );
     env.shutdown().await;
 }
+
+/// Backup reads the migration's backup Secret from its watch and writes all
+/// its backups in one patch. A backup of the same key that lands between
+/// that read and that write (a replica that lost its lease mid-step, a crash
+/// and restart) was the first and must stay: the patch, computed on the
+/// older copy, is refused (409) and redone on a fresh read, which keeps the
+/// key as it is and records in status the HMAC of what is there. A patch
+/// without the resourceVersion would replace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_written_between_the_cache_read_and_the_backup_write_is_kept() {
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    env.migrate_through("m", 1, PhaseName::Preflight, json!({}))
+        .await;
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), &env.ns);
+    let faults = env.sim.kube().faults();
+    faults.inject(
+        FaultRule::new(FaultAction::Delay { millis: 2000 })
+            .verb("patch")
+            .resource("secrets")
+            .name("m-backup")
+            .namespace(&env.ns)
+            .times(1),
+    );
+    env.approve("m", &[PhaseName::Backup]).await;
+    until_taken(&faults, "the backups").await;
+    // The controller's patch is in flight; the first backup of the key lands now.
+    let first = br#"{"apiVersion":"config.openshift.io/v1","kind":"Infrastructure","metadata":{"name":"cluster"},"spec":{"note":"the first backup"}}"#.to_vec();
+    let patch = json!({"data": {"infrastructure.json": ByteString(first.clone())}});
+    secrets
+        .patch("m-backup", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+
+    let m = env
+        .wait("m", "Backup to finish", Duration::from_secs(120), |m| {
+            phase_done(m, PhaseName::Backup)
+        })
+        .await;
+    assert_eq!(
+        phase_status(&m, PhaseName::Backup),
+        Some(PhaseStatus::Completed),
+        "{}",
+        summary(&m)
+    );
+    let s = secrets.get("m-backup").await.unwrap();
+    let data = s.data.clone().unwrap_or_default();
+    assert_eq!(
+        data.get("infrastructure.json")
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned()),
+        Some(String::from_utf8_lossy(&first).into_owned()),
+        "the backup written while the controller's patch was held was replaced"
+    );
+    // The other backups were written on top, and status vouches for what is there.
+    for k in ["vsphere-creds.json", "cloud-provider-config.json"] {
+        assert!(data.contains_key(k), "{k} missing: {:?}", data.keys());
+    }
+    let key = vcfm_controller::backup::digest_key(&s).expect("a digest key");
+    let manifests = m
+        .status
+        .as_ref()
+        .map(|s| s.backup_manifests.clone())
+        .unwrap_or_default();
+    let infra = manifests
+        .iter()
+        .find(|b| b.key == "infrastructure.json")
+        .expect("a manifest of infrastructure.json");
+    assert!(
+        vcfm_controller::backup::verify(&key, &first, &infra.hmac_sha256),
+        "status does not vouch for the backup that is in the Secret"
+    );
+    env.shutdown().await;
+}
+
+/// Without the `VSphereMultiVCenterDay2` gate, UpdateInfrastructure lifts the
+/// Infrastructure CRD's vcenters rule, writes the Infrastructure and puts the
+/// rule back, reading the CRD from its watch. Someone else's edit of the CRD
+/// made while the lift is held must survive the lift and the restore: the
+/// lift, based on the older copy, is refused (409) and redone on a fresh read.
+/// A replace without the resourceVersion would put back the older CRD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_the_infrastructure_crd_made_while_the_rule_is_lifted_is_kept() {
+    const CRD: &str = "infrastructures.config.openshift.io";
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        multi_vcenter_day2_gate: false,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    env.migrate_through("m", 1, PhaseName::CreateFolder, json!({}))
+        .await;
+    let crds = Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(env.client.clone());
+    let rules_before = vcfm_controller::openshift::infra::has_vcenters_rule(
+        &serde_json::to_value(crds.get(CRD).await.unwrap()).unwrap(),
+    );
+    assert!(rules_before, "the seeded CRD carries the vcenters rule");
+    let faults = env.sim.kube().faults();
+    faults.inject(
+        FaultRule::new(FaultAction::Delay { millis: 2000 })
+            .verb("update")
+            .resource("customresourcedefinitions")
+            .name(CRD)
+            .times(1),
+    );
+    env.approve("m", &[PhaseName::UpdateInfrastructure]).await;
+    until_taken(&faults, "the Infrastructure CRD").await;
+    let note = json!({"metadata": {"annotations": {"example.com/edited-by": "someone-else"}}});
+    crds.patch(CRD, &PatchParams::default(), &Patch::Merge(note))
+        .await
+        .unwrap();
+
+    let m = env
+        .wait(
+            "m",
+            "UpdateInfrastructure to finish",
+            Duration::from_secs(120),
+            |m| phase_done(m, PhaseName::UpdateInfrastructure),
+        )
+        .await;
+    assert_eq!(
+        phase_status(&m, PhaseName::UpdateInfrastructure),
+        Some(PhaseStatus::Completed),
+        "{}",
+        summary(&m)
+    );
+    let crd = crds.get(CRD).await.unwrap();
+    assert_eq!(
+        crd.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("example.com/edited-by"))
+            .map(String::as_str),
+        Some("someone-else"),
+        "the annotation added while the controller's CRD write was held is gone"
+    );
+    assert!(
+        vcfm_controller::openshift::infra::has_vcenters_rule(&serde_json::to_value(&crd).unwrap()),
+        "the vcenters rule was not put back"
+    );
+    let target = env.sim.target().server.clone();
+    let i = Api::<Infrastructure>::all(env.client.clone())
+        .get("cluster")
+        .await
+        .unwrap();
+    assert!(
+        i.vcenters().iter().any(|v| v.server == target),
+        "Infrastructure does not list {target}"
+    );
+    env.shutdown().await;
+}
