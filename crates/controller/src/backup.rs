@@ -167,6 +167,14 @@ impl BackupStore {
         s
     }
 
+    /// Starts the Secret's watch ahead of the first backup, so that Backup
+    /// reads it from there instead of from the API.
+    pub fn start_watch(&self) {
+        if let Some(n) = &self.named {
+            let _ = n.cached(&self.namespace, &self.name);
+        }
+    }
+
     /// The Secret from the watch (or our last write), or from the API when
     /// `fresh`, there is no watch, or it has not synced.
     async fn read(&self, fresh: bool) -> Result<Option<Secret>, PhaseError> {

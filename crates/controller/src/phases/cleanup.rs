@@ -518,7 +518,14 @@ async fn write_metadata(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
     let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| PhaseError::fatal(e.to_string()))?;
     let name = metadata_secret_name(ctx.name());
     let api = Api::<Secret>::namespaced(client, ctx.namespace());
-    match ctx.secret(ctx.namespace(), &name).await? {
+    // Read once per step: a GET, not a named watch (list and watch) of its own.
+    let current = match api.get_opt(&name).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(PhaseError::from(e).context("reading the installer metadata Secret"));
+        }
+    };
+    match current {
         Some(s) => {
             let same = s
                 .data

@@ -10,12 +10,12 @@ use crate::error::{PhaseError, is_not_found};
 use crate::openshift::{self, creds, health};
 use crate::state::Outcome;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{PersistentVolume, Secret};
+use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, ListParams};
 use std::collections::BTreeSet;
 use vcfm_api::openshift::{
-    CLUSTER, ClusterCSIDriver, ClusterVersion, FeatureGate, Infrastructure,
-    MULTI_VCENTER_DAY2_GATE, VERSION_NAME, VSPHERE_CSI_DRIVER,
+    CLUSTER, ClusterCSIDriver, ClusterVersion, FeatureGate, MULTI_VCENTER_DAY2_GATE, VERSION_NAME,
+    VSPHERE_CSI_DRIVER,
 };
 use vcfm_api::{ClusterFacts, FailureDomain, LogLevel, SourceVCenter};
 
@@ -205,18 +205,11 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     }
 
     // Infrastructure: the source vCenter, the infraID.
-    let infra = match Api::<Infrastructure>::all(client.clone())
-        .get(CLUSTER)
-        .await
-    {
-        Ok(i) => Some(i),
-        Err(e) if is_not_found(&e) => {
-            r.problems
-                .push("Infrastructure 'cluster' not found: is this an OpenShift cluster?".into());
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let infra = ctx.infrastructure().await?;
+    if infra.is_none() {
+        r.problems
+            .push("Infrastructure 'cluster' not found: is this an OpenShift cluster?".into());
+    }
     let mut source_server = None;
     if let Some(infra) = &infra {
         let vcenters = infra.vcenters();
@@ -266,17 +259,12 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     }
 
     // Source credentials.
-    let creds_secret = match Api::<Secret>::namespaced(client.clone(), creds::CREDS_NAMESPACE)
-        .get(creds::CREDS_NAME)
-        .await
-    {
-        Ok(s) => Some(s),
-        Err(e) if is_not_found(&e) => {
-            r.problems.push("Secret kube-system/vsphere-creds not found: the cluster's own vCenter credentials are missing".into());
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let creds_secret = ctx
+        .secret(creds::CREDS_NAMESPACE, creds::CREDS_NAME)
+        .await?;
+    if creds_secret.is_none() {
+        r.problems.push("Secret kube-system/vsphere-creds not found: the cluster's own vCenter credentials are missing".into());
+    }
     if let (Some(s), Some(server)) = (&creds_secret, &source_server)
         && let m = creds::missing_keys(s, server)
         && !m.is_empty()

@@ -266,8 +266,8 @@ pub async fn check_cloud_config(
     ctx: &PhaseCtx,
     problems: &mut Vec<String>,
 ) -> Result<(), PhaseError> {
-    let loc = crate::openshift::cloud_config::location(ctx.client()).await?;
-    match crate::openshift::cloud_config::read(ctx.client()).await {
+    let loc = crate::openshift::cloud_config::Location::of(ctx.infrastructure().await?.as_ref());
+    match ctx.cloud_config().await {
         Ok(_) => Ok(()),
         Err(PhaseError::Fatal(m)) => {
             problems.push(format!(

@@ -8,12 +8,11 @@ use crate::backup::{
 };
 use crate::conditions::{self, ConditionType};
 use crate::context::PhaseCtx;
-use crate::error::{PhaseError, is_not_found};
+use crate::error::PhaseError;
 use crate::openshift::cvo;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use vcfm_api::openshift::{CLUSTER, Infrastructure};
 use vcfm_api::{MigrationPhase, VmwareCloudFoundationMigration};
 
 /// Adds a problem for each trace found: the CVO scaled to 0, more than one
@@ -37,11 +36,8 @@ pub async fn check_unfinished_migration(
         Err(e) => return Err(e),
     }
 
-    match Api::<Infrastructure>::all(client.clone())
-        .get(CLUSTER)
-        .await
-    {
-        Ok(infra) => {
+    match ctx.infrastructure().await {
+        Ok(Some(infra)) => {
             let servers: Vec<String> = infra.vcenters().iter().map(|v| v.server.clone()).collect();
             if servers.len() > 1 {
                 problems.push(format!(
@@ -51,8 +47,8 @@ pub async fn check_unfinished_migration(
                 ));
             }
         }
-        Err(e) if is_not_found(&e) => {} // reported by the other checks
-        Err(e) => return Err(e.into()),
+        Ok(None) => {} // reported by the other checks
+        Err(e) => return Err(e),
     }
 
     let me = &ctx.migration;
@@ -61,6 +57,8 @@ pub async fn check_unfinished_migration(
         .list(&ListParams::default().labels(BACKUP_LABEL))
         .await
         .map_err(|e| PhaseError::from(e).context("listing backup Secrets"))?;
+    // This migration's own backup Secret is read from a watch from Backup on.
+    crate::backup::BackupStore::of(ctx).start_watch();
     let migrations = Api::<VmwareCloudFoundationMigration>::namespaced(client, &ns);
     for s in backups.items {
         let owner = s.labels().get(BACKUP_LABEL).cloned().unwrap_or_default();

@@ -25,7 +25,12 @@ impl Phase for UpdateSecrets {
         Box::pin(async move {
             let target = ctx.target_secret().await?;
             let api = Api::<Secret>::namespaced(ctx.client(), creds::CREDS_NAMESPACE);
-            let live = api.get(creds::CREDS_NAME).await?;
+            let live = ctx
+                .secret(creds::CREDS_NAMESPACE, creds::CREDS_NAME)
+                .await?
+                .ok_or_else(|| {
+                    PhaseError::fatal("Secret kube-system/vsphere-creds does not exist")
+                })?;
             let live_data = live.data.clone().unwrap_or_default();
             let mut add: BTreeMap<String, ByteString> = BTreeMap::new();
             for server in ctx.migration.target_servers() {
@@ -71,13 +76,34 @@ impl Phase for UpdateSecrets {
                 ctx.record(|u| u.backups.push(m));
             }
             if !add.is_empty() {
-                let patch = serde_json::json!({ "data": add });
-                api.patch(
-                    creds::CREDS_NAME,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
+                // Guarded by the resourceVersion read: a pair someone added
+                // since (the read is from a watch) is never overwritten; a
+                // 409 makes the next step read again.
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": live.metadata.resource_version},
+                    "data": add,
+                });
+                match api
+                    .patch(
+                        creds::CREDS_NAME,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(s) => {
+                        if let Some(c) = ctx.caches() {
+                            c.secrets
+                                .record(creds::CREDS_NAMESPACE, creds::CREDS_NAME, Some(&s));
+                        }
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        return Err(PhaseError::transient(
+                            "kube-system/vsphere-creds changed meanwhile; retrying with a fresh read",
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Ok(Outcome::Completed {
                 message: format!(
