@@ -388,11 +388,10 @@ impl BackupStore {
     pub async fn load(&self, manifest: &BackupManifest) -> Result<Value, PhaseError> {
         // A cached copy that holds what status vouches for is those very
         // bytes; anything else is judged on a fresh read.
-        let cached = self.read(false).await?.filter(|s| holds(s, manifest));
-        let secret = match cached {
-            Some(s) => Some(s),
-            None if self.named.is_some() => self.read(true).await?,
-            None => None,
+        let secret = match self.read(false).await? {
+            Some(s) if holds(&s, manifest) => Some(s),
+            _ if self.named.is_some() => self.read(true).await?,
+            other => other,
         };
         let secret = secret.ok_or_else(|| {
             PhaseError::fatal(format!(
@@ -567,33 +566,34 @@ pub fn clean_for_backup(mut v: Value) -> Value {
     v
 }
 
-/// Undoes vcfm's recorded changes on a live object (see [`crate::undo`]):
-/// `record` gives them for the live value read. Writes with the live
-/// resourceVersion (a conflict is transient: the step reads again) and only
-/// when something is to be restored. Returns the plan carried out.
+/// Undoes vcfm's recorded changes on `live` (see [`crate::undo`]), as read
+/// (from a watch cache, say): `record` gives them for its value. Writes with
+/// the resourceVersion of `live` (a conflict is transient: the step reads
+/// again) and only when something is to be restored. Returns the plan
+/// carried out and what the write returned.
 pub async fn undo_object<K>(
     api: &Api<K>,
     name: &str,
+    live: &K,
     original: &Value,
     record: impl FnOnce(&Value) -> ChangeRecord,
-) -> Result<Plan, PhaseError>
+) -> Result<(Plan, Option<K>), PhaseError>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let live = api
-        .get(name)
-        .await
-        .map_err(|e| PhaseError::from(e).context(&format!("reading {name} to roll it back")))?;
-    let mut v = serde_json::to_value(&live).map_err(|e| PhaseError::fatal(e.to_string()))?;
+    let mut v = serde_json::to_value(live).map_err(|e| PhaseError::fatal(e.to_string()))?;
     let plan = Plan::new(original, &record(&v), &v);
+    let mut written = None;
     if plan.apply(&mut v) {
         let obj: K = serde_json::from_value(v)
             .map_err(|e| PhaseError::fatal(format!("rolled-back {name} does not parse: {e}")))?;
-        api.replace(name, &PostParams::default(), &obj)
-            .await
-            .map_err(|e| PhaseError::from(e).context(&format!("rolling back {name}")))?;
+        written = Some(
+            api.replace(name, &PostParams::default(), &obj)
+                .await
+                .map_err(|e| PhaseError::from(e).context(&format!("rolling back {name}")))?,
+        );
     }
-    Ok(plan)
+    Ok((plan, written))
 }
 
 #[cfg(test)]

@@ -137,10 +137,20 @@ impl Phase for UpdateSecrets {
                 .map(|k| vec![undo::field("data"), undo::field(&k)])
                 .collect();
             let api = Api::<Secret>::namespaced(ctx.client(), creds::CREDS_NAMESPACE);
-            let plan = undo_object(&api, creds::CREDS_NAME, &original, |live| {
+            let live = ctx
+                .secret(creds::CREDS_NAMESPACE, creds::CREDS_NAME)
+                .await?
+                .ok_or_else(|| {
+                    PhaseError::fatal("reading vsphere-creds to roll it back: it does not exist")
+                })?;
+            let (plan, written) = undo_object(&api, creds::CREDS_NAME, &live, &original, |live| {
                 recorded.unwrap_or_else(|| undo::ChangeRecord::assumed(live, targets))
             })
             .await?;
+            if let (Some(c), Some(s)) = (ctx.caches(), written.as_ref()) {
+                c.secrets
+                    .record(creds::CREDS_NAMESPACE, creds::CREDS_NAME, Some(s));
+            }
             Ok(super::undo_outcome(ctx, "kube-system/vsphere-creds", &plan))
         })
     }
