@@ -431,3 +431,59 @@ async fn an_edit_of_the_infrastructure_crd_made_while_the_rule_is_lifted_is_kept
     );
     env.shutdown().await;
 }
+
+/// The controller's watch of the CRD is held back (kube-sim delays its watch
+/// request, pinned to the CRD's name, after the initial list) so that its
+/// store keeps showing the CRD as it was before the rule was lifted. Putting
+/// the rule back right after the Infrastructure write must still happen: the
+/// controller reads the CRD its own lift returned, not the store that has not
+/// seen that lift (which still shows the rule, and would leave it lifted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_is_put_back_although_the_crd_watch_has_not_seen_the_lift() {
+    const CRD: &str = "infrastructures.config.openshift.io";
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        multi_vcenter_day2_gate: false,
+        ..Scenario::default()
+    })
+    .await;
+    let faults = env.sim.kube().faults();
+    faults.inject(
+        FaultRule::new(FaultAction::Delay { millis: 90_000 })
+            .verb("watch")
+            .resource("customresourcedefinitions")
+            .name(CRD)
+            .times(1),
+    );
+    env.spawn_controller();
+    env.migrate_through("m", 1, PhaseName::CreateFolder, json!({}))
+        .await;
+    assert!(
+        faults.active().is_empty(),
+        "the CRD was read from a watch that is now held"
+    );
+    env.approve("m", &[PhaseName::UpdateInfrastructure]).await;
+    let m = env
+        .wait(
+            "m",
+            "UpdateInfrastructure to finish",
+            Duration::from_secs(60),
+            |m| phase_done(m, PhaseName::UpdateInfrastructure),
+        )
+        .await;
+    assert_eq!(
+        phase_status(&m, PhaseName::UpdateInfrastructure),
+        Some(PhaseStatus::Completed),
+        "{}",
+        summary(&m)
+    );
+    let crds = Api::<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    >::all(env.client.clone());
+    let crd = serde_json::to_value(crds.get(CRD).await.unwrap()).unwrap();
+    assert!(
+        vcfm_controller::openshift::infra::has_vcenters_rule(&crd),
+        "UpdateInfrastructure completed with the Infrastructure CRD's vcenters rule still lifted"
+    );
+    env.shutdown().await;
+}
