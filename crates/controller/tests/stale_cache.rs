@@ -487,3 +487,52 @@ async fn the_rule_is_put_back_although_the_crd_watch_has_not_seen_the_lift() {
     );
     env.shutdown().await;
 }
+
+/// The controller's watch of Infrastructure `cluster` is held back likewise.
+/// UpdateInfrastructure checks after its write that the Infrastructure lists
+/// the target: it must judge on the newest version it has seen (what its write
+/// returned, or the fresh read after a 409), not on the store that has seen
+/// neither, which would keep the phase retrying until the watch catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_infrastructure_judges_its_write_although_the_watch_has_not_seen_it() {
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        ..Scenario::default()
+    })
+    .await;
+    let faults = env.sim.kube().faults();
+    faults.inject(
+        FaultRule::new(FaultAction::Delay { millis: 90_000 })
+            .verb("watch")
+            .resource("infrastructures")
+            .name("cluster")
+            .times(1),
+    );
+    env.spawn_controller();
+    env.migrate_through("m", 1, PhaseName::CreateFolder, json!({}))
+        .await;
+    assert!(
+        faults.active().is_empty(),
+        "Infrastructure was read from a watch that is now held"
+    );
+    env.approve("m", &[PhaseName::UpdateInfrastructure]).await;
+    let m = env
+        .wait(
+            "m",
+            "UpdateInfrastructure to complete",
+            Duration::from_secs(30),
+            |m| phase_status(m, PhaseName::UpdateInfrastructure) == Some(PhaseStatus::Completed),
+        )
+        .await;
+    let target = env.sim.target().server.clone();
+    let i = Api::<Infrastructure>::all(env.client.clone())
+        .get("cluster")
+        .await
+        .unwrap();
+    assert!(
+        i.vcenters().iter().any(|v| v.server == target),
+        "{}",
+        summary(&m)
+    );
+    env.shutdown().await;
+}
