@@ -43,6 +43,29 @@ async fn evict_mco_pod(client: kube::Client) {
     }
 }
 
+fn pool_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource {
+        group: "machineconfiguration.openshift.io".into(),
+        version: "v1".into(),
+        api_version: "machineconfiguration.openshift.io/v1".into(),
+        kind: "MachineConfigPool".into(),
+        plural: "machineconfigpools".into(),
+    }
+}
+
+/// Pauses or unpauses the worker MachineConfigPool (`spec.paused`).
+async fn set_paused(pools: &Api<kube::api::DynamicObject>, paused: bool) {
+    let patch = serde_json::json!({"spec": {"paused": paused}});
+    pools
+        .patch(
+            "worker",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+}
+
 /// "k/N pod group(s) ..." → N.
 fn total_of(message: &str) -> Option<u32> {
     let (_, rest) = message.split_once('/')?;
@@ -57,15 +80,19 @@ async fn a_watched_migration_shows_steady_progress_and_one_event_per_transition(
             // Deleted pods go at once, before their replacements appear (as in the
             // bench): a group then has no pods for a moment.
             pod_terminate: Duration::ZERO,
-            // The evicted operator pod's replacement stays unready for a while...
-            pod_ready: Duration::from_millis(800),
-            // ...within a pool rollout long enough to be watched.
-            mcp_node_update: Duration::from_millis(1500),
+            // The evicted operator pod's replacement stays unready while the
+            // controller looks at the rolling pools.
+            pod_ready: Duration::from_secs(3),
+            mcp_node_update: Duration::from_millis(500),
             ..Delays::instant()
         },
         ..Scenario::default()
     })
     .await;
+    // The worker pool is paused until the operator pod is evicted, so that
+    // UpdateConfig surely waits for the pools meanwhile.
+    let pools = Api::<kube::api::DynamicObject>::all_with(env.client.clone(), &pool_resource());
+    set_paused(&pools, true).await;
     env.spawn_controller();
     let api = env.api();
     let admin = env.client.clone();
@@ -91,6 +118,11 @@ async fn a_watched_migration_shows_steady_progress_and_one_event_per_transition(
             {
                 evicted = true;
                 evict_mco_pod(admin.clone()).await;
+                // The rollout goes on while the replacement is not Ready yet.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let pools =
+                    Api::<kube::api::DynamicObject>::all_with(admin.clone(), &pool_resource());
+                set_paused(&pools, false).await;
             }
             seen.push(Seen {
                 phase: c.name,
