@@ -66,6 +66,31 @@ async fn set_paused(pools: &Api<kube::api::DynamicObject>, paused: bool) {
         .unwrap();
 }
 
+/// Dates the pools' conditions an hour back, as on any cluster that has run a
+/// while: a pool whose `Updated` changed within the last minute counts as
+/// rolled already (`mcp::rolled_since` allows that much clock skew), which on
+/// a cluster seeded seconds ago would let UpdateConfig pass the pools before
+/// they have even rendered the change.
+async fn settled_long_ago(pools: &Api<kube::api::DynamicObject>) {
+    let long_ago = "2026-01-01T00:00:00Z";
+    for name in ["master", "worker"] {
+        let p = pools.get_status(name).await.unwrap();
+        let mut conditions = p.data["status"]["conditions"].clone();
+        for c in conditions.as_array_mut().into_iter().flatten() {
+            c["lastTransitionTime"] = long_ago.into();
+        }
+        let patch = serde_json::json!({"status": {"conditions": conditions}});
+        pools
+            .patch_status(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// "k/N pod group(s) ..." → N.
 fn total_of(message: &str) -> Option<u32> {
     let (_, rest) = message.split_once('/')?;
@@ -93,6 +118,7 @@ async fn a_watched_migration_shows_steady_progress_and_one_event_per_transition(
     // UpdateConfig surely waits for the pools meanwhile.
     let pools = Api::<kube::api::DynamicObject>::all_with(env.client.clone(), &pool_resource());
     set_paused(&pools, true).await;
+    settled_long_ago(&pools).await;
     env.spawn_controller();
     let api = env.api();
     let admin = env.client.clone();

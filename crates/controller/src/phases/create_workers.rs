@@ -190,9 +190,12 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             ),
         });
     }
+    // In steps of 10 from 10 to 90: a write for every tenth of the machines,
+    // whatever their number; the count between is detail, written within
+    // `transition::DETAIL_REFRESH`.
     let progress = (89 * ready_total)
         .checked_div(desired_total)
-        .and_then(|p| i32::try_from(10 + p).ok())
+        .and_then(|p| i32::try_from(10 + p / 10 * 10).ok())
         .unwrap_or(50);
     Ok(Outcome::Running {
         progress,
