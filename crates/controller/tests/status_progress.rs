@@ -1,8 +1,8 @@
 //! What an administrator watching a whole migration sees, version by version:
 //! progress that never falls within a phase, RestartPods counting one fixed
 //! set of pod groups, UpdateConfig not going back to the machine-config-operator
-//! pod once it saw it restarted (the pool rollout's drain evicts it), and one
-//! Event per phase transition.
+//! pod once it saw it restarted (the pool rollout's drain evicts it), also
+//! across a controller restart, and one Event per phase transition.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common_e2e;
@@ -122,6 +122,9 @@ async fn a_watched_migration_shows_steady_progress_and_one_event_per_transition(
     env.spawn_controller();
     let api = env.api();
     let admin = env.client.clone();
+    // The first RestartPods count shown: the test restarts the controller then.
+    let (restart_tx, restart_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut restart_tx = Some(restart_tx);
     let watched = tokio::spawn(async move {
         let cfg = watcher::Config::default().fields("metadata.name=watched");
         let mut events = std::pin::pin!(watcher(api, cfg));
@@ -150,6 +153,12 @@ async fn a_watched_migration_shows_steady_progress_and_one_event_per_transition(
                     Api::<kube::api::DynamicObject>::all_with(admin.clone(), &pool_resource());
                 set_paused(&pools, false).await;
             }
+            if c.name == PhaseName::RestartPods
+                && c.message.contains("pod group(s) restarted and Ready")
+                && let Some(tx) = restart_tx.take()
+            {
+                let _ = tx.send(());
+            }
             seen.push(Seen {
                 phase: c.name,
                 status: c.status,
@@ -164,6 +173,13 @@ async fn a_watched_migration_shows_steady_progress_and_one_event_per_transition(
     });
     env.create_migration("watched", env.spec(FD, WORKERS, false))
         .await;
+    // A controller restarted mid-RestartPods counts the same groups (its log).
+    tokio::time::timeout(Duration::from_secs(120), restart_rx)
+        .await
+        .expect("RestartPods showed its count")
+        .unwrap();
+    env.kill_controller().await;
+    env.spawn_controller();
     let m = env.wait_terminal("watched", Duration::from_secs(240)).await;
     assert_eq!(
         phase_of(&m),
@@ -245,6 +261,19 @@ async fn a_watched_migration_shows_steady_progress_and_one_event_per_transition(
             "CreateWorkers claimed to hold a rollout it had started:\n{}",
             trace()
         );
+    }
+
+    // ScaleOldMachines writes no wait twice: deleting the last empty set
+    // goes on to what is left in the same step.
+    for w in seen.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if a.phase == PhaseName::ScaleOldMachines && b.phase == a.phase {
+            assert!(
+                (a.status, a.progress, &a.message) != (b.status, b.progress, &b.message),
+                "ScaleOldMachines wrote the same wait twice:\n{}",
+                trace()
+            );
+        }
     }
 
     // One Event per transition: only the first phase has a start Event of its own;
