@@ -658,7 +658,16 @@ pub fn apply_outcome(
             ..
         } => {
             if let Some(c) = status.current_phase_state.as_mut() {
-                let progress = (*progress).clamp(0, 99);
+                // Progress never falls within a run of a phase: what a step
+                // sees can slip back (a pod not Ready again, a node rebooting)
+                // while the message tells the present; an administrator
+                // watching the bar should not see the work undone.
+                let floor = if c.name == phase && c.status == PhaseStatus::Running {
+                    c.progress
+                } else {
+                    0
+                };
+                let progress = (*progress).clamp(0, 99).max(floor);
                 let message = truncate(message.clone());
                 // A wait that saw nothing new writes nothing (status writes
                 // must not grow with how often a phase looks), except a

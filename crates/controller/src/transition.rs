@@ -392,6 +392,9 @@ impl Step<'_> {
         Next::After(NEXT_STEP)
     }
 
+    /// The Event of a phase that starts on its own (the first one, after an
+    /// approval or a retry); a phase started by its predecessor's end is
+    /// named in that phase's `PhaseCompleted`/`PhaseSkipped` Event instead.
     fn publish_started(&mut self, phase: PhaseName) {
         let msg = format!("phase {} ({phase}) started", phase.number());
         self.publish(false, "PhaseStarted", phase.as_str(), msg);
@@ -433,11 +436,13 @@ impl Step<'_> {
                 } else {
                     "PhaseCompleted"
                 };
-                let msg = format!("phase {} ({phase}): {message}", phase.number());
-                self.publish(false, reason, phase.as_str(), msg);
+                // One Event per transition: the phase that starts in the same
+                // status write is named here rather than in an Event of its own.
+                let mut msg = format!("phase {} ({phase}): {message}", phase.number());
                 if let Some(next) = begun {
-                    self.publish_started(next);
+                    msg.push_str(&format!("; phase {} ({next}) started", next.number()));
                 }
+                self.publish(false, reason, phase.as_str(), msg);
                 let waiting = self
                     .st
                     .current_phase_state

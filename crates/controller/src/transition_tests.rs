@@ -318,11 +318,11 @@ fn each_decision_publishes_its_events_and_says_when_to_look_again() {
             executed(Ok(Outcome::Running { progress: 5, message: "w".into(), waiting_for: vec![], recheck: Duration::from_secs(2) })),
             vec![], Next::Recheck(Duration::from_secs(2))),
         ("completed, next started", &auto, running(PhaseName::Backup), Decision::Execute(PhaseName::Backup), executed(completed()),
-            vec![("PhaseCompleted", false), ("PhaseStarted", false)], Next::After(NEXT_STEP)),
+            vec![("PhaseCompleted", false)], Next::After(NEXT_STEP)),
         ("completed, next waits", &manual, running(PhaseName::Backup), Decision::Execute(PhaseName::Backup), executed(completed()),
             vec![("PhaseCompleted", false), ("ApprovalRequired", false)], Next::After(NEXT_STEP)),
         ("skipped", &auto, running(PhaseName::DisableCvo), Decision::Execute(PhaseName::DisableCvo), executed(Ok(Outcome::Skipped { message: "day 2".into() })),
-            vec![("PhaseSkipped", false), ("PhaseStarted", false)], Next::After(NEXT_STEP)),
+            vec![("PhaseSkipped", false)], Next::After(NEXT_STEP)),
         ("last phase", &auto, running(PhaseName::Verify), Decision::Execute(PhaseName::Verify), executed(completed()),
             vec![("PhaseCompleted", false), ("MigrationCompleted", false)], Next::After(NEXT_STEP)),
         ("completed while deleted", &auto_deleted, running(PhaseName::Backup), Decision::Execute(PhaseName::Backup), executed(completed()),
@@ -372,6 +372,71 @@ fn each_decision_publishes_its_events_and_says_when_to_look_again() {
         assert_eq!(events(&out), want_events, "{name}");
         assert_eq!(out.next, want_next, "{name}");
     }
+}
+
+#[test]
+fn a_phase_transition_is_one_event_naming_the_phase_that_starts_next() {
+    let auto = migration(serde_json::json!({}));
+    let later = "2026-01-01T00:01:00Z";
+    let messages = |t: &Transition| -> Vec<(&'static str, String)> {
+        t.events
+            .iter()
+            .map(|e| (e.reason, e.message.clone()))
+            .collect()
+    };
+    let (_, out) = apply(
+        &auto,
+        running(PhaseName::DisableCvo),
+        Decision::Execute(PhaseName::DisableCvo),
+        executed(completed()),
+        later,
+    );
+    assert_eq!(
+        messages(&out),
+        vec![(
+            "PhaseCompleted",
+            "phase 3 (DisableCVO): done; phase 4 (UpdateSecrets) started".to_string()
+        )]
+    );
+    let (_, out) = apply(
+        &auto,
+        running(PhaseName::DisableCvo),
+        Decision::Execute(PhaseName::DisableCvo),
+        executed(Ok(Outcome::Skipped {
+            message: "day 2".into(),
+        })),
+        later,
+    );
+    assert_eq!(
+        messages(&out),
+        vec![(
+            "PhaseSkipped",
+            "phase 3 (DisableCVO): day 2; phase 4 (UpdateSecrets) started".to_string()
+        )]
+    );
+    // Nothing starts next (the last phase, an approval to wait for): the
+    // Event says only what ended.
+    let manual = migration(serde_json::json!({"approvalMode": "Manual"}));
+    let (_, out) = apply(
+        &manual,
+        running(PhaseName::Backup),
+        Decision::Execute(PhaseName::Backup),
+        executed(completed()),
+        later,
+    );
+    assert_eq!(messages(&out)[0].1, "phase 2 (Backup): done");
+    // A phase that starts on its own (the first, after an approval) has its own Event.
+    let (_, out) = apply(
+        &auto,
+        MigrationStatus::default(),
+        Decision::Execute(PhaseName::Preflight),
+        Ran::Nothing,
+        later,
+    );
+    assert_eq!(
+        messages(&out),
+        vec![("PhaseStarted", "phase 1 (Preflight) started".to_string())]
+    );
 }
 
 #[test]
@@ -574,7 +639,14 @@ fn a_phase_step_records_its_outcome_and_what_it_found() {
         (PhaseStatus::Completed, vec![log])
     );
     assert!(runs_now(&st, PhaseName::DisableCvo));
-    assert_eq!(out.events[1].message, "phase 3 (DisableCVO) started");
+    assert_eq!(out.events.len(), 1);
+    assert!(
+        out.events[0]
+            .message
+            .ends_with("; phase 3 (DisableCVO) started"),
+        "{}",
+        out.events[0].message
+    );
     // A fatal error fails the phase.
     let ran = executed(Err(PhaseError::Fatal("no credentials".into())));
     let (st, out) = apply(

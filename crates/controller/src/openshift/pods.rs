@@ -118,6 +118,10 @@ pub struct RestartStatus {
     pub ready: usize,
     /// One line per group still waiting, naming the pods.
     pub waiting: Vec<String>,
+    /// The groups counted in `present`.
+    pub seen: Vec<PodGroup>,
+    /// The groups counted in `ready`.
+    pub finished: Vec<PodGroup>,
 }
 
 impl RestartStatus {
@@ -163,6 +167,7 @@ pub async fn restart_step(
             continue;
         }
         st.present += 1;
+        st.seen.push(*g);
         let api = Api::<Pod>::namespaced(client.clone(), g.namespace);
         let mut not_ready = vec![];
         let mut old = vec![];
@@ -235,6 +240,7 @@ pub async fn restart_step(
                 .push(format!("{} ({})", g.describe(), why.join("; ")));
         } else {
             st.ready += 1;
+            st.finished.push(*g);
         }
     }
     Ok(st)

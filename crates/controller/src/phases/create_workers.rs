@@ -47,9 +47,6 @@ impl Steps for CreateWorkers {
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     let client = ctx.client();
-    if let Some(wait) = mcp::gate(&ctx.machine_config_pools().await?, 5, "CreateWorkers") {
-        return Ok(wait);
-    }
     let infra_id = ctx.recorded_cluster()?.infra_id.clone();
     let source = ctx.recorded_source()?.server.clone();
     let api = Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE);
@@ -61,6 +58,20 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
         ))
     })?;
 
+    // A node configuration rollout holds the start of the machine rollout,
+    // which is this phase creating its MachineSets. Once they all exist the
+    // machine API rolls on without vcfm, and a node of theirs joining its
+    // pool (not yet counted updated) is no rollout to hold for.
+    let to_create = plan.sets.iter().any(|p| {
+        !sets
+            .iter()
+            .any(|m| m.metadata.name.as_deref() == Some(p.name.as_str()))
+    });
+    if to_create
+        && let Some(wait) = mcp::gate(&ctx.machine_config_pools().await?, 5, "CreateWorkers")
+    {
+        return Ok(wait);
+    }
     let mut ours: Vec<MachineSet> = vec![];
     for planned in &plan.sets {
         let (name, fd, replicas) = (&planned.name, planned.fd, planned.replicas);
@@ -179,9 +190,12 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             ),
         });
     }
+    // In steps of 10 from 10 to 90: a write for every tenth of the machines,
+    // whatever their number; the count between is detail, written within
+    // `transition::DETAIL_REFRESH`.
     let progress = (89 * ready_total)
         .checked_div(desired_total)
-        .and_then(|p| i32::try_from(10 + p).ok())
+        .and_then(|p| i32::try_from(10 + p / 10 * 10).ok())
         .unwrap_or(50);
     Ok(Outcome::Running {
         progress,

@@ -54,6 +54,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     }
     let nodes = ctx.nodes_by_name().await?;
     let mut waiting = vec![];
+    let mut deleted: Vec<String> = vec![];
     for ms in &old {
         let name = ms.metadata.name.as_deref().unwrap_or("");
         if ms.metadata.deletion_timestamp.is_some() {
@@ -108,8 +109,25 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
                 "machines",
                 format!("deleted empty source MachineSet {name}"),
             );
+            deleted.push(name.to_string());
+            continue;
         }
         waiting.push(format!("MachineSet {name} to be deleted"));
+    }
+    // The last sets went in this step: the phase goes on to what is left (the
+    // Machines no set owns) at once, rather than writing the same wait again
+    // with only the deletion's log line new; that line goes with the next write.
+    if waiting.is_empty() {
+        let rest: Vec<_> = sets
+            .iter()
+            .filter(|m| {
+                !deleted
+                    .iter()
+                    .any(|d| m.metadata.name.as_deref() == Some(d))
+            })
+            .cloned()
+            .collect();
+        return orphans(ctx, &source, &all_machines, &rest).await;
     }
     Ok(Outcome::Running {
         progress: 50,

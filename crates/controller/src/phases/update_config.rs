@@ -14,7 +14,7 @@ use crate::phases::backup::keys;
 use crate::state::Outcome;
 use crate::undo;
 use std::time::Duration;
-use vcfm_api::LogLevel;
+use vcfm_api::{LogLevel, PhaseName, PhaseStatus};
 
 pub struct UpdateConfig;
 
@@ -44,6 +44,29 @@ pub fn phase_start(ctx: &PhaseCtx) -> jiff::Timestamp {
         .and_then(|c| c.start_time.as_ref())
         .map(|t| t.0)
         .unwrap_or(ctx.now)
+}
+
+/// The progress of the steps that wait for the pools, once the restarted
+/// machine-config-operator pod was seen Ready.
+const POOLS_PROGRESS: i32 = 80;
+
+/// Whether an earlier step of this run of the phase saw the restarted
+/// machine-config-operator pod Ready: its progress, [`POOLS_PROGRESS`], is on
+/// record. Seen once, it stays seen: the pool rollout that follows drains the
+/// masters, and the drain evicts that pod like any other (machine-config-operator
+/// `pkg/controller/drain/drain_controller.go`: a `drain.Helper` with `Force` and
+/// `IgnoreAllDaemonSets`; its comment notes the controller's own pod goes too),
+/// so looking at it again would send the phase back to waiting for it.
+fn mco_restarted(ctx: &PhaseCtx) -> bool {
+    ctx.migration
+        .status
+        .as_ref()
+        .and_then(|s| s.current_phase_state.as_ref())
+        .is_some_and(|c| {
+            c.name == PhaseName::UpdateConfig
+                && c.status == PhaseStatus::Running
+                && c.progress >= POOLS_PROGRESS
+        })
 }
 
 async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
@@ -121,17 +144,19 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
             ),
         );
     }
-    let st = pods::restart_step(ctx, &[pods::MCO_PODS], phase_start(ctx)).await?;
-    for d in &st.deleted {
-        ctx.log(LogLevel::Info, "pods", format!("deleted pod {d}"));
-    }
-    if !st.done() {
-        return Ok(Outcome::Running {
-            progress: 60,
-            message: "cloud-provider-config updated; waiting for the restarted machine-config-operator pod".into(),
-            waiting_for: st.waiting,
-            recheck: Duration::from_secs(2),
-        });
+    if !mco_restarted(ctx) {
+        let st = pods::restart_step(ctx, &[pods::MCO_PODS], phase_start(ctx)).await?;
+        for d in &st.deleted {
+            ctx.log(LogLevel::Info, "pods", format!("deleted pod {d}"));
+        }
+        if !st.done() {
+            return Ok(Outcome::Running {
+                progress: 60,
+                message: "cloud-provider-config updated; waiting for the restarted machine-config-operator pod".into(),
+                waiting_for: st.waiting,
+                recheck: Duration::from_secs(2),
+            });
+        }
     }
     // The new cloud config reaches every node through the machine-config operator,
     // which rolls each pool node by node with reboots: wait for it (see `mcp`).
@@ -139,7 +164,7 @@ async fn execute(ctx: &PhaseCtx) -> Result<Outcome, PhaseError> {
     if let Some(wait) = mcp::verdict(
         &pools,
         Some(phase_start(ctx)),
-        80,
+        POOLS_PROGRESS,
         "cloud-provider-config updated and machine-config-operator restarted",
     ) {
         return Ok(wait);

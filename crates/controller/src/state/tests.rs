@@ -1153,3 +1153,43 @@ fn a_held_deletion_goes_on_to_completion_and_then_lets_go() {
     }
     panic!("the held migration never completed");
 }
+
+#[test]
+fn progress_never_falls_within_a_run_of_a_phase() {
+    let sp = spec();
+    let mut st = MigrationStatus::default();
+    begin_phase(&mut st, PhaseName::MonitorHealth, false, t(0));
+    let wait = |progress: i32, message: &str| Outcome::Running {
+        progress,
+        message: message.into(),
+        waiting_for: vec![],
+        recheck: Duration::from_secs(5),
+    };
+    let shown = |st: &MigrationStatus| {
+        let c = st.current_phase_state.as_ref().unwrap();
+        (c.progress, c.message.clone())
+    };
+    let p = PhaseName::MonitorHealth;
+    apply_outcome(&mut st, p, &wait(90, "stable"), &sp, Some(1), t(1));
+    // What the step sees slipped back: the message says so, the progress holds.
+    apply_outcome(
+        &mut st,
+        p,
+        &wait(50, "1 operator not stable"),
+        &sp,
+        Some(1),
+        t(2),
+    );
+    assert_eq!(shown(&st), (90, "1 operator not stable".to_string()));
+    // A new run of a phase (the next one, or a retry) starts from its own progress.
+    begin_phase(&mut st, PhaseName::CreateWorkers, false, t(3));
+    apply_outcome(
+        &mut st,
+        PhaseName::CreateWorkers,
+        &wait(10, "0/2"),
+        &sp,
+        Some(1),
+        t(4),
+    );
+    assert_eq!(shown(&st), (10, "0/2".to_string()));
+}
