@@ -151,6 +151,33 @@ async fn in_tree_vsphere_volumes_are_refused() {
     h.shutdown().await;
 }
 
+/// One list of PersistentVolumes serves both volume checks: a cluster with CSI volumes of
+/// the vSphere driver and in-tree ones is told about both in the same refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csi_and_in_tree_vsphere_volumes_are_both_reported() {
+    let h = Harness::start(
+        Scenario {
+            workers: 1,
+            in_tree_volumes: 1,
+            csi_volumes: 3,
+            ..Scenario::default()
+        },
+        None,
+    )
+    .await;
+    h.expect_refused(
+        "volumes",
+        |_| {},
+        &[
+            "3 PersistentVolume(s) use the vSphere CSI driver",
+            "managementState to Removed",
+            "1 PersistentVolume(s) use the in-tree vSphere volume plugin",
+        ],
+    )
+    .await;
+    h.shutdown().await;
+}
+
 /// Issue 13 item 7: OpenShift 4.13–4.17 serve an Infrastructure whose schema takes one
 /// vCenter: refused, naming the release to upgrade to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

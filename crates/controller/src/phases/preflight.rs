@@ -325,9 +325,14 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
         ));
     }
 
-    check_blockers(ctx, &mut r.problems).await?;
+    // One list serves both volume checks: on a large cluster it is the biggest read of Preflight.
+    let pvs = Api::<PersistentVolume>::all(ctx.client())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    check_blockers(ctx, &pvs, &mut r.problems).await?;
     super::unfinished::check_unfinished_migration(ctx, &mut r.problems).await?;
-    preflight_consumers::check_in_tree_volumes(ctx, &mut r.problems).await?;
+    preflight_consumers::check_in_tree_volumes(&pvs, &mut r.problems);
     preflight_consumers::check_vcenters_schema(ctx, version.as_deref(), &mut r.problems).await?;
     preflight_consumers::check_credentials_mode(ctx, &mut r.problems).await?;
     super::preflight_affinity::check_gate(ctx, version.as_deref(), &mut r.problems).await?;
@@ -453,13 +458,13 @@ fn check_spec(spec: &vcfm_api::MigrationSpec, problems: &mut Vec<String>) {
 }
 
 /// CSI volumes, health checks and autoscalers that would interfere.
-async fn check_blockers(ctx: &PhaseCtx, problems: &mut Vec<String>) -> Result<(), PhaseError> {
+async fn check_blockers(
+    ctx: &PhaseCtx,
+    pvs: &[PersistentVolume],
+    problems: &mut Vec<String>,
+) -> Result<(), PhaseError> {
     let client = ctx.client();
-    let pvs = Api::<PersistentVolume>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
     let vsphere_pvs: Vec<String> = pvs
-        .items
         .iter()
         .filter(|pv| {
             pv.spec

@@ -7,7 +7,7 @@ use crate::context::PhaseCtx;
 use crate::error::{PhaseError, is_not_found};
 use crate::openshift::infra;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 
 /// The oldest OpenShift release whose Infrastructure schema takes more than one vCenter.
@@ -19,21 +19,14 @@ pub const MIN_MULTI_VCENTER_RELEASE: &str = "4.18";
 /// more than one vCenter (openshift/vmware-vsphere-csi-driver-operator
 /// `pkg/operator/driverfeaturescontroller.go`: `isCSIMigrationSupported` false →
 /// `csi-migration: "false"`). Removing the CSI driver does not help them either.
-pub async fn check_in_tree_volumes(
-    ctx: &PhaseCtx,
-    problems: &mut Vec<String>,
-) -> Result<(), PhaseError> {
-    let pvs = Api::<PersistentVolume>::all(ctx.client())
-        .list(&ListParams::default())
-        .await?;
+pub fn check_in_tree_volumes(pvs: &[PersistentVolume], problems: &mut Vec<String>) {
     let names: Vec<String> = pvs
-        .items
         .iter()
         .filter(|pv| pv.spec.as_ref().is_some_and(|s| s.vsphere_volume.is_some()))
         .filter_map(|pv| pv.metadata.name.clone())
         .collect();
     if names.is_empty() {
-        return Ok(());
+        return;
     }
     let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
     problems.push(format!(
@@ -42,7 +35,6 @@ pub async fn check_in_tree_volumes(
         shown.join(", "),
         if names.len() > 5 { ", …" } else { "" }
     ));
-    Ok(())
 }
 
 /// The Infrastructure schema of OpenShift 4.13–4.17 caps `spec.platformSpec.vsphere.vcenters`
