@@ -7,7 +7,8 @@
 //! The controller runs as its own process, the release `vcfm controller`
 //! binary next to this bench (`cargo build --release -p vcfm` first), with
 //! its production settings; CPU and peak RSS are that process's
-//! (`/proc/<pid>/stat` utime+stime, `/proc/<pid>/status` VmHWM). Without the
+//! (`/proc/<pid>/stat` utime+stime, `/proc/<pid>/status` VmHWM), and what that
+//! peak is made of (`/proc/<pid>/smaps` by mapping when VmRSS peaked). Without the
 //! binary, or with `VCFM_BENCH_INPROC=1`, it runs on a thread of this process
 //! with the test harness's settings (300 ms safety-net poll), and the RSS
 //! printed is the whole process's (kube-sim and the operators included).
