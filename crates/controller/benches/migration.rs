@@ -7,7 +7,8 @@
 //! The controller runs as its own process, the release `vcfm controller`
 //! binary next to this bench (`cargo build --release -p vcfm` first), with
 //! its production settings; CPU and peak RSS are that process's
-//! (`/proc/<pid>/stat` utime+stime, `/proc/<pid>/status` VmHWM). Without the
+//! (`/proc/<pid>/stat` utime+stime, `/proc/<pid>/status` VmHWM), and what that
+//! peak is made of (`/proc/<pid>/smaps` by mapping when VmRSS peaked). Without the
 //! binary, or with `VCFM_BENCH_INPROC=1`, it runs on a thread of this process
 //! with the test harness's settings (300 ms safety-net poll), and the RSS
 //! printed is the whole process's (kube-sim and the operators included).
@@ -167,6 +168,82 @@ fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The controller's resident memory at its peak, by mapping: a thread reads
+/// `/proc/<pid>/status` every few milliseconds and, whenever VmRSS passes its
+/// highest value so far, keeps a copy of `/proc/<pid>/smaps`.
+struct PeakSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, String)>,
+}
+
+impl PeakSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut peak, mut smaps) = (0u64, String::new());
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let rss = proc_status_kb(pid, "VmRSS:");
+                if rss > peak
+                    && let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+                {
+                    peak = rss;
+                    smaps = text;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (peak, smaps)
+        });
+        Self { stop, thread }
+    }
+
+    /// VmRSS at the sampled peak and its make-up: Rss (and its anonymous part) per mapped
+    /// file, `[heap]`, `[stack]`, other anonymous mappings, largest first.
+    fn finish(self) -> String {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (peak, smaps) = self.thread.join().unwrap_or_default();
+        let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut current = String::new();
+        for line in smaps.lines() {
+            let mut f = line.split_whitespace();
+            let Some(first) = f.next() else { continue };
+            if first.contains('-') && !first.ends_with(':') {
+                // A mapping's header: range perms offset dev inode [path].
+                let path = f.nth(4).unwrap_or("");
+                current = match path {
+                    "" => "anonymous".into(),
+                    p if p.starts_with('[') => p.into(),
+                    p => std::path::Path::new(p)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| p.into()),
+                };
+            } else if first == "Rss:" || first == "Anonymous:" {
+                let kb: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let e = by.entry(current.clone()).or_default();
+                if first == "Rss:" {
+                    e.0 += kb
+                } else {
+                    e.1 += kb
+                }
+            }
+        }
+        let mut rows: Vec<_> = by.into_iter().filter(|(_, (rss, _))| *rss > 0).collect();
+        rows.sort_by_key(|(_, (rss, _))| std::cmp::Reverse(*rss));
+        let parts: Vec<String> = rows
+            .iter()
+            .map(|(name, (rss, anon))| {
+                if *anon > 0 && anon != rss {
+                    format!("{name} {rss} KiB ({anon} anon)")
+                } else {
+                    format!("{name} {rss} KiB")
+                }
+            })
+            .collect();
+        format!("{peak} KiB: {}", parts.join(", "))
+    }
 }
 
 /// When the bench last saw a change to any cluster object a phase waits on.
@@ -381,6 +458,7 @@ async fn run(masters: u32, workers: u32) {
             None,
         ),
     };
+    let sampler = child.as_ref().map(|c| PeakSampler::start(c.id()));
     let probes = CancellationToken::new();
     let latencies = latency_probe(&env, probes.clone());
     let start = Instant::now();
@@ -411,6 +489,9 @@ async fn run(masters: u32, workers: u32) {
                 proc_status_kb(pid, "RssFile:"),
                 proc_status_kb(pid, "Threads:")
             );
+            if let Some(sampler) = sampler {
+                println!("controller at its peak: VmRSS {}", sampler.finish());
+            }
             let _ = child.kill();
             let _ = child.wait();
             figures
@@ -462,7 +543,14 @@ async fn run(masters: u32, workers: u32) {
         .filter(|l| l.starts_with("vcfm_reconciles"))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum();
-    println!("== {masters} masters + {workers} workers ==");
+    println!(
+        "== {masters} masters + {workers} workers, {} ==",
+        if env.sim.real().is_some() {
+            "real tier (kube-apiserver; requests counted from its audit log)"
+        } else {
+            "sim tier (kube-sim; requests counted by kube-sim)"
+        }
+    );
     println!("wall time            {:.1} s", wall.as_secs_f64());
     println!("phases               {}", durations(&m));
     println!(

@@ -104,7 +104,9 @@ pub async fn bind(opts: &SecureMetrics) -> Result<SecureServer, SecureMetricsErr
         .map_err(|e| SecureMetricsError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only, as kubebuilder's scaffolded main.go sets for the metrics server
+    // (`enable-http2` false: the HTTP/2 Rapid Reset CVEs); the product links no HTTP/2.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
         .map_err(|source| SecureMetricsError::Bind {

@@ -304,13 +304,25 @@ async fn run_controller(
     namespace: &str,
     args: ControllerArgs,
 ) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn,hyper=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    use tracing_subscriber::{filter::Targets, fmt, prelude::*};
+    // RUST_LOG as a `target=level` list (`info,vcfm_controller=debug`); when it is
+    // unset or does not parse, info with kube and hyper at warn. `Targets` rather
+    // than `EnvFilter`, whose span and field directives bring two regex engines
+    // into the binary.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| {
+            Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("kube", tracing::Level::WARN)
+                .with_target("hyper", tracing::Level::WARN)
+        });
+    let logs = tracing_subscriber::registry().with(filter);
     if args.log_format == "json" {
-        builder.json().init();
+        logs.with(fmt::layer().json()).init();
     } else {
-        builder.init();
+        logs.with(fmt::layer()).init();
     }
     let client = cli::client(kubeconfig.as_deref()).await?;
     let ca = match &args.vcenter_ca_file {

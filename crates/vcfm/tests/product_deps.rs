@@ -140,3 +140,40 @@ fn the_image_carries_no_crd_schema_generator() {
     );
     assert!(sim.contains("vcfm-api feature \"schema\""), "{sim}");
 }
+
+#[test]
+fn the_image_links_no_http2_and_no_env_filter() {
+    // The controller's only TLS server (secure metrics) offers HTTP/1.1 alone and no
+    // client negotiates HTTP/2 (tests/metrics_http1.rs); RUST_LOG is read as a
+    // `Targets` list. Either feature coming back adds hundreds of KB of code to
+    // every page the controller keeps resident.
+    let args = dockerfile_build_args();
+    let tree = cargo_tree(&args, &["-e", "normal"]);
+    let pkgs = packages(&tree);
+    for unwanted in ["h2", "matchers"] {
+        assert!(
+            !pkgs.contains(&unwanted),
+            "the image links {unwanted}:\n{tree}"
+        );
+    }
+    let sub = cargo_tree(
+        &args,
+        &["-e", "normal,features", "-i", "tracing-subscriber"],
+    );
+    assert!(sub.contains("tracing-subscriber v"), "{sub}");
+    assert!(
+        !sub.contains("tracing-subscriber feature \"env-filter\""),
+        "the image enables tracing-subscriber's env-filter:\n{sub}"
+    );
+    // The same query sees both where they are on: the check can fail.
+    let sim = cargo_tree(&["-p".into(), "kube-sim".into()], &["-e", "normal"]);
+    assert!(packages(&sim).contains(&"h2"), "{sim}");
+    let sim = cargo_tree(
+        &["-p".into(), "kube-sim".into()],
+        &["-e", "normal,features", "-i", "tracing-subscriber"],
+    );
+    assert!(
+        sim.contains("tracing-subscriber feature \"env-filter\""),
+        "{sim}"
+    );
+}
