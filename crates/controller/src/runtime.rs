@@ -76,6 +76,14 @@ pub enum RunError {
     SecureMetrics(#[from] crate::secure_metrics::SecureMetricsError),
 }
 
+/// How long in-flight reconciles get to finish once the shutdown begins; with
+/// [`CLEANUP_DEADLINE`] twice (logouts, the Lease), within the Deployment's
+/// 30 s termination grace period.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// The most the vCenter logouts, and the Lease release, may take at shutdown.
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Runs until `shutdown` is cancelled (or leadership is lost).
 pub async fn run(
     client: kube::Client,
@@ -283,18 +291,39 @@ pub async fn run_with_metrics(
         );
     }
     let stop_for_controller = stop.clone();
-    controller
+    let running = controller
         .graceful_shutdown_on(async move { stop_for_controller.cancelled().await })
         .run(reconciler::reconcile, reconciler::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "reconcile loop");
             }
-        })
-        .await;
+        });
+    // kube-runtime's graceful shutdown lets in-flight reconciles finish, but
+    // its applier first waits for the migrations' store to fill: with the API
+    // server unreachable, that never happens and SIGTERM would go unheeded
+    // until the kubelet kills the pod. Past the grace, the reconciles are
+    // dropped: every step resumes from the migration's status.
+    tokio::select! {
+        () = running => {}
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "the controller did not wind down within its grace after the shutdown began; stopping anyway"
+            );
+        }
+    }
     named_stop.cancel();
     ready.store(false, Ordering::SeqCst);
-    shared.sessions.logout_all().await;
+    if tokio::time::timeout(CLEANUP_DEADLINE, shared.sessions.logout_all())
+        .await
+        .is_err()
+    {
+        tracing::warn!("vCenter logouts did not finish in time; the sessions expire on their own");
+    }
     if let Some(t) = lease_task {
         t.abort();
         if !shutdown.is_cancelled() {
@@ -302,8 +331,12 @@ pub async fn run_with_metrics(
                 "lost the lease; exiting so that another replica takes over".into(),
             ));
         }
-        if let Some(le) = &opts.leader_election {
-            release(&client, le).await;
+        if let Some(le) = &opts.leader_election
+            && tokio::time::timeout(CLEANUP_DEADLINE, release(&client, le))
+                .await
+                .is_err()
+        {
+            tracing::warn!("could not release the Lease in time; it expires on its own");
         }
     }
     tracing::info!("controller stopped");

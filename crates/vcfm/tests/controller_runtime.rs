@@ -251,3 +251,51 @@ async fn only_the_leader_acts_and_a_clean_shutdown_hands_over_at_once() {
     let _ = b.kill();
     let _ = b.wait();
 }
+
+/// A SIGTERM stops the controller even while the API server cannot be reached:
+/// kube-runtime waits for the migrations' first list before it reconciles, and
+/// that wait used to outlast the signal until the kubelet's SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_stops_the_controller_while_the_api_server_is_unreachable() {
+    let dir = std::env::temp_dir().join(format!("vcfm-dead-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Nothing listens on a port just freed: every request is refused.
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: {{server: \"http://127.0.0.1:{}\"}}\ncontexts:\n- name: gone\n  context: {{cluster: gone, user: u}}\ncurrent-context: gone\nusers:\n- name: u\n  user: {{}}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vcfm"))
+        .args(["controller", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "text",
+        ])
+        .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_http(port, "/healthz", 200).await;
+    // Let it get as far as it can: the controller runs, its watches retry.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sigterm(&c);
+    let start = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = c.kill();
+            panic!("the controller did not stop within a minute of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(c.wait().unwrap().success(), "a shutdown exits 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
