@@ -33,6 +33,15 @@ pub use inventory::{all_objects, assert_same_objects, vcenter_inventory};
 pub use state::{ClusterState, VcenterState, assert_same_state, crd_vcenter_rules};
 pub use status::*;
 
+/// A loopback port free at the time of asking, for a server a test starts (or, left
+/// unused, an address where nothing answers).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use openshift_sim::{SimCluster, VcenterInfo};

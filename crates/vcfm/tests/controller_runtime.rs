@@ -11,15 +11,8 @@ use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 use support::{Env, NS, Options};
+use testbed::free_port;
 use vcfm_api::{PhaseName, PhaseStatus};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A plain HTTP/1.0 GET (no chunked encoding to undo); returns (status code, body), or None when nothing listens.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testbed::free_port;
 use vcfm_api::{MigrationPhase, VmwareCloudFoundationMigration};
 
 const NS: &str = "vcfm-system";
@@ -292,14 +293,6 @@ fn mebibytes(q: &str) -> f64 {
     } else {
         panic!("unexpected memory quantity {q}")
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
