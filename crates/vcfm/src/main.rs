@@ -309,20 +309,29 @@ async fn run_controller(
     // unset or does not parse, info with kube and hyper at warn. `Targets` rather
     // than `EnvFilter`, whose span and field directives bring two regex engines
     // into the binary.
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| {
-            Targets::new()
-                .with_default(tracing::Level::INFO)
-                .with_target("kube", tracing::Level::WARN)
-                .with_target("hyper", tracing::Level::WARN)
-        });
+    let asked = std::env::var("RUST_LOG").ok().map(|v| v.parse::<Targets>());
+    let unparsed = match &asked {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
+    let filter = asked.and_then(Result::ok).unwrap_or_else(|| {
+        Targets::new()
+            .with_default(tracing::Level::INFO)
+            .with_target("kube", tracing::Level::WARN)
+            .with_target("hyper", tracing::Level::WARN)
+    });
     let logs = tracing_subscriber::registry().with(filter);
     if args.log_format == "json" {
         logs.with(fmt::layer().json()).init();
     } else {
         logs.with(fmt::layer()).init();
+    }
+    if let Some(error) = unparsed {
+        // Said once, so that a directive EnvFilter would take is not ignored unseen.
+        tracing::warn!(
+            %error,
+            "RUST_LOG is not a comma-separated list of target=level directives; logging at info (kube and hyper at warn)"
+        );
     }
     let client = cli::client(kubeconfig.as_deref()).await?;
     let ca = match &args.vcenter_ca_file {

@@ -245,14 +245,9 @@ async fn only_the_leader_acts_and_a_clean_shutdown_hands_over_at_once() {
     let _ = b.wait();
 }
 
-/// A SIGTERM stops the controller even while the API server cannot be reached:
-/// kube-runtime waits for the migrations' first list before it reconciles, and
-/// that wait used to outlast the signal until the kubelet's SIGKILL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigterm_stops_the_controller_while_the_api_server_is_unreachable() {
-    let dir = std::env::temp_dir().join(format!("vcfm-dead-api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // Nothing listens on a port just freed: every request is refused.
+/// A kubeconfig whose server refuses every connection (nothing listens on a port just freed).
+fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -262,6 +257,56 @@ async fn a_sigterm_stops_the_controller_while_the_api_server_is_unreachable() {
         ),
     )
     .unwrap();
+    kubeconfig
+}
+
+/// The controller reads RUST_LOG as `target=level` directives only; one it cannot
+/// read (EnvFilter's span syntax) is said in the log, not silently replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_log_it_cannot_read_is_reported() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("vcfm-rust-log-{}", std::process::id()));
+    let kubeconfig = unreachable_kubeconfig(&dir);
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vcfm"))
+        .args(["controller", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "vcfm_controller[reconcile{phase=Backup}]=debug")
+        .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = c.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = vec![];
+    let found = loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) if l.contains("RUST_LOG is not a comma-separated list") => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
+    let _ = c.kill();
+    let _ = c.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(found, "no warning about RUST_LOG in:\n{}", seen.join("\n"));
+}
+
+/// A SIGTERM stops the controller even while the API server cannot be reached:
+/// kube-runtime waits for the migrations' first list before it reconciles, and
+/// that wait used to outlast the signal until the kubelet's SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_stops_the_controller_while_the_api_server_is_unreachable() {
+    let dir = std::env::temp_dir().join(format!("vcfm-dead-api-{}", std::process::id()));
+    let kubeconfig = unreachable_kubeconfig(&dir);
     let port = free_port();
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vcfm"))
         .args(["controller", "--kubeconfig"])
