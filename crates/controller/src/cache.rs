@@ -271,6 +271,14 @@ impl crate::context::PhaseCtx {
         read_named(named, self.client(), namespace, name).await
     }
 
+    /// Keeps what our write of the Secret `namespace/name` returned, for
+    /// [`Self::secret`] until its watch shows it.
+    pub fn wrote_secret(&self, namespace: &str, name: &str, s: &Secret) {
+        if let Some(c) = self.caches() {
+            c.secrets.record(namespace, name, Some(s));
+        }
+    }
+
     /// The ConfigMap `namespace/name`, `None` where it does not exist (as [`Self::secret`]).
     pub async fn config_map(
         &self,

@@ -519,12 +519,10 @@ async fn write_metadata(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
     let name = metadata_secret_name(ctx.name());
     let api = Api::<Secret>::namespaced(client, ctx.namespace());
     // Read once per step: a GET, not a named watch (list and watch) of its own.
-    let current = match api.get_opt(&name).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(PhaseError::from(e).context("reading the installer metadata Secret"));
-        }
-    };
+    let current = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| PhaseError::from(e).context("reading the installer metadata Secret"))?;
     match current {
         Some(s) => {
             let same = s

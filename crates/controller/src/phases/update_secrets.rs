@@ -91,12 +91,7 @@ impl Phase for UpdateSecrets {
                     )
                     .await
                 {
-                    Ok(s) => {
-                        if let Some(c) = ctx.caches() {
-                            c.secrets
-                                .record(creds::CREDS_NAMESPACE, creds::CREDS_NAME, Some(&s));
-                        }
-                    }
+                    Ok(s) => ctx.wrote_secret(creds::CREDS_NAMESPACE, creds::CREDS_NAME, &s),
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         return Err(PhaseError::transient(
                             "kube-system/vsphere-creds changed meanwhile; retrying with a fresh read",
@@ -147,9 +142,8 @@ impl Phase for UpdateSecrets {
                 recorded.unwrap_or_else(|| undo::ChangeRecord::assumed(live, targets))
             })
             .await?;
-            if let (Some(c), Some(s)) = (ctx.caches(), written.as_ref()) {
-                c.secrets
-                    .record(creds::CREDS_NAMESPACE, creds::CREDS_NAME, Some(s));
+            if let Some(s) = &written {
+                ctx.wrote_secret(creds::CREDS_NAMESPACE, creds::CREDS_NAME, s);
             }
             Ok(super::undo_outcome(ctx, "kube-system/vsphere-creds", &plan))
         })
