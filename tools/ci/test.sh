@@ -39,7 +39,7 @@ REAL_THREADS=()
 CONTROLLER_BINARIES=(migration_automatic migration_manual_rollback migration_crash_outage
   phases_5_10 phases_5_10_faults differential migration_roles rollback_undo vcenter_transient
   leader_election migration_deletion source_topology admission_policies zone_affinity
-  combined_proof second_migration installer_seeds)
+  combined_proof second_migration installer_seeds streaming_lists)
 CONTROLLER_TESTS=(
   automatic_migration_
   manual_migration_runs_each_phase_only_after_its_approval
@@ -68,6 +68,7 @@ CONTROLLER_TESTS=(
   an_installer_shaped_cluster_with_every_role_moves_and_leaves_nothing_on_the_source
   a_second_migration_after_a_rollback_creates_its_workers
   a_cluster_as_the_4_
+  streaming_lists_
   "$DIFFERENTIAL")
 # The vcfm binary on the real tier: installed by `kubectl apply -k deploy/` and run as the
 # shipped service account with RBAC enforced, `vcfm plan`, and bad input refused by

@@ -14,7 +14,9 @@
 //! printed is the whole process's (kube-sim and the operators included).
 //!
 //! `VCFM_BENCH_SIZES` picks the clusters (default `3+2,3+3`; the issue's
-//! scaling case is `3+50`).
+//! scaling case is `3+50`). `VCFM_BENCH_WATCH_LIST=off` runs the API server
+//! with its `WatchList` feature gate off, as OpenShift 4.16-4.18 and 4.20 run
+//! it: every watch then lists first.
 //!
 //! `cargo build --release -p vcfm && cargo bench -p vcfm-controller --bench migration`
 //! (needs `target/vcsim/vcsim`).
@@ -33,6 +35,11 @@ use testbed::*;
 use tokio_util::sync::CancellationToken;
 use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
 use vcfm_controller::RunOptions;
+
+/// The API server's `WatchList` gate: on unless `VCFM_BENCH_WATCH_LIST=off`.
+fn watch_list() -> bool {
+    std::env::var("VCFM_BENCH_WATCH_LIST").as_deref() != Ok("off")
+}
 
 fn zero_delays() -> Delays {
     let z = Duration::ZERO;
@@ -96,44 +103,6 @@ fn scrape(addr: std::net::SocketAddr) -> String {
     let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out
-}
-
-/// Requests by (user, verb, resource): kube-sim's counters on the sim tier;
-/// on the real tier the kube-apiserver's audit log after its first `skip`
-/// events, one request per auditID (a watch logs a start and an end).
-fn requests(env: &Env, skip: Option<usize>) -> BTreeMap<(String, String, String), u64> {
-    let mut out = BTreeMap::new();
-    match (env.sim.real(), skip) {
-        (Some(cp), Some(skip)) => {
-            let mut seen = std::collections::BTreeSet::new();
-            for e in cp.audit_events().into_iter().skip(skip) {
-                let id = e["auditID"].as_str().unwrap_or_default().to_string();
-                if !seen.insert(id) {
-                    continue;
-                }
-                let user = e["user"]["username"].as_str().unwrap_or_default();
-                let verb = e["verb"].as_str().unwrap_or_default();
-                let o = &e["objectRef"];
-                let resource = match (o["apiGroup"].as_str(), o["resource"].as_str()) {
-                    (_, None) => e["requestURI"].as_str().unwrap_or_default().to_string(),
-                    (Some(g), Some(r)) if !g.is_empty() => format!("{g}/{r}"),
-                    (_, Some(r)) => r.to_string(),
-                };
-                let resource = match o["subresource"].as_str() {
-                    Some(sub) => format!("{resource}/{sub}"),
-                    None => resource,
-                };
-                *out.entry((user.to_string(), verb.to_string(), resource))
-                    .or_default() += 1;
-            }
-        }
-        _ => {
-            for (k, n) in env.sim.kube().stats().snapshot() {
-                *out.entry((k.user, k.verb, k.resource)).or_default() += n;
-            }
-        }
-    }
     out
 }
 
@@ -400,6 +369,7 @@ async fn run(masters: u32, workers: u32) {
         masters,
         workers,
         delays: zero_delays(),
+        watch_list: watch_list(),
         ..Scenario::default()
     })
     .await;
@@ -414,11 +384,8 @@ async fn run(masters: u32, workers: u32) {
     let dir = std::env::temp_dir().join(format!("vcfm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let binary = vcfm_binary();
-    // The real tier counts from the apiserver's audit log: what is there now is not ours.
-    let audit_skip = env.sim.real().map(|cp| cp.audit_events().len());
-    if audit_skip.is_none() {
-        env.sim.kube().stats().reset();
-    }
+    // What the API server has answered until now is not ours.
+    let mark = env.request_mark();
     reset_peak_rss();
     let cpu0 = process_cpu_seconds();
     let token = CancellationToken::new();
@@ -512,7 +479,7 @@ async fn run(masters: u32, workers: u32) {
     let mut by_verb: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_resource: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut sim_total = 0;
-    for ((user, verb, resource), n) in requests(&env, audit_skip) {
+    for ((user, verb, resource), n) in env.requests_since(&mark) {
         if user == CONTROLLER_USER {
             *by_verb.entry(verb.clone()).or_default() += n;
             *by_resource.entry((verb, resource)).or_default() += n;
@@ -544,11 +511,16 @@ async fn run(masters: u32, workers: u32) {
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum();
     println!(
-        "== {masters} masters + {workers} workers, {} ==",
+        "== {masters} masters + {workers} workers, {}, WatchList {} ==",
         if env.sim.real().is_some() {
             "real tier (kube-apiserver; requests counted from its audit log)"
         } else {
             "sim tier (kube-sim; requests counted by kube-sim)"
+        },
+        if watch_list() {
+            "on (streaming lists)"
+        } else {
+            "off (list, then watch)"
         }
     );
     println!("wall time            {:.1} s", wall.as_secs_f64());

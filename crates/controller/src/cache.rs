@@ -55,17 +55,55 @@ pub struct Caches {
     pub crds: Arc<crate::named::Named<DynamicObject>>,
     /// Our last write of Infrastructure `cluster`, until [`Self::infrastructure`] shows it.
     pub infrastructure_ours: Arc<crate::written::Overlay<Infrastructure>>,
+    /// Set once [`Self::synced`] has waited.
+    pub synced: Arc<std::sync::OnceLock<()>>,
 }
 
+/// How long the first reconcile waits for the watches' first lists.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Caches {
+    /// Waits for every store's first list, once and for at most
+    /// [`SYNC_WAIT`]: a reconcile that starts before the watches have
+    /// synced would otherwise list what they are about to deliver. A store
+    /// that cannot sync (its CRD absent, its watch refused) is read from the
+    /// API, as before any sync.
+    pub async fn synced(&self) {
+        if self.synced.get().is_some() {
+            return;
+        }
+        let all = async {
+            let _ = self.machines.wait_until_ready().await;
+            let _ = self.machine_sets.wait_until_ready().await;
+            let _ = self.cpms.wait_until_ready().await;
+            let _ = self.operators.wait_until_ready().await;
+            let _ = self.nodes.wait_until_ready().await;
+            let _ = self.cvo.wait_until_ready().await;
+            let _ = self.infrastructure.wait_until_ready().await;
+            let _ = self.pools.wait_until_ready().await;
+            for p in self.pods.values() {
+                let _ = p.wait_until_ready().await;
+            }
+        };
+        if tokio::time::timeout(SYNC_WAIT, all).await.is_err() {
+            tracing::warn!(
+                "some watches have not synced within {}s; their kinds are read from the API until they do",
+                SYNC_WAIT.as_secs()
+            );
+        }
+        let _ = self.synced.set(());
+    }
+
     /// The named watches of CRDs, ending when `stop` is cancelled.
     pub fn crd_watches(
         client: kube::Client,
         stop: tokio_util::sync::CancellationToken,
+        lists: crate::streaming::ListMode,
     ) -> Arc<crate::named::Named<DynamicObject>> {
         Arc::new(crate::named::Named::cluster_dynamic(
             client,
             stop,
+            lists,
             kube::core::ApiResource::erase::<
                 k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
             >(&()),

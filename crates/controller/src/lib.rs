@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod secure_metrics;
 pub mod state;
 pub mod status;
+pub mod streaming;
 pub mod transition;
 pub mod undo;
 pub mod wake;

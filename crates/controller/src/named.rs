@@ -22,6 +22,7 @@
 //! The Infrastructure CRD is watched the same way ([`Named::cluster_dynamic`]):
 //! as a `DynamicObject`, so that it round-trips whatever its schema holds.
 
+use crate::streaming::ListMode;
 use crate::written::Overlay;
 use futures::{FutureExt, StreamExt};
 use kube::api::{Api, DynamicObject};
@@ -45,6 +46,7 @@ where
     api: ApiFor<K>,
     dyntype: K::DynamicType,
     stop: CancellationToken,
+    lists: ListMode,
     stores: Mutex<HashMap<(String, String), Store<K>>>,
     ours: Overlay<K>,
 }
@@ -60,11 +62,12 @@ where
         + 'static,
 {
     /// Watches started later end when `stop` is cancelled.
-    pub fn new(client: kube::Client, stop: CancellationToken) -> Self {
+    pub fn new(client: kube::Client, stop: CancellationToken, lists: ListMode) -> Self {
         Self {
             api: Box::new(move |ns| Api::namespaced(client.clone(), ns)),
             dyntype: (),
             stop,
+            lists,
             stores: Mutex::new(HashMap::new()),
             ours: Overlay::default(),
         }
@@ -73,12 +76,18 @@ where
 
 impl Named<DynamicObject> {
     /// Named watches of a cluster-scoped kind, read as `DynamicObject`s.
-    pub fn cluster_dynamic(client: kube::Client, stop: CancellationToken, ar: ApiResource) -> Self {
+    pub fn cluster_dynamic(
+        client: kube::Client,
+        stop: CancellationToken,
+        lists: ListMode,
+        ar: ApiResource,
+    ) -> Self {
         let for_api = ar.clone();
         Self {
             api: Box::new(move |_| Api::all_with(client.clone(), &for_api)),
             dyntype: ar,
             stop,
+            lists,
             stores: Mutex::new(HashMap::new()),
             ours: Overlay::default(),
         }
@@ -141,7 +150,7 @@ where
         let reader = writer.as_reader();
         let api = (self.api)(namespace);
         let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let events = watcher(api, cfg)
+        let events = crate::streaming::watch(api, cfg, self.lists.clone())
             .default_backoff()
             .modify(|o: &mut K| o.managed_fields_mut().clear())
             .reflect(writer);

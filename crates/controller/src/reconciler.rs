@@ -67,6 +67,7 @@ async fn read_and_step(obj: Arc<Vcfm>, ctx: &Context) -> Result<Action, Error> {
     // object it was computed on, so a newer version we have not seen yet is
     // a conflict and a fresh read, never a lost update.
     let m = ctx.written.latest(obj);
+    ctx.caches.synced().await;
     step(&api, &m, ctx).await
 }
 

@@ -161,6 +161,7 @@ pub async fn run_with_metrics(
     let (infrastructure, infrastructure_w) = reflector::store();
     // The named watches the phases start end with the controller.
     let named_stop = stop.child_token();
+    let lists = crate::streaming::ListMode::default();
     let pools_w =
         reflector::store::Writer::<DynamicObject>::new(crate::openshift::mcp::api_resource());
     let pools = pools_w.as_reader();
@@ -174,11 +175,20 @@ pub async fn run_with_metrics(
         pods,
         infrastructure,
         pools,
-        secrets: Arc::new(crate::named::Named::new(client.clone(), named_stop.clone())),
-        config_maps: Arc::new(crate::named::Named::new(client.clone(), named_stop.clone())),
+        secrets: Arc::new(crate::named::Named::new(
+            client.clone(),
+            named_stop.clone(),
+            lists.clone(),
+        )),
+        config_maps: Arc::new(crate::named::Named::new(
+            client.clone(),
+            named_stop.clone(),
+            lists.clone(),
+        )),
         deleted_pods: Default::default(),
-        crds: crate::cache::Caches::crd_watches(client.clone(), named_stop.clone()),
+        crds: crate::cache::Caches::crd_watches(client.clone(), named_stop.clone(), lists.clone()),
         infrastructure_ours: Default::default(),
+        synced: Default::default(),
     };
     let ctx = Arc::new(Context {
         shared: shared.clone(),
@@ -193,7 +203,7 @@ pub async fn run_with_metrics(
 
     let migrations = Api::<VmwareCloudFoundationMigration>::all(client.clone());
     let written = ctx.clone();
-    let main = watcher(migrations, watcher::Config::default())
+    let main = crate::streaming::watch(migrations, watcher::Config::default(), lists.clone())
         .default_backoff()
         .modify(crate::cache::trim)
         .reflect(writer)
@@ -214,6 +224,7 @@ pub async fn run_with_metrics(
             cached(
                 Api::<Machine>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
                 wc(),
+                &lists,
                 machines_w,
             ),
             mapper(&reader),
@@ -222,6 +233,7 @@ pub async fn run_with_metrics(
             cached(
                 Api::<MachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
                 wc(),
+                &lists,
                 machine_sets_w,
             ),
             mapper(&reader),
@@ -230,6 +242,7 @@ pub async fn run_with_metrics(
             cached(
                 Api::<ControlPlaneMachineSet>::namespaced(client.clone(), MACHINE_API_NAMESPACE),
                 wc(),
+                &lists,
                 cpms_w,
             ),
             mapper(&reader),
@@ -238,18 +251,20 @@ pub async fn run_with_metrics(
             cached(
                 Api::<ClusterOperator>::all(client.clone()),
                 wc(),
+                &lists,
                 operators_w,
             ),
             waiting_mapper(&reader, Watched::ClusterOperators),
         )
         .watches_stream(
-            cached(Api::<Node>::all(client.clone()), wc(), nodes_w),
+            cached(Api::<Node>::all(client.clone()), wc(), &lists, nodes_w),
             waiting_mapper(&reader, Watched::Nodes),
         )
         .watches_stream(
             cached(
                 Api::<Deployment>::namespaced(client.clone(), crate::openshift::cvo::NAMESPACE),
                 wc().fields(&format!("metadata.name={}", crate::openshift::cvo::NAME)),
+                &lists,
                 cvo_w,
             ),
             mapper(&reader),
@@ -258,18 +273,20 @@ pub async fn run_with_metrics(
             cached(
                 Api::<Infrastructure>::all(client.clone()),
                 wc().fields(&format!("metadata.name={CLUSTER}")),
+                &lists,
                 infrastructure_w,
             ),
             // Read by the phases, waited on by none: no reconcile to wake.
             |_: Infrastructure| None::<ObjectRef<VmwareCloudFoundationMigration>>,
         )
         .watches_stream_with(
-            watcher(
+            crate::streaming::watch(
                 Api::<DynamicObject>::all_with(
                     client.clone(),
                     &crate::openshift::mcp::api_resource(),
                 ),
                 wc(),
+                lists.clone(),
             )
             .default_backoff()
             .modify(crate::cache::trim)
@@ -286,7 +303,7 @@ pub async fn run_with_metrics(
             None => wc(),
         };
         controller = controller.watches_stream(
-            cached(Api::<Pod>::namespaced(client.clone(), ns), cfg, w),
+            cached(Api::<Pod>::namespaced(client.clone(), ns), cfg, &lists, w),
             waiting_mapper(&reader, Watched::Pods),
         );
     }
@@ -347,6 +364,7 @@ pub async fn run_with_metrics(
 fn cached<K>(
     api: Api<K>,
     cfg: watcher::Config,
+    lists: &crate::streaming::ListMode,
     store: reflector::store::Writer<K>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
@@ -359,7 +377,7 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    watcher(api, cfg)
+    crate::streaming::watch(api, cfg, lists.clone())
         .default_backoff()
         .modify(crate::cache::trim)
         .reflect(store)

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::core::{Core, DeleteOpts, ListOpts, PatchType, at_version};
 use crate::discovery;
-use crate::error::ApiError;
+use crate::error::{ApiError, Cause};
 use crate::faults::{FaultAction, FaultRule, Faults, StatKey, Stats, Target};
 use crate::rbac::{self, Attributes, Tokens, UserInfo};
 use crate::registry::ResourceDef;
@@ -35,6 +35,9 @@ pub(crate) struct Shared {
     pub faults: Faults,
     pub stats: Stats,
     pub bookmark_interval: Duration,
+    /// The `WatchList` feature gate: whether a watch may ask for its initial
+    /// state (`sendInitialEvents`).
+    pub watch_list: bool,
     pub server_address: String,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Bumped on every CRD change, used as the OpenAPI hash.
@@ -1160,6 +1163,64 @@ impl Encoder {
     }
 }
 
+/// The checks of a watch's options the real server makes before it serves
+/// one (k8s.io/apimachinery `pkg/apis/meta/internalversion/validation/validation.go`,
+/// `validateWatchOptions`, called from k8s.io/apiserver
+/// `pkg/endpoints/handlers/get.go` with the `WatchList` gate; a present
+/// `sendInitialEvents` counts, whatever its value). Its defaulting of a legacy
+/// watch to a streaming one (`internalversion/defaults.go`) changes nothing
+/// here: kube-sim answers both alike.
+fn validate_watch_options(
+    query: &[(String, String)],
+    opts: &ListOpts,
+    watch_list: bool,
+) -> Result<(), ApiError> {
+    let send_initial = q(query, "sendInitialEvents").is_some();
+    let rv_match = opts.rv_match.as_deref().unwrap_or("");
+    let forbidden = |field: &str, message: &str| {
+        Cause::new(
+            "FieldValueForbidden",
+            field,
+            format!("Forbidden: {message}"),
+        )
+    };
+    let mut causes = vec![];
+    if send_initial {
+        if rv_match != "NotOlderThan" {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !watch_list {
+            causes.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+            ));
+        }
+    }
+    if !rv_match.is_empty() {
+        if !send_initial {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if rv_match != "NotOlderThan" {
+            causes.push(Cause::new(
+                "FieldValueNotSupported",
+                "resourceVersionMatch",
+                format!("Unsupported value: \"{rv_match}\": supported values: \"NotOlderThan\""),
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", causes))
+    }
+}
+
 fn watch(
     shared: &Arc<Shared>,
     def: Arc<ResourceDef>,
@@ -1169,6 +1230,7 @@ fn watch(
     table: bool,
 ) -> Result<Response<Body>, ApiError> {
     let opts = list_opts(query)?;
+    validate_watch_options(query, &opts, shared.watch_list)?;
     let bookmarks = q(query, "allowWatchBookmarks") == Some("true");
     let send_initial = q(query, "sendInitialEvents") == Some("true");
     let timeout = q(query, "timeoutSeconds")

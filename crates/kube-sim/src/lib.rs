@@ -72,6 +72,7 @@ pub struct KubeSimBuilder {
     listen: SocketAddr,
     history: usize,
     bookmark_interval: Duration,
+    watch_list: bool,
     kubeconfig_path: Option<PathBuf>,
     admin_token: Option<String>,
 }
@@ -84,6 +85,7 @@ impl Default for KubeSimBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             history: 10_000,
             bookmark_interval: Duration::from_secs(5),
+            watch_list: true,
             kubeconfig_path: None,
             admin_token: None,
         }
@@ -114,6 +116,14 @@ impl KubeSimBuilder {
     /// Interval of BOOKMARK events on watches that allow them.
     pub fn bookmark_interval(mut self, d: Duration) -> Self {
         self.bookmark_interval = d;
+        self
+    }
+    /// The `WatchList` feature gate (default on, as from Kubernetes 1.34): off,
+    /// a watch asking for its initial state (`sendInitialEvents`) is refused
+    /// with 422, as Kubernetes 1.27-1.31 and 1.33 refuse it by default
+    /// (k8s.io/apiserver `pkg/features/kube_features.go`).
+    pub fn watch_list(mut self, on: bool) -> Self {
+        self.watch_list = on;
         self
     }
     /// Where to write the admin kubeconfig (default: a temp file owned by the server).
@@ -158,6 +168,7 @@ impl KubeSimBuilder {
             faults: Faults::default(),
             stats: Stats::default(),
             bookmark_interval: self.bookmark_interval,
+            watch_list: self.watch_list,
             server_address: addr.to_string(),
             shutdown: shutdown_rx.clone(),
             epoch: std::sync::atomic::AtomicU64::new(1),

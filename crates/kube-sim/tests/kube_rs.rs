@@ -1579,3 +1579,64 @@ async fn pod_eviction_and_service_account_token_requests() {
     );
     sim.shutdown().await;
 }
+
+/// A watch may bring its initial state (a streaming list) only where the
+/// `WatchList` gate is on; off, the request is refused as the real server
+/// refuses it, and a plain watch is still served.
+#[tokio::test]
+async fn streaming_lists_follow_the_watch_list_gate() {
+    for gate in [true, false] {
+        let sim = KubeSim::builder().watch_list(gate).start().await.unwrap();
+        let api: Api<ConfigMap> = Api::namespaced(sim.client().await.unwrap(), "default");
+        for name in ["a", "b"] {
+            api.create(&PostParams::default(), &cm(name, &[]))
+                .await
+                .unwrap();
+        }
+        let streamed = api
+            .watch(&WatchParams::streaming_lists().timeout(5), "0")
+            .await;
+        if gate {
+            let mut s = streamed.unwrap().boxed();
+            let mut added = vec![];
+            let end = loop {
+                match s.try_next().await.unwrap().unwrap() {
+                    WatchEvent::Added(o) => added.push(o.metadata.name.unwrap()),
+                    WatchEvent::Bookmark(b) => break b,
+                    other => panic!("{other:?}"),
+                }
+            };
+            assert_eq!(added, ["a", "b"]);
+            assert_eq!(
+                end.metadata
+                    .annotations
+                    .get("k8s.io/initial-events-end")
+                    .map(String::as_str),
+                Some("true")
+            );
+        } else {
+            let Err(kube::Error::Api(s)) = streamed else {
+                panic!("a streaming list served with the gate off");
+            };
+            assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+            assert_eq!(
+                s.message,
+                "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"
+            );
+            let d = s.details.as_ref().unwrap();
+            assert_eq!(
+                (d.group.as_str(), d.kind.as_str()),
+                ("meta.k8s.io", "ListOptions")
+            );
+            assert_eq!(d.causes[0].field, "sendInitialEvents");
+            // A watch without it is served as always.
+            let mut s = api
+                .watch(&WatchParams::default().timeout(5), "0")
+                .await
+                .unwrap()
+                .boxed();
+            assert!(matches!(next_event(&mut s).await, WatchEvent::Added(_)));
+        }
+        sim.shutdown().await;
+    }
+}

@@ -172,15 +172,20 @@ impl ApiServer {
     async fn start(scenario: &Scenario) -> Result<Self, Error> {
         match scenario.tier {
             Tier::Sim => {
-                let mut builder = KubeSim::builder().rbac(scenario.rbac);
+                let mut builder = KubeSim::builder()
+                    .rbac(scenario.rbac)
+                    .watch_list(scenario.watch_list);
                 if let Some(p) = &scenario.kubeconfig_path {
                     builder = builder.kubeconfig_path(p.clone());
                 }
                 Ok(ApiServer::Sim(builder.start().await?))
             }
             Tier::Real => {
-                let cp = real_tier::ControlPlane::start(real_tier::ControlPlaneOptions::default())
-                    .await?;
+                let cp = real_tier::ControlPlane::start(real_tier::ControlPlaneOptions {
+                    watch_list: scenario.watch_list,
+                    ..Default::default()
+                })
+                .await?;
                 if let Some(p) = &scenario.kubeconfig_path {
                     std::fs::copy(cp.kubeconfig_path(), p).map_err(|e| Error::Seed {
                         what: format!("kubeconfig {}", p.display()),

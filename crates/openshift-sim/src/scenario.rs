@@ -297,6 +297,11 @@ pub struct Scenario {
     /// controllers with their webhooks) and the real CPMS operator instead of simulating
     /// them; openshift-sim then plays only the kubelets of their machines.
     pub real_operators: bool,
+    /// The API server's `WatchList` feature gate (streaming lists: a watch that brings
+    /// its initial state). On, as Kubernetes 1.34 and later (OpenShift 4.21) and 1.32
+    /// (4.19) run; off, as 1.29-1.31 and 1.33 (4.16-4.18, 4.20) run by default
+    /// (k8s.io/apiserver `pkg/features/kube_features.go`), a watch asking for it is refused.
+    pub watch_list: bool,
 }
 
 impl Default for Scenario {
@@ -328,6 +333,7 @@ impl Default for Scenario {
             tier: Tier::from_env(),
             real_operators: Tier::from_env() == Tier::Real
                 && std::env::var("VCFM_REAL_OPERATORS").as_deref() != Ok("0"),
+            watch_list: true,
         }
     }
 }

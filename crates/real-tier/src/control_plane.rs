@@ -23,6 +23,9 @@ pub struct ControlPlaneOptions {
     pub controller_manager: bool,
     /// How long the apiserver may take to report `/readyz` (2 cores, ~60 CRDs).
     pub start_timeout: Duration,
+    /// The apiserver's `WatchList` feature gate (streaming lists); `false` refuses
+    /// them, as Kubernetes 1.29-1.31 and 1.33 (OpenShift 4.16-4.18, 4.20) do by default.
+    pub watch_list: bool,
 }
 
 impl Default for ControlPlaneOptions {
@@ -30,6 +33,7 @@ impl Default for ControlPlaneOptions {
         Self {
             controller_manager: true,
             start_timeout: Duration::from_secs(90),
+            watch_list: true,
         }
     }
 }
@@ -99,7 +103,7 @@ impl ControlPlane {
 
         let url = format!("https://127.0.0.1:{api_port}");
         let audit_log = p("audit.log");
-        let api_args = vec![
+        let mut api_args = vec![
             format!("--etcd-servers=http://127.0.0.1:{client_port}"),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
@@ -125,6 +129,9 @@ impl ControlPlane {
             "--profiling=false".into(),
             "--v=1".into(),
         ];
+        if !opts.watch_list {
+            api_args.push("--feature-gates=WatchList=false".into());
+        }
         procs.push(Proc::spawn(
             "kube-apiserver",
             &bins.join("kube-apiserver"),

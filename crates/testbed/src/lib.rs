@@ -23,6 +23,7 @@ mod env;
 mod events;
 mod inventory;
 pub mod phases;
+mod requests;
 mod state;
 mod status;
 
@@ -30,6 +31,7 @@ pub use binary::{Binary, tail};
 pub use env::{CONTROLLER_USER, Env, NS, wait_for_migration};
 pub use events::{event_notes, wait_event, wait_event_naming};
 pub use inventory::{all_objects, assert_same_objects, vcenter_inventory};
+pub use requests::{RequestMark, Requests};
 pub use state::{ClusterState, VcenterState, assert_same_state, crd_vcenter_rules};
 pub use status::*;
 
