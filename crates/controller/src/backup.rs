@@ -179,10 +179,8 @@ impl BackupStore {
     /// `fresh`, there is no watch, or it has not synced.
     async fn read(&self, fresh: bool) -> Result<Option<Secret>, PhaseError> {
         if !fresh
-            && let Some(v) = self
-                .named
-                .as_ref()
-                .and_then(|n| n.cached(&self.namespace, &self.name))
+            && let Some(n) = &self.named
+            && let Some(v) = n.read(&self.namespace, &self.name).await
         {
             return Ok(v);
         }

@@ -403,7 +403,9 @@ where
         + Sync
         + 'static,
 {
-    if let Some(v) = named.and_then(|n| n.cached(namespace, name)) {
+    if let Some(n) = named
+        && let Some(v) = n.read(namespace, name).await
+    {
         return Ok(v);
     }
     match Api::<K>::namespaced(client, namespace).get(name).await {

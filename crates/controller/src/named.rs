@@ -12,8 +12,11 @@
 //! like a get of it: kube-apiserver `request.RequestInfoFactory` takes the
 //! name from the `metadata.name` field selector).
 //!
-//! Until a watch has its first list, reads go to the API (see
-//! [`Named::cached`]); writes carry the resourceVersion read, so a store
+//! The read that starts a watch waits for its first list, about the round
+//! trip a GET would take, but never longer than [`FIRST_LIST_WAIT`] after the
+//! watch started ([`Named::read`]): a phase step reads the object from the
+//! watch from the first time on instead of with an extra GET. Until a watch
+//! has its first list, reads go to the API; writes carry the resourceVersion read, so a store
 //! behind the API server costs a 409 and a fresh read, never a lost update.
 //! What our own writes return is kept ([`Named::record`]) and read instead of
 //! the store until the store has caught up with it, so that no step acts on a
@@ -32,7 +35,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// How long after a named watch started its reads wait for its first list
+/// before they read the API instead: far more than the one round trip the
+/// list takes, and bounded, so a watch that cannot list (an outage, RBAC)
+/// delays a phase step by this once, never the reconcile loop for longer.
+pub const FIRST_LIST_WAIT: Duration = Duration::from_secs(2);
 
 type ApiFor<K> = Box<dyn Fn(&str) -> Api<K> + Send + Sync>;
 
@@ -48,6 +58,8 @@ where
     stop: CancellationToken,
     lists: ListMode,
     stores: Mutex<HashMap<(String, String), Store<K>>>,
+    /// When a read first waited for each watch's first list (see [`FIRST_LIST_WAIT`]).
+    started: Mutex<HashMap<(String, String), Instant>>,
     ours: Overlay<K>,
 }
 
@@ -69,6 +81,7 @@ where
             stop,
             lists,
             stores: Mutex::new(HashMap::new()),
+            started: Mutex::new(HashMap::new()),
             ours: Overlay::default(),
         }
     }
@@ -89,6 +102,7 @@ impl Named<DynamicObject> {
             stop,
             lists,
             stores: Mutex::new(HashMap::new()),
+            started: Mutex::new(HashMap::new()),
             ours: Overlay::default(),
         }
     }
@@ -116,6 +130,25 @@ where
             }
             _ => None,
         }
+    }
+
+    /// As [`Self::cached`], but a watch started less than
+    /// [`FIRST_LIST_WAIT`] ago (by this read or an earlier one) is first
+    /// given the rest of that time to receive its first list.
+    pub async fn read(&self, namespace: &str, name: &str) -> Option<Option<K>> {
+        let store = self.store(namespace, name)?;
+        let started = *self
+            .started
+            .lock()
+            .ok()?
+            .entry((namespace.to_string(), name.to_string()))
+            .or_insert_with(Instant::now);
+        let left = FIRST_LIST_WAIT.saturating_sub(started.elapsed());
+        if !left.is_zero() {
+            // A timeout or a watch that ended: the caller reads the API.
+            let _ = tokio::time::timeout(left, store.wait_until_ready()).await;
+        }
+        self.cached(namespace, name)
     }
 
     /// Keeps what a write of `namespace/name` returned (or a fresh read

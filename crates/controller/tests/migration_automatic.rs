@@ -108,6 +108,19 @@ async fn automatic(gate: bool) {
         !doc.to_string().contains(env.sim.source().server.as_str()),
         "{doc}"
     );
+    // Every Secret and ConfigMap the phases read came from its watch, and
+    // the metadata Secret was created without a read before (issue 16).
+    if env.sim.real().is_none() {
+        for (k, n) in env.sim.kube().stats().snapshot() {
+            assert!(
+                !(k.user == CONTROLLER_USER
+                    && k.verb == "get"
+                    && ["secrets", "configmaps"].contains(&k.resource.as_str())),
+                "{n} GET(s) of {} beside their watches",
+                k.resource
+            );
+        }
+    }
     eprintln!(
         "gate={gate}: migration completed in {:.1}s: {}",
         start.elapsed().as_secs_f64(),

@@ -86,3 +86,194 @@ async fn reconciles_read_migrations_from_the_watch_cache_not_a_list_each() {
     );
     env.shutdown().await;
 }
+
+/// The controller's requests of `verb` on `resource` (kube-sim's counters).
+fn controller_requests(env: &Env, verb: &str, resource: &str) -> u64 {
+    env.sim
+        .kube()
+        .stats()
+        .snapshot()
+        .iter()
+        .filter(|(k, _)| k.user == CONTROLLER_USER && k.verb == verb && k.resource == resource)
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The first read of a Secret, a ConfigMap or the Infrastructure CRD starts
+/// its named watch and reads the object from that watch's first list: no GET
+/// beside the watch (issue 16). Preflight and Backup read the target
+/// credentials, kube-system/vsphere-creds, the cloud-provider ConfigMap, the
+/// Infrastructure CRD and the backup Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_reads_of_named_objects_come_from_their_watches_not_gets() {
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    let m = env
+        .migrate_through("m", 1, PhaseName::Backup, json!({}))
+        .await;
+    assert!(
+        m.status.as_ref().is_some_and(|s| s.cluster.is_some()),
+        "Preflight recorded the cluster:\n{}",
+        summary(&m)
+    );
+    for resource in [
+        "secrets",
+        "configmaps",
+        "apiextensions.k8s.io/customresourcedefinitions",
+    ] {
+        assert!(
+            controller_requests(&env, "watch", resource) >= 1,
+            "{resource} were read through a watch"
+        );
+        assert_eq!(
+            controller_requests(&env, "get", resource),
+            0,
+            "{resource}: a GET beside the watch that was started to read it"
+        );
+    }
+    env.shutdown().await;
+}
+
+/// The vSphere pods the restarts select: namespace and label (`key=value`)
+/// or, for the machine-config-operator, name prefix.
+const RESTARTED: &[(&str, &str)] = &[
+    (
+        "openshift-cloud-controller-manager",
+        "k8s-app=vsphere-cloud-controller-manager",
+    ),
+    (
+        "openshift-cloud-controller-manager-operator",
+        "k8s-app=cloud-manager-operator",
+    ),
+    ("openshift-machine-api", "api=clusterapi"),
+    (
+        "openshift-cluster-csi-drivers",
+        "app=vmware-vsphere-csi-driver-controller",
+    ),
+    (
+        "openshift-cluster-csi-drivers",
+        "app=vmware-vsphere-csi-driver-node",
+    ),
+    (
+        "openshift-cluster-storage-operator",
+        "name=cluster-storage-operator",
+    ),
+    (
+        "openshift-machine-config-operator",
+        "machine-config-operator-",
+    ),
+];
+
+/// The uids of the pods [`RESTARTED`] selects, once the simulated operators
+/// have stopped rolling them (nothing terminating, the same pods twice in a row).
+async fn settled_pods(env: &Env) -> std::collections::BTreeSet<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    loop {
+        let mut uids = std::collections::BTreeSet::new();
+        let mut terminating = false;
+        for (ns, sel) in RESTARTED {
+            let lp = match sel.contains('=') {
+                true => ListParams::default().labels(sel),
+                false => ListParams::default(),
+            };
+            for p in Api::<Pod>::namespaced(env.client.clone(), ns)
+                .list(&lp)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|p| {
+                    sel.contains('=')
+                        || p.metadata.name.as_ref().is_some_and(|n| n.starts_with(sel))
+                })
+            {
+                terminating |= p.metadata.deletion_timestamp.is_some();
+                uids.extend(p.metadata.uid);
+            }
+        }
+        if !terminating && last.as_ref() == Some(&uids) {
+            return uids;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the vSphere pods did not settle"
+        );
+        last = Some(uids);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// RestartPods restarts the CSI controller and node groups, which select on
+/// the same label key in one namespace, with one DeleteCollection
+/// (`app in (controller,node)`) instead of one each, and still reports them
+/// as two groups (issue 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_pods_deletes_groups_sharing_a_label_key_with_one_request() {
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    env.migrate_through("m", 1, PhaseName::UpdateConfig, json!({}))
+        .await;
+    let before = settled_pods(&env).await;
+    env.sim.kube().stats().reset();
+    env.approve("m", &[PhaseName::RestartPods]).await;
+    let m = env
+        .wait(
+            "m",
+            "MonitorHealth to wait for approval",
+            Duration::from_secs(120),
+            |m| waiting_for_approval(m) == Some(PhaseName::MonitorHealth),
+        )
+        .await;
+    // Every pod of the restarted groups was replaced.
+    let after = settled_pods(&env).await;
+    assert!(!before.is_empty());
+    assert!(
+        before.is_disjoint(&after),
+        "pods that ran before RestartPods still run"
+    );
+    // The groups: the cloud controller manager (two label sets, the same
+    // pods), its operator, the machine API, the CSI driver controller and
+    // node (one request), the storage operator; the machine-config-operator
+    // pod goes by name.
+    assert_eq!(
+        controller_requests(&env, "deletecollection", "pods"),
+        5,
+        "one DeleteCollection per namespace and label key"
+    );
+    assert_eq!(controller_requests(&env, "delete", "pods"), 1);
+    let log = &m
+        .status
+        .as_ref()
+        .unwrap()
+        .phase_history
+        .iter()
+        .find(|e| e.phase == PhaseName::RestartPods)
+        .unwrap()
+        .logs;
+    let planned: Vec<&str> = log
+        .iter()
+        .filter_map(|l| l.fields.get("restartGroups"))
+        .flat_map(|v| v.lines())
+        .collect();
+    for g in [
+        "openshift-cluster-csi-drivers/pods -l app=vmware-vsphere-csi-driver-controller",
+        "openshift-cluster-csi-drivers/pods -l app=vmware-vsphere-csi-driver-node",
+    ] {
+        assert!(
+            planned.contains(&g),
+            "{g} reported as its own group: {planned:?}"
+        );
+    }
+    env.shutdown().await;
+}

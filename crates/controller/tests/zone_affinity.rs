@@ -202,6 +202,23 @@ async fn preflight_refuses_a_zone_without_the_feature_gate_and_changes_nothing()
         ],
     )
     .await;
+    // Both gates are looked up in the one FeatureGate Preflight read (issue 16).
+    if env.sim.real().is_none() {
+        let gets: u64 = env
+            .sim
+            .kube()
+            .stats()
+            .snapshot()
+            .iter()
+            .filter(|(k, _)| {
+                k.user == CONTROLLER_USER
+                    && k.verb == "get"
+                    && k.resource == "config.openshift.io/featuregates"
+            })
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(gets, 1, "FeatureGate reads of the one Preflight run");
+    }
     env.shutdown().await;
 }
 

@@ -285,7 +285,7 @@ impl Crd {
     /// The CRD as JSON, `None` when absent.
     pub async fn read(&self, fresh: bool) -> Result<Option<Value>, PhaseError> {
         let obj = match (fresh, &self.named) {
-            (false, Some(n)) => match n.cached("", INFRA_CRD) {
+            (false, Some(n)) => match n.read("", INFRA_CRD).await {
                 Some(o) => o,
                 None => self.get().await?,
             },

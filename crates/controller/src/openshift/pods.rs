@@ -7,8 +7,9 @@
 //! twice and simply keeps waiting.
 //!
 //! A group whose pods are all old is restarted by one DeleteCollection with
-//! its label selector, so the requests do not grow with the node count (the
-//! CSI node DaemonSet has a pod per node). The pod templates are left alone:
+//! its label selector, shared with the other such groups of its namespace
+//! that select on the same label key, so the requests do not grow with the
+//! node count (the CSI node DaemonSet has a pod per node). The pod templates are left alone:
 //! the operators that own these workloads roll them on their own inputs and
 //! would revert a restart annotation vcfm put there, rolling the pods a
 //! second time. library-go `pkg/operator/resource/resourceapply/apps.go`
@@ -150,6 +151,16 @@ pub fn created_after(p: &Pod, since: Timestamp) -> bool {
         .is_some_and(|t| t.0.as_second() >= since.as_second())
 }
 
+/// What one step found of a group with pods.
+struct Found {
+    group: PodGroup,
+    /// Created before the restart and not yet going away.
+    old: Vec<Pod>,
+    /// Created after the restart.
+    fresh: usize,
+    not_ready: Vec<String>,
+}
+
 /// One idempotent step of restarting `groups`: deletes the pods created
 /// before `since` that are not already terminating, then reports which groups
 /// still lack Ready replacements. Groups without pods are fine.
@@ -158,9 +169,12 @@ pub async fn restart_step(
     groups: &[PodGroup],
     since: Timestamp,
 ) -> Result<RestartStatus, PhaseError> {
-    let client = ctx.client();
     let deleted = ctx.caches().map(|c| &*c.deleted_pods);
     let mut st = RestartStatus::default();
+    let mut found = vec![];
+    // The old pods of the groups before: a pod with the labels of two groups
+    // (the cloud controller manager's) is deleted as part of the first.
+    let mut claimed = std::collections::HashSet::new();
     for g in groups {
         let pods = ctx.pods_of(g).await?;
         if pods.is_empty() {
@@ -168,82 +182,153 @@ pub async fn restart_step(
         }
         st.present += 1;
         st.seen.push(*g);
-        let api = Api::<Pod>::namespaced(client.clone(), g.namespace);
-        let mut not_ready = vec![];
-        let mut old = vec![];
-        let mut fresh = 0;
-        for p in &pods {
+        let mut f = Found {
+            group: *g,
+            old: vec![],
+            fresh: 0,
+            not_ready: vec![],
+        };
+        for p in pods {
             // Going away (or deleted by an earlier step, which the watch has
             // not shown yet); its replacement is what counts.
-            if p.metadata.deletion_timestamp.is_some() || deleted.is_some_and(|d| d.contains(p)) {
+            if p.metadata.deletion_timestamp.is_some()
+                || deleted.is_some_and(|d| d.contains(&p))
+                || p.metadata.uid.as_ref().is_some_and(|u| claimed.contains(u))
+            {
                 continue;
             }
-            if !created_after(p, since) {
-                old.push(p.name_any());
+            if !created_after(&p, since) {
+                claimed.extend(p.metadata.uid.clone());
+                f.old.push(p);
                 continue;
             }
-            fresh += 1;
-            if !is_ready(p) {
-                not_ready.push(p.name_any());
+            f.fresh += 1;
+            if !is_ready(&p) {
+                f.not_ready.push(p.name_any());
             }
         }
-        match g.selector {
-            // Every pod of the group is old: all of them in one request. (A
-            // pod created between the read and this request, for a node just
-            // added, is restarted with them: once more, no harm.)
-            Some(selector) if !old.is_empty() && fresh == 0 => {
-                let lp = ListParams::default().labels(selector);
-                match api.delete_collection(&DeleteParams::default(), &lp).await {
-                    Ok(gone) => {
-                        for p in gone.left().map(|l| l.items).unwrap_or_default() {
-                            if let Some(d) = deleted {
-                                d.insert(&p);
-                            }
-                            st.deleted.push(format!("{}/{}", g.namespace, p.name_any()));
-                        }
-                    }
-                    Err(e) if crate::error::is_not_found(&e) => {}
-                    Err(e) => {
-                        return Err(
-                            PhaseError::from(e).context(&format!("deleting {}", g.describe()))
-                        );
-                    }
-                }
-            }
-            // Some pods are new already (a step killed half-way, a node
-            // added meanwhile): the old ones by name, never the new ones.
-            _ => {
-                for name in &old {
-                    match api.delete(name, &DeleteParams::default()).await {
-                        Ok(_) => st.deleted.push(format!("{}/{name}", g.namespace)),
-                        Err(e) if crate::error::is_not_found(&e) => {}
-                        Err(e) => {
-                            return Err(PhaseError::from(e)
-                                .context(&format!("deleting pod {}/{name}", g.namespace)));
-                        }
-                    }
-                }
-            }
-        }
-        if fresh == 0 || !old.is_empty() || !not_ready.is_empty() {
+        found.push(f);
+    }
+    delete_old(ctx, &found, &mut st).await?;
+    for f in &found {
+        if f.fresh == 0 || !f.old.is_empty() || !f.not_ready.is_empty() {
             let mut why = vec![];
-            if fresh == 0 {
+            if f.fresh == 0 {
                 why.push("no replacement pod yet".to_string());
             }
-            if !not_ready.is_empty() {
-                why.push(format!("not Ready: {}", not_ready.join(", ")));
+            if !f.not_ready.is_empty() {
+                why.push(format!("not Ready: {}", f.not_ready.join(", ")));
             }
-            if !old.is_empty() {
+            if !f.old.is_empty() {
+                let old: Vec<String> = f.old.iter().map(ResourceExt::name_any).collect();
                 why.push(format!("deleting {}", old.join(", ")));
             }
             st.waiting
-                .push(format!("{} ({})", g.describe(), why.join("; ")));
+                .push(format!("{} ({})", f.group.describe(), why.join("; ")));
         } else {
             st.ready += 1;
-            st.finished.push(*g);
+            st.finished.push(f.group);
         }
     }
     Ok(st)
+}
+
+/// Groups of one namespace selecting on one label key, deleted together.
+struct Batch {
+    namespace: &'static str,
+    key: &'static str,
+    values: Vec<&'static str>,
+    groups: Vec<PodGroup>,
+}
+
+/// Deletes the old pods `found`. The groups whose pods are all old go by
+/// label selector, one DeleteCollection for all of them that share a
+/// namespace and a label key (`app in (a,b)` selects exactly the pods of
+/// `app=a` and of `app=b`: k8s.io/apimachinery `pkg/labels/selector.go`,
+/// `Requirement.Matches`), so the requests grow neither with the node count
+/// nor with the label sets a workload has had. A pod created between the read
+/// and the request, for a node just added, is restarted with them: once
+/// more, no harm. The others, where some pods are new already (a step killed
+/// half-way, a node added meanwhile), lose their old pods by name, never the
+/// new ones.
+async fn delete_old(
+    ctx: &crate::context::PhaseCtx,
+    found: &[Found],
+    st: &mut RestartStatus,
+) -> Result<(), PhaseError> {
+    let deleted = ctx.caches().map(|c| &*c.deleted_pods);
+    let mut batches: Vec<Batch> = vec![];
+    for f in found.iter().filter(|f| !f.old.is_empty()) {
+        let g = f.group;
+        let by_label = match (g.selector, g.name_prefix) {
+            (Some(s), None) if f.fresh == 0 => s.split_once('='),
+            _ => None,
+        };
+        let Some((k, v)) = by_label else {
+            let api = Api::<Pod>::namespaced(ctx.client(), g.namespace);
+            for p in &f.old {
+                let name = p.name_any();
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => st.deleted.push(format!("{}/{name}", g.namespace)),
+                    Err(e) if crate::error::is_not_found(&e) => {}
+                    Err(e) => {
+                        return Err(PhaseError::from(e)
+                            .context(&format!("deleting pod {}/{name}", g.namespace)));
+                    }
+                }
+                // Not deleted again by a step that runs before the watch shows it.
+                if let Some(d) = deleted {
+                    d.insert(p);
+                }
+            }
+            continue;
+        };
+        match batches
+            .iter_mut()
+            .find(|b| b.namespace == g.namespace && b.key == k)
+        {
+            Some(b) => {
+                b.values.push(v);
+                b.groups.push(g);
+            }
+            None => batches.push(Batch {
+                namespace: g.namespace,
+                key: k,
+                values: vec![v],
+                groups: vec![g],
+            }),
+        }
+    }
+    for Batch {
+        namespace,
+        key,
+        values,
+        groups,
+    } in batches
+    {
+        let selector = match values.as_slice() {
+            [v] => format!("{key}={v}"),
+            vs => format!("{key} in ({})", vs.join(",")),
+        };
+        let api = Api::<Pod>::namespaced(ctx.client(), namespace);
+        let lp = ListParams::default().labels(&selector);
+        match api.delete_collection(&DeleteParams::default(), &lp).await {
+            Ok(gone) => {
+                for p in gone.left().map(|l| l.items).unwrap_or_default() {
+                    if let Some(d) = deleted {
+                        d.insert(&p);
+                    }
+                    st.deleted.push(format!("{namespace}/{}", p.name_any()));
+                }
+            }
+            Err(e) if crate::error::is_not_found(&e) => {}
+            Err(e) => {
+                let what: Vec<String> = groups.iter().map(PodGroup::describe).collect();
+                return Err(PhaseError::from(e).context(&format!("deleting {}", what.join(", "))));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pods this controller deleted, by uid, so that a watch that has not

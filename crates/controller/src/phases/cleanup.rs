@@ -518,56 +518,55 @@ async fn write_metadata(ctx: &PhaseCtx) -> Result<bool, PhaseError> {
     let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| PhaseError::fatal(e.to_string()))?;
     let name = metadata_secret_name(ctx.name());
     let api = Api::<Secret>::namespaced(client, ctx.namespace());
-    // Read once per step: a GET, not a named watch (list and watch) of its own.
+    // Created first: it exists only when a Cleanup run that wrote it did not
+    // get to record that (a crash, a retry), so the GET is only made then.
+    // Not owned by the migration: it must outlive it (cluster destroy needs it).
+    let s = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(BTreeMap::from([(
+                METADATA_LABEL.to_string(),
+                crate::openshift::machines::created_by_value(ctx.name()),
+            )])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            METADATA_KEY.to_string(),
+            ByteString(bytes.clone()),
+        )])),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &s).await {
+        Ok(_) => return Ok(true),
+        // AlreadyExists: compared below.
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => {
+            return Err(PhaseError::from(e).context("creating the installer metadata Secret"));
+        }
+    }
     let current = api
         .get_opt(&name)
         .await
-        .map_err(|e| PhaseError::from(e).context("reading the installer metadata Secret"))?;
-    match current {
-        Some(s) => {
-            let same = s
-                .data
-                .as_ref()
-                .and_then(|d| d.get(METADATA_KEY))
-                .is_some_and(|b| b.0 == bytes);
-            if same {
-                return Ok(false);
-            }
-            let patch = json!({ "data": { METADATA_KEY: ByteString(bytes) } });
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| {
-                    PhaseError::from(e).context("updating the installer metadata Secret")
-                })?;
-            Ok(true)
-        }
-        None => {
-            // Not owned by the migration: it must outlive it (cluster destroy needs it).
-            let s = Secret {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    labels: Some(BTreeMap::from([(
-                        METADATA_LABEL.to_string(),
-                        crate::openshift::machines::created_by_value(ctx.name()),
-                    )])),
-                    ..Default::default()
-                },
-                type_: Some("Opaque".into()),
-                data: Some(BTreeMap::from([(
-                    METADATA_KEY.to_string(),
-                    ByteString(bytes),
-                )])),
-                ..Default::default()
-            };
-            match api.create(&PostParams::default(), &s).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => {
-                    Err(PhaseError::from(e).context("creating the installer metadata Secret"))
-                }
-            }
-        }
+        .map_err(|e| PhaseError::from(e).context("reading the installer metadata Secret"))?
+        .ok_or_else(|| {
+            PhaseError::transient(format!(
+                "the installer metadata Secret {name} was deleted while it was written; writing it again"
+            ))
+        })?;
+    let same = current
+        .data
+        .as_ref()
+        .and_then(|d| d.get(METADATA_KEY))
+        .is_some_and(|b| b.0 == bytes);
+    if same {
+        return Ok(false);
     }
+    let patch = json!({ "data": { METADATA_KEY: ByteString(bytes) } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| PhaseError::from(e).context("updating the installer metadata Secret"))?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -295,12 +295,17 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
         Err(e) => return Err(e.into()),
     }
     let mut gate = false;
+    // Read once: the affinity check below looks at another gate of the same object.
+    let mut feature_gate = None;
     if let Some(v) = &version {
         match Api::<FeatureGate>::all(client.clone()).get(CLUSTER).await {
-            Ok(fg) => match fg.is_enabled(v, MULTI_VCENTER_DAY2_GATE) {
-                Some(on) => gate = on,
-                None => ctx.log(LogLevel::Info, "preflight", format!("FeatureGate has no {MULTI_VCENTER_DAY2_GATE} entry for {v}: treating it as off (the CRD rule will be lifted while the CVO is down)")),
-            },
+            Ok(fg) => {
+                match fg.is_enabled(v, MULTI_VCENTER_DAY2_GATE) {
+                    Some(on) => gate = on,
+                    None => ctx.log(LogLevel::Info, "preflight", format!("FeatureGate has no {MULTI_VCENTER_DAY2_GATE} entry for {v}: treating it as off (the CRD rule will be lifted while the CVO is down)")),
+                }
+                feature_gate = Some(fg);
+            }
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e.into()),
         }
@@ -335,7 +340,12 @@ pub async fn run(ctx: &PhaseCtx) -> Result<PreflightReport, PhaseError> {
     preflight_consumers::check_in_tree_volumes(&pvs, &mut r.problems);
     preflight_consumers::check_vcenters_schema(ctx, version.as_deref(), &mut r.problems).await?;
     preflight_consumers::check_credentials_mode(ctx, &mut r.problems).await?;
-    super::preflight_affinity::check_gate(ctx, version.as_deref(), &mut r.problems).await?;
+    super::preflight_affinity::check_gate(
+        ctx,
+        version.as_deref(),
+        feature_gate.as_ref(),
+        &mut r.problems,
+    );
     if let (Some(server), Some(id)) = (&source_server, infra.as_ref().and_then(|i| i.infra_id())) {
         let sets = ctx.machine_sets().await?;
         r.problems.extend(openshift::machineset_plan::check(

@@ -3,10 +3,9 @@
 //! calls them, so a refusal changes nothing.
 
 use crate::context::PhaseCtx;
-use crate::error::{PhaseError, is_not_found};
-use kube::api::Api;
+use crate::error::PhaseError;
 use vcfm_api::FailureDomain;
-use vcfm_api::openshift::{CLUSTER, FeatureGate};
+use vcfm_api::openshift::FeatureGate;
 
 /// The feature gate behind the affinity fields and `workspace.vmGroup`.
 pub const HOST_VM_GROUP_ZONAL_GATE: &str = "VSphereHostVMGroupZonal";
@@ -16,12 +15,14 @@ pub const HOST_VM_GROUP_ZONAL_GATE: &str = "VSphereHostVMGroupZonal";
 /// (machine-api-operator `pkg/webhooks/machine_webhook.go`: "feature gate
 /// VSphereHostVMGroupZonal must be enabled to use vmGroup") and its vSphere controller
 /// fails every create (`pkg/controller/vsphere/reconciler.go` `create`), so the new
-/// workers would never come up.
-pub async fn check_gate(
+/// workers would never come up. `feature_gate` is FeatureGate `cluster` as
+/// Preflight read it in the same step (`None` where it does not exist).
+pub fn check_gate(
     ctx: &PhaseCtx,
     version: Option<&str>,
+    feature_gate: Option<&FeatureGate>,
     problems: &mut Vec<String>,
-) -> Result<(), PhaseError> {
+) {
     let names: Vec<&str> = ctx
         .migration
         .spec
@@ -31,17 +32,13 @@ pub async fn check_gate(
         .map(|f| f.name.as_str())
         .collect();
     if names.is_empty() {
-        return Ok(());
+        return;
     }
     // Without a version the ClusterVersion check already reports a problem.
     let Some(version) = version else {
-        return Ok(());
+        return;
     };
-    let enabled = match Api::<FeatureGate>::all(ctx.client()).get(CLUSTER).await {
-        Ok(fg) => fg.is_enabled(version, HOST_VM_GROUP_ZONAL_GATE),
-        Err(e) if is_not_found(&e) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let enabled = feature_gate.and_then(|fg| fg.is_enabled(version, HOST_VM_GROUP_ZONAL_GATE));
     if enabled != Some(true) {
         let state = match enabled {
             Some(_) => "disabled",
@@ -52,7 +49,6 @@ pub async fn check_gate(
             names.join(", ")
         ));
     }
-    Ok(())
 }
 
 /// For a host-group zone, checks in the failure domain's compute cluster that the named
