@@ -216,7 +216,7 @@ pub async fn run_with_metrics(
                 wc(),
                 machines_w,
             ),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::Machines),
         )
         .watches_stream(
             cached(
@@ -224,7 +224,7 @@ pub async fn run_with_metrics(
                 wc(),
                 machine_sets_w,
             ),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::MachineSets),
         )
         .watches_stream(
             cached(
@@ -232,7 +232,7 @@ pub async fn run_with_metrics(
                 wc(),
                 cpms_w,
             ),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::ControlPlaneMachineSets),
         )
         .watches_stream(
             cached(
@@ -252,7 +252,7 @@ pub async fn run_with_metrics(
                 wc().fields(&format!("metadata.name={}", crate::openshift::cvo::NAME)),
                 cvo_w,
             ),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::ClusterVersionOperator),
         )
         .watches_stream(
             cached(
@@ -366,20 +366,8 @@ where
         .touched_objects()
 }
 
-/// Any change to a watched object wakes every migration that is not finished.
-fn mapper<K>(
-    reader: &Store<VmwareCloudFoundationMigration>,
-) -> impl Fn(K) -> Vec<ObjectRef<VmwareCloudFoundationMigration>> + Send + Sync + 'static {
-    wake_where(reader, |m| {
-        !m.status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(|p| p.is_terminal())
-    })
-}
-
-/// A change to a Pod, Node or ClusterOperator wakes only the migrations
-/// running a phase that waits on that kind (see [`crate::wake`]).
+/// A change to a watched object wakes only the migrations that wait on its
+/// kind: running a phase that does, or undoing one (see [`crate::wake`]).
 fn waiting_mapper<K>(
     reader: &Store<VmwareCloudFoundationMigration>,
     kind: Watched,
