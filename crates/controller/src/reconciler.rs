@@ -17,6 +17,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tracing::Instrument;
 use vcfm_api::{MigrationStatus, PhaseName, VmwareCloudFoundationMigration};
@@ -73,23 +74,26 @@ async fn read_and_step(obj: Arc<Vcfm>, ctx: &Context) -> Result<Action, Error> {
 
 /// Writes a status change computed on `base` (see [`status::update`]) and
 /// remembers the result, which the next reconcile starts from.
-async fn write(
+async fn write<'a>(
     api: &Api<Vcfm>,
     ctx: &Context,
-    base: &Vcfm,
-    change: impl FnMut(&mut MigrationStatus, Option<i64>),
-) -> Result<Vcfm, Error> {
+    base: &'a Vcfm,
+    change: impl FnMut(&MigrationStatus, Option<i64>) -> MigrationStatus,
+) -> Result<Cow<'a, Vcfm>, Error> {
     let done = status::update(api, base, change).await?;
-    if done.metadata.resource_version != base.metadata.resource_version {
-        ctx.written.record(done.clone());
+    if let Cow::Owned(d) = &done
+        && d.metadata.resource_version != base.metadata.resource_version
+    {
+        ctx.written.record(d.clone());
     }
     Ok(done)
 }
 
 /// Reads, decides, acts once: the guards that need no status, then the plan.
-async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error> {
+async fn step(api: &Api<Vcfm>, m: &Arc<Vcfm>, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
-    let status = m.status.clone().unwrap_or_default();
+    let empty = MigrationStatus::default();
+    let status = m.status.as_ref().unwrap_or(&empty);
     let deleting = m.metadata.deletion_timestamp.is_some();
     if deleting && !deletion::has_finalizer(m) {
         // Not ours to hold (it never changed the cluster, or was released).
@@ -106,7 +110,7 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
             Some(vcfm_api::MigrationPhase::Completed | vcfm_api::MigrationPhase::RollbackCompleted)
         )
     {
-        let outcome = transition::outcome_of(m, &status);
+        let outcome = transition::outcome_of(m, status);
         crate::backup::mark_outcome(ctx.shared.client.clone(), m, outcome).await?;
         deletion::remove_finalizer(api, m).await?;
         return Ok(Action::requeue(transition::NEXT_STEP));
@@ -127,9 +131,9 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
             let timeout_for = |p| phases::timeout_for(&m.spec, p);
             Plan::Decided(if deleting {
                 let force = deletion::force_requested(m);
-                state::decide_deletion(&m.spec, &status, force, now, timeout_for)
+                state::decide_deletion(&m.spec, status, force, now, timeout_for)
             } else {
-                state::decide(&m.spec, &status, now, timeout_for)
+                state::decide(&m.spec, status, now, timeout_for)
             })
         }
     };
@@ -145,62 +149,71 @@ async fn step(api: &Api<Vcfm>, m: &Vcfm, ctx: &Context) -> Result<Action, Error>
     act(api, m, ctx, &plan, now).instrument(span).await
 }
 
-/// A migration this step finishes has nothing left to undo: its outcome goes on
-/// the backup Secret and the finalizer comes off before Completed (or
-/// RollbackCompleted) is written, so that whoever sees it finished can delete
-/// it or uninstall vcfm at once. A crash in between re-runs the last step,
-/// which puts the finalizer back and comes here again.
+/// A migration this step finishes (`after` is the status the step computed)
+/// has nothing left to undo: its outcome goes on the backup Secret and the
+/// finalizer comes off before Completed (or RollbackCompleted) is written, so
+/// that whoever sees it finished can delete it or uninstall vcfm at once. A
+/// crash in between re-runs the last step, which puts the finalizer back and
+/// comes here again. Returns the migration without the finalizer when it
+/// came off.
 async fn let_go_if_finishing(
     api: &Api<Vcfm>,
     ctx: &Context,
-    m: Vcfm,
-    plan: &Plan,
-    ran: &Ran,
-    now: Timestamp,
-) -> Result<Vcfm, Error> {
-    if m.metadata.deletion_timestamp.is_some() || !deletion::has_finalizer(&m) {
-        return Ok(m);
+    m: &Vcfm,
+    after: &MigrationStatus,
+) -> Result<Option<Arc<Vcfm>>, Error> {
+    if m.metadata.deletion_timestamp.is_some() || !deletion::has_finalizer(m) {
+        return Ok(None);
     }
-    let before = m.status.clone().unwrap_or_default();
-    let g = m.metadata.generation;
-    let (after, _) = transition::transition(&m, before, plan, ran, g, now);
     if !matches!(
         after.phase,
         Some(vcfm_api::MigrationPhase::Completed | vcfm_api::MigrationPhase::RollbackCompleted)
     ) {
-        return Ok(m);
+        return Ok(None);
     }
     crate::backup::mark_outcome(
         ctx.shared.client.clone(),
-        &m,
-        transition::outcome_of(&m, &after),
+        m,
+        transition::outcome_of(m, after),
     )
     .await?;
-    Ok(match deletion::remove_finalizer(api, &m).await? {
-        Some(released) => {
-            ctx.written.record(released.clone());
-            released
-        }
-        None => m,
-    })
+    Ok(deletion::remove_finalizer(api, m)
+        .await?
+        .map(|released| ctx.written.record(released)))
 }
 
 /// Runs the one phase step of `plan`, writes the transition once, publishes
 /// its Events and says when to look again.
 async fn act(
     api: &Api<Vcfm>,
-    m: &Vcfm,
+    m: &Arc<Vcfm>,
     ctx: &Context,
     plan: &Plan,
     now: Timestamp,
 ) -> Result<Action, Error> {
     let (m, ran) = run(api, m, ctx, plan, now).await?;
-    let m = let_go_if_finishing(api, ctx, m, plan, &ran, now).await?;
+    let empty = MigrationStatus::default();
+    let computed = transition::transition(
+        &m,
+        m.status.as_ref().unwrap_or(&empty).clone(),
+        plan,
+        &ran,
+        m.metadata.generation,
+        now,
+    );
+    // The transition is computed once: the write's first attempt is on the
+    // same object, unless the finalizer came off (then on what that returned).
+    let (m, mut computed) = match let_go_if_finishing(api, ctx, &m, &computed.0).await? {
+        Some(released) => (released, None),
+        None => (m, Some(computed)),
+    };
     let mut t = Transition::default();
     let done = write(api, ctx, &m, |st, g| {
-        let (new, out) = transition::transition(&m, std::mem::take(st), plan, &ran, g, now);
-        *st = new;
+        let (new, out) = computed
+            .take()
+            .unwrap_or_else(|| transition::transition(&m, st.clone(), plan, &ran, g, now));
         t = out;
+        new
     })
     .await?;
     for e in t.events {
@@ -245,13 +258,13 @@ fn label(phase: PhaseName) -> crate::metrics::PhaseLabel {
 /// finalizer goes on) and what ran.
 async fn run(
     api: &Api<Vcfm>,
-    m: &Vcfm,
+    m: &Arc<Vcfm>,
     ctx: &Context,
     plan: &Plan,
     now: Timestamp,
-) -> Result<(Vcfm, Ran), Error> {
-    let pctx = |m: &Vcfm| {
-        PhaseCtx::new(ctx.shared.clone(), Arc::new(m.clone()), now).with_caches(ctx.caches.clone())
+) -> Result<(Arc<Vcfm>, Ran), Error> {
+    let pctx = |m: &Arc<Vcfm>| {
+        PhaseCtx::new(ctx.shared.clone(), m.clone(), now).with_caches(ctx.caches.clone())
     };
     match plan.acting() {
         Some(Decision::Execute(phase)) => {
@@ -262,11 +275,14 @@ async fn run(
                 None
             };
             let m = match with_finalizer {
-                Some(w) => (*ctx.written.record(w)).clone(),
+                Some(w) => ctx.written.record(w),
                 None => m.clone(),
             };
-            let status = m.status.clone().unwrap_or_default();
-            if !transition::runs_now(&status, *phase) {
+            if !m
+                .status
+                .as_ref()
+                .is_some_and(|s| transition::runs_now(s, *phase))
+            {
                 return Ok((m, Ran::Nothing));
             }
             let imp = phases::phase(*phase);
@@ -289,8 +305,8 @@ async fn run(
         Some(Decision::ReleaseDeletion { .. }) => {
             // Recorded before the finalizer goes, so that a later Preflight can
             // tell a finished migration from an abandoned one.
-            let status = m.status.clone().unwrap_or_default();
-            let outcome = transition::outcome_of(m, &status);
+            let empty = MigrationStatus::default();
+            let outcome = transition::outcome_of(m, m.status.as_ref().unwrap_or(&empty));
             crate::backup::mark_outcome(ctx.shared.client.clone(), m, outcome).await?;
             Ok((m.clone(), Ran::Nothing))
         }

@@ -227,7 +227,7 @@ pub async fn run_with_metrics(
                 &lists,
                 machines_w,
             ),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::Machines),
         )
         .watches_stream(
             cached(
@@ -236,7 +236,7 @@ pub async fn run_with_metrics(
                 &lists,
                 machine_sets_w,
             ),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::MachineSets),
         )
         .watches_stream(
             cached(
@@ -245,7 +245,7 @@ pub async fn run_with_metrics(
                 &lists,
                 cpms_w,
             ),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::ControlPlaneMachineSets),
         )
         .watches_stream(
             cached(
@@ -267,7 +267,7 @@ pub async fn run_with_metrics(
                 &lists,
                 cvo_w,
             ),
-            mapper(&reader),
+            waiting_mapper(&reader, Watched::ClusterVersionOperator),
         )
         .watches_stream(
             cached(
@@ -384,20 +384,8 @@ where
         .touched_objects()
 }
 
-/// Any change to a watched object wakes every migration that is not finished.
-fn mapper<K>(
-    reader: &Store<VmwareCloudFoundationMigration>,
-) -> impl Fn(K) -> Vec<ObjectRef<VmwareCloudFoundationMigration>> + Send + Sync + 'static {
-    wake_where(reader, |m| {
-        !m.status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(|p| p.is_terminal())
-    })
-}
-
-/// A change to a Pod, Node or ClusterOperator wakes only the migrations
-/// running a phase that waits on that kind (see [`crate::wake`]).
+/// A change to a watched object wakes only the migrations that wait on its
+/// kind: running a phase that does, or undoing one (see [`crate::wake`]).
 fn waiting_mapper<K>(
     reader: &Store<VmwareCloudFoundationMigration>,
     kind: Watched,

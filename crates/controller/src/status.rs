@@ -5,47 +5,60 @@
 
 use crate::error::Error;
 use kube::api::{Api, PostParams};
+use std::borrow::Cow;
 use vcfm_api::{MigrationStatus, VmwareCloudFoundationMigration};
 
 const ATTEMPTS: u32 = 8;
 
-/// Applies `change` to the status of `base` (the migration as the reconcile
-/// read it, from the watch cache) and writes it with `base`'s
-/// resourceVersion; skips the write when nothing changed. On a conflict the
-/// object is read again and `change` runs again on the fresh status, so it
-/// may run more than once.
-pub async fn update(
+/// Writes the status `change` computes from the status of `base` (the
+/// migration as the reconcile read it, from the watch cache) with `base`'s
+/// resourceVersion; skips the write when nothing changed, returning `base`
+/// itself (no copy: this runs on every reconcile, most of which change
+/// nothing). On a conflict the object is read again and `change` runs again
+/// on the fresh status, so it may run more than once.
+pub async fn update<'a>(
     api: &Api<VmwareCloudFoundationMigration>,
-    base: &VmwareCloudFoundationMigration,
-    mut change: impl FnMut(&mut MigrationStatus, Option<i64>),
-) -> Result<VmwareCloudFoundationMigration, Error> {
+    base: &'a VmwareCloudFoundationMigration,
+    mut change: impl FnMut(&MigrationStatus, Option<i64>) -> MigrationStatus,
+) -> Result<Cow<'a, VmwareCloudFoundationMigration>, Error> {
     let name = base.metadata.name.clone().unwrap_or_default();
     let mut last_err = None;
-    let mut current = Some(base.clone());
+    // What the last failed write was computed on is stale: read it again.
+    let mut fresh: Option<VmwareCloudFoundationMigration> = None;
+    let mut stale = false;
+    let empty = MigrationStatus::default();
     for attempt in 0..ATTEMPTS {
-        let mut m = match current.take() {
-            Some(m) => m,
-            None => match api.get(&name).await {
-                Ok(m) => m,
+        if stale {
+            match api.get(&name).await {
+                Ok(m) => fresh = Some(m),
                 Err(e) if crate::error::kube_is_transient(&e) => {
                     last_err = Some(e);
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
-            },
-        };
-        let before = m.status.clone();
-        let mut st = m.status.take().unwrap_or_default();
-        change(&mut st, m.metadata.generation);
-        st.observed_generation = m.metadata.generation;
-        if before.as_ref() == Some(&st) {
-            m.status = Some(st);
-            return Ok(m);
+            }
         }
-        m.status = Some(st);
-        match api.replace_status(&name, &PostParams::default(), &m).await {
-            Ok(m) => return Ok(m),
+        let m = fresh.as_ref().unwrap_or(base);
+        let mut st = change(m.status.as_ref().unwrap_or(&empty), m.metadata.generation);
+        st.observed_generation = m.metadata.generation;
+        if m.status.as_ref() == Some(&st) {
+            return Ok(match fresh {
+                Some(f) => Cow::Owned(f),
+                None => Cow::Borrowed(base),
+            });
+        }
+        let next = VmwareCloudFoundationMigration {
+            metadata: m.metadata.clone(),
+            spec: m.spec.clone(),
+            status: Some(st),
+        };
+        stale = true;
+        match api
+            .replace_status(&name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(m) => return Ok(Cow::Owned(m)),
             // Computed on a version someone else has since replaced: read
             // again at once (no backoff: the fresh read is the remedy).
             Err(kube::Error::Api(s)) if s.code == 409 => {

@@ -666,14 +666,27 @@ fn defer_detail(st: &mut MigrationStatus, before: MigrationStatus, now: Timestam
     if !recent || a.name != b.name || a.status != b.status || a.progress != b.progress {
         return;
     }
-    let mut detail_put_back = st.clone();
-    if let Some(c) = detail_put_back.current_phase_state.as_mut() {
-        c.message.clone_from(&b.message);
-        c.waiting_for.clone_from(&b.waiting_for);
-        c.last_heartbeat.clone_from(&b.last_heartbeat);
-    }
-    if detail_put_back == before {
-        *st = before;
+    // Whether the step changed nothing but the detail: put the previous
+    // detail back in place (not on a copy: this runs on every step of a
+    // waiting phase) and keep it if the rest is as before.
+    let previous = (
+        b.message.clone(),
+        b.waiting_for.clone(),
+        b.last_heartbeat.clone(),
+    );
+    let Some(c) = st.current_phase_state.as_mut() else {
+        return;
+    };
+    let (message, waiting_for, heartbeat) = previous;
+    let new = (
+        std::mem::replace(&mut c.message, message),
+        std::mem::replace(&mut c.waiting_for, waiting_for),
+        std::mem::replace(&mut c.last_heartbeat, heartbeat),
+    );
+    if *st != before
+        && let Some(c) = st.current_phase_state.as_mut()
+    {
+        (c.message, c.waiting_for, c.last_heartbeat) = new;
     }
 }
 
