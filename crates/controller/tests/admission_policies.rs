@@ -116,14 +116,7 @@ async fn with_the_policies_a_migration_ends_and_an_orphan_source_machine_is_remo
     assert_policies_enforced(&env).await;
     add_orphan(&env).await;
     env.spawn_controller();
-    env.create_migration("move", env.spec(FD, 1, false)).await;
-    let m = env.wait_terminal("move", Duration::from_secs(300)).await;
-    assert_eq!(
-        phase_of(&m),
-        Some(MigrationPhase::Completed),
-        "{}",
-        summary(&m)
-    );
+    let m = env.migrate_to_completion("move", 1).await;
     let api = Api::<Machine>::namespaced(env.client.clone(), MACHINE_API_NAMESPACE);
     assert!(api.get_opt(ORPHAN).await.unwrap().is_none());
     let st = m.status.as_ref().unwrap();

@@ -20,7 +20,7 @@ use openshift_sim::{Delays, Scenario};
 use serde_json::{Value, json};
 use std::time::Duration;
 use vcfm_api::openshift::{LABEL_ROLE, LABEL_TYPE, MachineSet};
-use vcfm_api::{MigrationPhase, PhaseName, PhaseStatus};
+use vcfm_api::{PhaseName, PhaseStatus};
 
 const WORKERS: u32 = 2;
 const INFRA_LABEL: &str = "node-role.kubernetes.io/infra";
@@ -96,15 +96,7 @@ async fn infra_and_worker_sets_move_with_the_router_budget_and_the_pools() {
     assert_eq!(before.len(), 2, "master and worker pools, as installed");
     assert!(unsettled(&before).is_empty(), "{:?}", unsettled(&before));
     env.spawn_controller();
-    env.create_migration("move", env.spec(FD, WORKERS, false))
-        .await;
-    let m = env.wait_terminal("move", Duration::from_secs(300)).await;
-    assert_eq!(
-        phase_of(&m),
-        Some(MigrationPhase::Completed),
-        "{}",
-        summary(&m)
-    );
+    let m = env.migrate_to_completion("move", WORKERS).await;
 
     let target = env.sim.target().server.clone();
     let source = env.sim.source().server.clone();

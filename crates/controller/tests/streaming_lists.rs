@@ -14,8 +14,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, WatchParams};
 use openshift_sim::Scenario;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
-use vcfm_api::MigrationPhase;
 
 const WORKERS: u32 = 1;
 
@@ -29,15 +27,7 @@ async fn migrate(watch_list: bool) -> (Env, BTreeMap<(String, String), u64>) {
     .await;
     let mark = env.request_mark();
     env.spawn_controller();
-    env.create_migration("move", env.spec(FD, WORKERS, false))
-        .await;
-    let m = env.wait_terminal("move", Duration::from_secs(300)).await;
-    assert_eq!(
-        phase_of(&m),
-        Some(MigrationPhase::Completed),
-        "{}",
-        summary(&m)
-    );
+    env.migrate_to_completion("move", WORKERS).await;
     env.stop_controller().await;
     let requests = env
         .requests_since(&mark)

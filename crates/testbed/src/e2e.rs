@@ -2,9 +2,10 @@
 //! failure domain they migrate to and the end state of a completed migration.
 
 use serde_json::Value;
-use vcfm_api::PhaseName;
+use std::time::Duration;
+use vcfm_api::{MigrationPhase, PhaseName};
 
-use crate::{ClusterState, Env, Vcfm};
+use crate::{ClusterState, Env, Vcfm, phase_of, summary};
 
 /// The one target failure domain of the whole-migration scenarios.
 pub const FD: &str = "target-fd-1";
@@ -22,6 +23,21 @@ impl Env {
     ) -> Vcfm {
         self.migrate_through_in(name, FD, workers, upto, tweak)
             .await
+    }
+
+    /// Creates an Automatic migration of `workers` on [`FD`] and waits, at most 300 s,
+    /// for it to end; it must end Completed.
+    pub async fn migrate_to_completion(&self, name: &str, workers: u32) -> Vcfm {
+        self.create_migration(name, self.spec(FD, workers, false))
+            .await;
+        let m = self.wait_terminal(name, Duration::from_secs(300)).await;
+        assert_eq!(
+            phase_of(&m),
+            Some(MigrationPhase::Completed),
+            "{}",
+            summary(&m)
+        );
+        m
     }
 }
 
