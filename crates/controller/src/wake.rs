@@ -203,17 +203,11 @@ mod tests {
 
     #[test]
     fn machine_changes_wake_only_the_phases_that_wait_on_machines() {
-        for p in [
-            PhaseName::Preflight,
-            PhaseName::Backup,
-            PhaseName::UpdateSecrets,
-            PhaseName::CreateTags,
-            PhaseName::CreateFolder,
-            PhaseName::UpdateInfrastructure,
-            PhaseName::UpdateConfig,
-            PhaseName::RestartPods,
-            PhaseName::MonitorHealth,
-        ] {
+        // The phases before CreateWorkers create and delete no machine.
+        for p in PhaseName::ALL
+            .into_iter()
+            .take_while(|p| *p != PhaseName::CreateWorkers)
+        {
             let m = migration("Running", p, "Running");
             for k in [
                 Watched::Machines,
