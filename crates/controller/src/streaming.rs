@@ -45,6 +45,7 @@ pub struct ListMode(Arc<Inner>);
 struct Inner {
     served: watch::Sender<Served>,
     asking: AtomicBool,
+    refusal_logged: AtomicBool,
 }
 
 impl Default for ListMode {
@@ -52,21 +53,23 @@ impl Default for ListMode {
         Self(Arc::new(Inner {
             served: watch::Sender::new(Served::Unknown),
             asking: AtomicBool::new(false),
+            refusal_logged: AtomicBool::new(false),
         }))
     }
 }
 
 impl ListMode {
-    /// Whether a watch starting now streams its initial state, and whether it
-    /// is the one asking the server.
-    async fn start(&self) -> (bool, bool) {
+    /// Whether a watch starting now streams its initial state: at once when
+    /// the answer is known or nobody has asked yet, else once the watch that
+    /// asked first has its answer (or [`ANSWER_WAIT`] has passed).
+    async fn streaming(&self) -> bool {
         match *self.0.served.borrow() {
-            Served::Yes => return (true, false),
-            Served::Refused => return (false, false),
+            Served::Yes => return true,
+            Served::Refused => return false,
             Served::Unknown => {}
         }
         if !self.0.asking.swap(true, Ordering::SeqCst) {
-            return (true, true);
+            return true;
         }
         let mut answer = self.0.served.subscribe();
         let served = tokio::time::timeout(ANSWER_WAIT, answer.wait_for(|s| *s != Served::Unknown))
@@ -74,12 +77,19 @@ impl ListMode {
             .ok()
             .and_then(Result::ok)
             .map(|s| *s);
-        (served != Some(Served::Refused), false)
+        served != Some(Served::Refused)
     }
 
+    /// Any streaming watch answers: the first that is served, or refused.
     fn answer(&self, served: Served) {
-        let before = self.0.served.send_replace(served);
-        if served == Served::Refused && before != Served::Refused {
+        self.0.served.send_if_modified(|s| {
+            let changes = *s == Served::Unknown || (served == Served::Refused && *s != served);
+            if changes {
+                *s = served;
+            }
+            changes
+        });
+        if served == Served::Refused && !self.0.refusal_logged.swap(true, Ordering::SeqCst) {
             tracing::info!(
                 "the API server does not serve streaming lists (its WatchList feature gate is off): every watch lists first"
             );
@@ -114,10 +124,11 @@ where
     };
     futures::stream::unfold(
         (None, false, false, open, mode),
-        |(mut events, mut streaming, mut asking, open, mode)| async move {
+        |(mut events, mut streaming, mut answered, open, mode)| async move {
             loop {
                 let Some(current) = events.as_mut() else {
-                    (streaming, asking) = mode.start().await;
+                    streaming = mode.streaming().await;
+                    answered = !streaming;
                     events = Some(open(streaming));
                     continue;
                 };
@@ -126,16 +137,47 @@ where
                     // A refused watch has sent nothing: the list that
                     // replaces it starts its store afresh.
                     mode.answer(Served::Refused);
-                    (streaming, asking) = (false, false);
+                    (streaming, answered) = (false, true);
                     events = Some(open(false));
                     continue;
                 }
-                if asking && ev.is_ok() {
+                if !answered && ev.is_ok() {
                     mode.answer(Served::Yes);
-                    asking = false;
+                    answered = true;
                 }
-                return Some((ev, (events, streaming, asking, open, mode)));
+                return Some((ev, (events, streaming, answered, open, mode)));
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_watch_asks_alone_and_the_others_follow_its_answer() {
+        let mode = ListMode::default();
+        assert!(mode.streaming().await, "the first watch asks");
+        let waiting = tokio::spawn({
+            let mode = mode.clone();
+            async move { mode.streaming().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the second waits for the answer");
+        mode.answer(Served::Refused);
+        assert!(!waiting.await.unwrap(), "refused: it lists first");
+        assert!(!mode.streaming().await, "and so does every later watch");
+        // A served streaming watch does not undo a refusal.
+        mode.answer(Served::Yes);
+        assert!(!mode.streaming().await);
+
+        let mode = ListMode::default();
+        assert!(mode.streaming().await);
+        mode.answer(Served::Yes);
+        assert!(
+            mode.streaming().await,
+            "served: later watches stream at once"
+        );
+    }
 }
