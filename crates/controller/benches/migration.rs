@@ -41,6 +41,12 @@ fn watch_list() -> bool {
     std::env::var("VCFM_BENCH_WATCH_LIST").as_deref() != Ok("off")
 }
 
+/// The release ClusterVersion reports, one whose Kubernetes runs the WatchList gate as the
+/// bench set it by default: 4.21 (Kubernetes 1.34, on) or 4.20 (1.33, off).
+fn release() -> &'static str {
+    if watch_list() { "4.21.0" } else { "4.20.8" }
+}
+
 fn zero_delays() -> Delays {
     let z = Duration::ZERO;
     Delays {
@@ -370,6 +376,7 @@ async fn run(masters: u32, workers: u32) {
         workers,
         delays: zero_delays(),
         watch_list: watch_list(),
+        version: release().into(),
         ..Scenario::default()
     })
     .await;
@@ -511,7 +518,8 @@ async fn run(masters: u32, workers: u32) {
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum();
     println!(
-        "== {masters} masters + {workers} workers, {}, WatchList {} ==",
+        "== {masters} masters + {workers} workers, OpenShift {}, {}, WatchList {} ==",
+        release(),
         if env.sim.real().is_some() {
             "real tier (kube-apiserver; requests counted from its audit log)"
         } else {
