@@ -277,3 +277,52 @@ async fn restart_pods_deletes_groups_sharing_a_label_key_with_one_request() {
     }
     env.shutdown().await;
 }
+
+/// A pod RestartPods deletes by name (the machine-config operator's: its group
+/// has no label selector) is remembered as deleted: the steps that run before
+/// the pod watch shows it going do not delete it again (a second delete would
+/// be one more request, or, on a cluster with graceful deletion, a deletion of
+/// whatever replaced it under that name). kube-sim holds the pod watches of
+/// that namespace for 10 s from the approval, while the other restarts go on
+/// and wake the migration (and the harness's 300 ms poll steps it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_by_name_is_not_deleted_again_while_its_watch_lags() {
+    use kube_sim::{FaultAction, FaultRule};
+    let mut env = Env::start(Scenario {
+        workers: 1,
+        ..Scenario::default()
+    })
+    .await;
+    env.spawn_controller();
+    env.migrate_through("m", 1, PhaseName::UpdateConfig, json!({}))
+        .await;
+    settled_pods(&env).await;
+    env.sim.kube().stats().reset();
+    let hold = Duration::from_secs(10);
+    env.sim.kube().faults().inject(
+        FaultRule::new(FaultAction::HoldEvents)
+            .verb("watch")
+            .resource("pods")
+            .namespace("openshift-machine-config-operator")
+            .for_duration(hold),
+    );
+    let start = std::time::Instant::now();
+    env.approve("m", &[PhaseName::RestartPods]).await;
+    env.wait(
+        "m",
+        "MonitorHealth to wait for approval",
+        Duration::from_secs(120),
+        |m| waiting_for_approval(m) == Some(PhaseName::MonitorHealth),
+    )
+    .await;
+    assert!(
+        start.elapsed() >= hold,
+        "RestartPods finished before the held watch showed the replacement"
+    );
+    assert_eq!(
+        controller_requests(&env, "delete", "pods"),
+        1,
+        "the machine-config operator's pod was deleted more than once"
+    );
+    env.shutdown().await;
+}

@@ -26,6 +26,11 @@ pub enum FaultAction {
         /// Milliseconds to wait.
         millis: u64,
     },
+    /// Leave requests alone; every open watch the rule matches (verb `watch`) delivers
+    /// nothing while the rule lasts, then everything it held, in order: a client's
+    /// cache that lags behind the server, as behind a busy API server. Held only by a
+    /// rule with a duration ([`FaultRule::for_duration`]).
+    HoldEvents,
 }
 
 /// A fault rule. Empty match fields match anything.
@@ -85,6 +90,18 @@ impl FaultRule {
     pub fn for_duration(mut self, d: Duration) -> Self {
         self.duration_ms = Some(d.as_millis() as u64);
         self
+    }
+}
+
+impl FaultRule {
+    fn matches(&self, t: &Target) -> bool {
+        let m = |want: &Option<String>, have: &str| {
+            want.as_deref().is_none_or(|w| w == have || w == "*")
+        };
+        m(&self.verb, &t.verb)
+            && m(&self.resource, &t.resource)
+            && m(&self.name, &t.name)
+            && m(&self.namespace, &t.namespace)
     }
 }
 
@@ -158,6 +175,19 @@ impl Faults {
         s.rules.iter().map(|a| a.rule.clone()).collect()
     }
 
+    /// Until when the events of an open watch of `t` are held (a
+    /// [`FaultAction::HoldEvents`] rule with a duration matches it).
+    pub(crate) fn held_until(&self, t: &Target) -> Option<Instant> {
+        let now = Instant::now();
+        self.lock()
+            .rules
+            .iter()
+            .filter(|a| a.rule.action == Some(FaultAction::HoldEvents) && a.rule.matches(t))
+            .filter_map(|a| a.until)
+            .filter(|u| *u > now)
+            .max()
+    }
+
     pub(crate) fn in_outage(&self) -> bool {
         self.lock().outage_until.is_some_and(|u| u > Instant::now())
     }
@@ -170,19 +200,14 @@ impl Faults {
             .retain(|a| a.until.is_none_or(|u| u > now) && a.remaining != Some(0));
         let mut out = Vec::new();
         for a in s.rules.iter_mut() {
-            let r = &a.rule;
-            let m = |want: &Option<String>, have: &str| {
-                want.as_deref().is_none_or(|w| w == have || w == "*")
-            };
-            if m(&r.verb, &t.verb)
-                && m(&r.resource, &t.resource)
-                && m(&r.name, &t.name)
-                && m(&r.namespace, &t.namespace)
-            {
+            if a.rule.action == Some(FaultAction::HoldEvents) {
+                continue;
+            }
+            if a.rule.matches(t) {
                 if let Some(n) = a.remaining.as_mut() {
                     *n -= 1;
                 }
-                if let Some(act) = &r.action {
+                if let Some(act) = &a.rule.action {
                     out.push(act.clone());
                 }
             }

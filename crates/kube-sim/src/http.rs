@@ -278,6 +278,8 @@ pub(crate) async fn handle(
             FaultAction::Delay { millis } => {
                 tokio::time::sleep(Duration::from_millis(millis)).await
             }
+            // Acts on open watches (see `watch`), not on requests.
+            FaultAction::HoldEvents => {}
             FaultAction::Drop => return Ok(dropped_response()),
             FaultAction::Conflict => {
                 return Ok(error_response(&ApiError::stale(
@@ -1309,6 +1311,13 @@ fn watch(
             }
         }
     }
+    let faults = shared.faults.clone();
+    let target = Target {
+        verb: "watch".into(),
+        resource: def.plural.clone(),
+        name: opts.fields.pinned_name().unwrap_or_default().to_string(),
+        namespace: ns.clone().unwrap_or_default(),
+    };
     let mut shutdown = shared.shutdown.clone();
     let interval = shared.bookmark_interval;
     let kind = def.kind.clone();
@@ -1335,9 +1344,15 @@ fn watch(
                 msg = sub.recv() => match msg {
                     Ok(c) => {
                         last_rv = c.rv;
-                        if let Some(ty) = filter.translate(&c)
-                            && tx.send(enc.encode_change(ty, &c)).await.is_err()
-                        {
+                        let Some(ty) = filter.translate(&c) else { continue };
+                        // Later changes queue behind this one in `sub`, so order is kept.
+                        if let Some(until) = faults.held_until(&target) {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(until.into()) => {}
+                                _ = shutdown.changed() => break,
+                            }
+                        }
+                        if tx.send(enc.encode_change(ty, &c)).await.is_err() {
                             break;
                         }
                     }

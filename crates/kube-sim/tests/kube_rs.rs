@@ -1517,6 +1517,70 @@ mod faults {
         assert_eq!(status(e).code, 403);
         sim.shutdown().await;
     }
+
+    /// A `HoldEvents` rule leaves requests alone and delays what the open watches it
+    /// matches deliver, in order, until it expires; watches it does not match go on.
+    #[tokio::test]
+    async fn held_watch_events_arrive_in_order_when_the_rule_expires() {
+        let sim = sim().await;
+        let client = sim.client().await.unwrap();
+        let held: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let other: Api<Secret> = Api::namespaced(client, "default");
+        // From now on: the changes that follow, not the objects already there.
+        let now = held
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap();
+        let mut held_events = held
+            .watch(&WatchParams::default().timeout(30), &now)
+            .await
+            .unwrap()
+            .boxed();
+        let mut other_events = other
+            .watch(&WatchParams::default().timeout(30), &now)
+            .await
+            .unwrap()
+            .boxed();
+        let hold = Duration::from_millis(1500);
+        sim.faults().inject(
+            FaultRule::new(FaultAction::HoldEvents)
+                .verb("watch")
+                .resource("configmaps")
+                .namespace("default")
+                .for_duration(hold),
+        );
+        let start = std::time::Instant::now();
+        held.create(&PostParams::default(), &cm("a", &[]))
+            .await
+            .unwrap();
+        held.delete("a", &DeleteParams::default()).await.unwrap();
+        other
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_event(&mut other_events).await,
+            WatchEvent::Added(_)
+        ));
+        assert!(
+            start.elapsed() < hold,
+            "a watch the rule does not match was held"
+        );
+        let first = next_event(&mut held_events).await;
+        assert!(start.elapsed() >= hold, "the held watch delivered early");
+        assert!(matches!(first, WatchEvent::Added(_)), "{first:?}");
+        assert!(matches!(
+            next_event(&mut held_events).await,
+            WatchEvent::Deleted(_)
+        ));
+        sim.shutdown().await;
+    }
 }
 
 #[tokio::test]
