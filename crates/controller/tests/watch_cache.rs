@@ -210,12 +210,8 @@ async fn settled_pods(env: &Env) -> std::collections::BTreeSet<String> {
     }
 }
 
-/// RestartPods restarts the CSI controller and node groups, which select on
-/// the same label key in one namespace, with one DeleteCollection
-/// (`app in (controller,node)`) instead of one each, and still reports them
-/// as two groups (issue 16).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_pods_deletes_groups_sharing_a_label_key_with_one_request() {
+/// A one-worker migration whose next phase, RestartPods, waits for approval.
+async fn before_restart_pods() -> Env {
     let mut env = Env::start(Scenario {
         workers: 1,
         ..Scenario::default()
@@ -224,17 +220,31 @@ async fn restart_pods_deletes_groups_sharing_a_label_key_with_one_request() {
     env.spawn_controller();
     env.migrate_through("m", 1, PhaseName::UpdateConfig, json!({}))
         .await;
+    env
+}
+
+/// Approves RestartPods and waits until it has finished.
+async fn restart_pods(env: &Env) -> Vcfm {
+    env.approve("m", &[PhaseName::RestartPods]).await;
+    env.wait(
+        "m",
+        "MonitorHealth to wait for approval",
+        Duration::from_secs(120),
+        |m| waiting_for_approval(m) == Some(PhaseName::MonitorHealth),
+    )
+    .await
+}
+
+/// RestartPods restarts the CSI controller and node groups, which select on
+/// the same label key in one namespace, with one DeleteCollection
+/// (`app in (controller,node)`) instead of one each, and still reports them
+/// as two groups (issue 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_pods_deletes_groups_sharing_a_label_key_with_one_request() {
+    let env = before_restart_pods().await;
     let before = settled_pods(&env).await;
     env.sim.kube().stats().reset();
-    env.approve("m", &[PhaseName::RestartPods]).await;
-    let m = env
-        .wait(
-            "m",
-            "MonitorHealth to wait for approval",
-            Duration::from_secs(120),
-            |m| waiting_for_approval(m) == Some(PhaseName::MonitorHealth),
-        )
-        .await;
+    let m = restart_pods(&env).await;
     // Every pod of the restarted groups was replaced.
     let after = settled_pods(&env).await;
     assert!(!before.is_empty());
@@ -288,14 +298,7 @@ async fn restart_pods_deletes_groups_sharing_a_label_key_with_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_deleted_by_name_is_not_deleted_again_while_its_watch_lags() {
     use kube_sim::{FaultAction, FaultRule};
-    let mut env = Env::start(Scenario {
-        workers: 1,
-        ..Scenario::default()
-    })
-    .await;
-    env.spawn_controller();
-    env.migrate_through("m", 1, PhaseName::UpdateConfig, json!({}))
-        .await;
+    let env = before_restart_pods().await;
     settled_pods(&env).await;
     env.sim.kube().stats().reset();
     let hold = Duration::from_secs(10);
@@ -307,14 +310,7 @@ async fn a_pod_deleted_by_name_is_not_deleted_again_while_its_watch_lags() {
             .for_duration(hold),
     );
     let start = std::time::Instant::now();
-    env.approve("m", &[PhaseName::RestartPods]).await;
-    env.wait(
-        "m",
-        "MonitorHealth to wait for approval",
-        Duration::from_secs(120),
-        |m| waiting_for_approval(m) == Some(PhaseName::MonitorHealth),
-    )
-    .await;
+    restart_pods(&env).await;
     assert!(
         start.elapsed() >= hold,
         "RestartPods finished before the held watch showed the replacement"
