@@ -41,8 +41,9 @@ fn watch_list() -> bool {
     std::env::var("VCFM_BENCH_WATCH_LIST").as_deref() != Ok("off")
 }
 
-/// The release ClusterVersion reports, one whose Kubernetes runs the WatchList gate as the
-/// bench set it by default: 4.21 (Kubernetes 1.34, on) or 4.20 (1.33, off).
+/// The OpenShift release the simulated cluster reports: one whose Kubernetes has the
+/// WatchList gate as the bench sets it by default, 4.21 (Kubernetes 1.34, on) or 4.20
+/// (1.33, off).
 fn release() -> &'static str {
     if watch_list() { "4.21.0" } else { "4.20.8" }
 }

@@ -302,6 +302,7 @@ async fn a_pod_deleted_by_name_is_not_deleted_again_while_its_watch_lags() {
     settled_pods(&env).await;
     env.sim.kube().stats().reset();
     let hold = Duration::from_secs(10);
+    let start = std::time::Instant::now();
     env.sim.kube().faults().inject(
         FaultRule::new(FaultAction::HoldEvents)
             .verb("watch")
@@ -309,7 +310,6 @@ async fn a_pod_deleted_by_name_is_not_deleted_again_while_its_watch_lags() {
             .namespace("openshift-machine-config-operator")
             .for_duration(hold),
     );
-    let start = std::time::Instant::now();
     restart_pods(&env).await;
     assert!(
         start.elapsed() >= hold,

@@ -91,9 +91,7 @@ impl FaultRule {
         self.duration_ms = Some(d.as_millis() as u64);
         self
     }
-}
 
-impl FaultRule {
     fn matches(&self, t: &Target) -> bool {
         let m = |want: &Option<String>, have: &str| {
             want.as_deref().is_none_or(|w| w == have || w == "*")

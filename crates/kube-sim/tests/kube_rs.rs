@@ -1545,6 +1545,8 @@ mod faults {
             .unwrap()
             .boxed();
         let hold = Duration::from_millis(1500);
+        // Before the rule: it expires `hold` after it is injected.
+        let start = std::time::Instant::now();
         sim.faults().inject(
             FaultRule::new(FaultAction::HoldEvents)
                 .verb("watch")
@@ -1552,7 +1554,6 @@ mod faults {
                 .namespace("default")
                 .for_duration(hold),
         );
-        let start = std::time::Instant::now();
         held.create(&PostParams::default(), &cm("a", &[]))
             .await
             .unwrap();
