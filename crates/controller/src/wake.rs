@@ -136,19 +136,8 @@ mod tests {
         patch: serde_json::Value,
     ) -> VmwareCloudFoundationMigration {
         let mut v = serde_json::to_value(m).unwrap();
-        json_patch(&mut v, patch);
+        json_patch::merge(&mut v, &patch);
         serde_json::from_value(v).unwrap()
-    }
-
-    fn json_patch(v: &mut serde_json::Value, patch: serde_json::Value) {
-        match (v, patch) {
-            (serde_json::Value::Object(o), serde_json::Value::Object(p)) => {
-                for (k, pv) in p {
-                    json_patch(o.entry(k).or_insert(serde_json::Value::Null), pv);
-                }
-            }
-            (v, p) => *v = p,
-        }
     }
 
     /// Each waiting phase is woken by every kind its step reads until it
