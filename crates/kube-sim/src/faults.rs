@@ -27,9 +27,12 @@ pub enum FaultAction {
         millis: u64,
     },
     /// Leave requests alone; every open watch the rule matches (verb `watch`) delivers
-    /// nothing while the rule lasts, then everything it held, in order: a client's
-    /// cache that lags behind the server, as behind a busy API server. Held only by a
-    /// rule with a duration ([`FaultRule::for_duration`]).
+    /// nothing while the rule lasts, then everything it held, in order. The real server
+    /// serves watches from its watch cache, fed by its own watch of etcd and handed to
+    /// each watcher through a queue in resourceVersion order (k8s.io/apiserver
+    /// `pkg/storage/cacher/cacher.go` `dispatchEvents`, `cache_watcher.go`): a watcher
+    /// may see a change well after the write that made it returned, never out of order.
+    /// Held only by a rule with a duration ([`FaultRule::for_duration`]).
     HoldEvents,
 }
 

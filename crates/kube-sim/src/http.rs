@@ -1345,7 +1345,8 @@ fn watch(
                     Ok(c) => {
                         last_rv = c.rv;
                         let Some(ty) = filter.translate(&c) else { continue };
-                        // Later changes queue behind this one in `sub`, so order is kept.
+                        // Later changes queue behind this one in `sub`, so order is
+                        // kept, as in the cacher's per-watcher queue (`FaultAction::HoldEvents`).
                         if let Some(until) = faults.held_until(&target) {
                             tokio::select! {
                                 _ = tokio::time::sleep_until(until.into()) => {}
